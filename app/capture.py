@@ -1,0 +1,77 @@
+"""ASGI request -> Capture: raw bytes, the path as sent, ordered header pairs, the peer address.
+
+Works on the raw ASGI scope rather than a framework Request: the capture path is the hot path, and
+everything it needs (raw_path, query_string, the header list with duplicates in order) is already
+there as bytes. Header bytes are decoded as Latin-1, which maps every byte to one character, so
+nothing is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from app.models import Capture, new_capture_id
+from app.parse import parse_body
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+# After the body limit is reached, read (and discard) at most this much more so that a sender
+# still uploading gets to read our 413 instead of a reset connection; then stop reading.
+DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+class Disconnected(Exception):
+    """The client went away before its request was complete: there is nothing to answer."""
+
+
+async def read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """Return (body cut at `limit`, truncated)."""
+    chunks: list[bytes] = []
+    size = 0
+    dropped = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunk = message.get("body", b"")
+        if size < limit:
+            kept = chunk[: limit - size]
+            chunks.append(kept)
+            size += len(kept)
+            dropped += len(chunk) - len(kept)
+        else:
+            dropped += len(chunk)
+        if not message.get("more_body", False) or dropped > DRAIN_LIMIT:
+            return b"".join(chunks), dropped > 0
+
+
+def build_capture(scope: dict[str, Any], *, endpoint_id: int, endpoint_token: str,
+                  received_at: int, body: bytes, truncated: bool,
+                  response_status: int) -> Capture:
+    headers = [[name.decode("latin-1"), value.decode("latin-1")]
+               for name, value in scope["headers"]]
+    content_type = next((value for name, value in headers if name == "content-type"), None)
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
+    client = scope.get("client")
+    parsed = parse_body(body, content_type)
+    return Capture(
+        id=new_capture_id(received_at),
+        endpoint_id=endpoint_id,
+        endpoint_token=endpoint_token,
+        received_at=received_at,
+        method=scope["method"],
+        path=path,
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        remote_addr=client[0] if client else None,
+        content_type=content_type,
+        body_size=len(body),
+        truncated=truncated,
+        response_status=response_status,
+        parsed_kind=parsed.kind,
+        parsed_error=parsed.error,
+        body=body,
+    )

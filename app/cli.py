@@ -1,0 +1,81 @@
+"""The `hookscope` command. Exit codes: 0 success, 1 failure, 2 usage error."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from app import __version__
+from app.settings import SETTINGS, Settings, SettingsError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hookscope", description="Self-hosted webhook inspector.")
+    parser.add_argument("--version", action="version", version=f"hookscope {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="run the server",
+        description="Run the Hookscope server. Flags override the HOOKSCOPE_* environment "
+                    "variables; see the README for every setting.")
+    for f in SETTINGS:
+        flag = f.metadata["cli"]
+        if flag:
+            kind = int if isinstance(f.default, int) else str
+            serve.add_argument(flag, dest=f.name, type=kind, default=None,
+                               help=f"{f.metadata['help']} [env {f.metadata['env']}, "
+                                    f"default {f.default!r}]")
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    return int(args.run(args))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+    from app.migrations import SchemaTooNew
+    from app.store import StoreLocked, check_writable
+
+    overrides = {f.name: getattr(args, f.name) for f in SETTINGS if f.metadata["cli"]}
+    try:
+        settings = Settings.from_env(**overrides)
+        check_writable(settings.db)
+    except (SettingsError, StoreLocked, SchemaTooNew, OSError) as exc:
+        print(f"hookscope: {exc}", file=sys.stderr)
+        return 1
+    trusted = settings.forwarded_allow_ips
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http=settings.http,
+        lifespan="on",
+        access_log=settings.access_log,
+        log_level=settings.log_level,
+        # X-Forwarded-For is never trusted unless the operator names the proxies.
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    logging.getLogger("uvicorn.error").setLevel(settings.log_level.upper())
+    sock = config.bind_socket()
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"hookscope {__version__} listening on http://{shown}:{port} (database {settings.db})",
+          file=sys.stderr, flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0

@@ -1,0 +1,59 @@
+"""The one error shape: {"error": {"code", "message", "details"}}, made by `error_response` only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 409: "conflict", 410: "gone", 413: "too_large",
+          422: "invalid", 429: "rate_limited", 500: "internal", 503: "unavailable"}
+
+
+class ApiError(Exception):
+    """Raise anywhere in a request; the handler turns it into the error shape."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None,
+                 details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or _CODES.get(status, "error")
+        self.message = message
+        self.details = details or []
+
+
+def error_response(status: int, message: str, *, code: str | None = None,
+                   details: list[dict[str, Any]] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": code or _CODES.get(status, "error"), "message": message,
+                      "details": details or []}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def api_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, code=exc.code, details=exc.details)
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: f"no route for {request.url.path}",
+               405: f"{request.method} is not allowed on {request.url.path}"}.get(
+        exc.status_code, str(exc.detail))
+    return error_response(exc.status_code, message, headers=exc.headers)
+
+
+async def server_error_handler(request: Request, exc: Exception) -> Response:
+    # Starlette re-raises after this so the server logs the traceback; the client gets the
+    # shape, never the trace.
+    return error_response(500, "internal error; the server log has the details")
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: api_error_handler,
+    HTTPException: http_exception_handler,
+    Exception: server_error_handler,
+}

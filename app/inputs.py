@@ -1,0 +1,261 @@
+"""Checking endpoint fields sent to the API: every problem found, each naming its field.
+
+`check_endpoint_fields` turns a create or patch body into values the store can write, or raises
+one ApiError(422) listing every problem, so a user fixes them all in one go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import validator_for
+
+from app.errors import ApiError
+from app.formats import FORMAT_IDS
+from app.models import ALIAS_PATTERN, DEFAULT_REJECT, DEFAULT_RESPONSE, Endpoint
+from app.verify import SCHEME_IDS
+
+MAX_DELAY_MS = 30_000
+MAX_MAX_CAPTURES = 1_000_000
+MAX_RESPONSE_BODY = 1024 * 1024
+MAX_NAME = 200
+READ_ONLY = ("token", "url", "alias_url", "inspect_url", "stream_url", "captures_url",
+             "created_at", "capture_count", "last_seq", "last_capture_at")
+VERIFY_OPTIONS = {"header": str, "algorithm": str, "encoding": str, "prefix": str,
+                  "template": str, "timestamp_header": str, "id_header": str,
+                  "secret_encoding": str}
+_ALIAS = re.compile(ALIAS_PATTERN)
+_TOKEN_CHARS = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_FORBIDDEN_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive",
+                      "upgrade", "te", "trailer", "x-hookscope-capture"}
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.details: list[dict[str, str]] = []
+
+    def add(self, field: str, message: str) -> None:
+        self.details.append({"field": field, "message": message})
+
+
+def check_endpoint_fields(body: Any, *, current: Endpoint | None = None,
+                          default_max_captures: int = 10_000) -> dict[str, Any]:
+    """Validate a create (current=None) or patch body; return the fields to store."""
+    if not isinstance(body, dict):
+        raise ApiError(422, "expected a JSON object of endpoint fields")
+    problems = _Problems()
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        checker = _CHECKERS.get(key)
+        if checker is None:
+            problems.add(key, f"{key} is read-only" if key in READ_ONLY else
+                         f"unknown field {key!r}; known: {', '.join(_CHECKERS)}")
+            continue
+        with contextlib.suppress(_Invalid):
+            out[key] = checker(value, current, problems)
+    if problems.details:
+        first = problems.details[0]
+        more = f" (and {len(problems.details) - 1} more)" if len(problems.details) > 1 else ""
+        raise ApiError(422, f"{first['field']}: {first['message']}{more}",
+                       details=problems.details)
+    if current is None:
+        out.setdefault("max_captures", default_max_captures)
+        out.setdefault("response", dict(DEFAULT_RESPONSE))
+        out.setdefault("reject", dict(DEFAULT_REJECT))
+    return out
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _fail(problems: _Problems, field: str, message: str) -> _Invalid:
+    problems.add(field, message)
+    return _Invalid()
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _name(value: Any, current: Endpoint | None, problems: _Problems) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_NAME:
+        raise _fail(problems, "name", f"name must be a string of at most {MAX_NAME} characters")
+    return value
+
+
+def _alias(value: Any, current: Endpoint | None, problems: _Problems) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _ALIAS.match(value):
+        raise _fail(problems, "alias", "alias must be 3-64 characters of a-z, 0-9, '_' and '-', "
+                                       "starting with a letter or digit")
+    return value
+
+
+def _verify(value: Any, current: Endpoint | None, problems: _Problems) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _fail(problems, "verify", "verify must be an object such as "
+                                        '{"scheme": "github", "secrets": ["..."]}, or null')
+    ok = True
+    scheme = value.get("scheme", "auto")
+    if scheme not in SCHEME_IDS:
+        problems.add("verify.scheme", f"unknown scheme {scheme!r}; known: {', '.join(SCHEME_IDS)}")
+        ok = False
+    if "secrets" in value:
+        secrets = value["secrets"]
+    elif current is not None and current.verify is not None:
+        secrets = current.verify.get("secrets", [])  # a patch without secrets keeps them
+    else:
+        secrets = []
+    if not isinstance(secrets, list) or not all(isinstance(s, str) and s for s in secrets):
+        problems.add("verify.secrets", "secrets must be a list of non-empty strings")
+        ok = False
+    tolerance = value.get("tolerance_seconds", 300)
+    if not _whole(tolerance) or tolerance < 0:
+        problems.add("verify.tolerance_seconds",
+                     "tolerance_seconds must be a whole number of seconds, 0 or more")
+        ok = False
+    for key, option in value.items():
+        if key in ("scheme", "secrets", "tolerance_seconds"):
+            continue
+        if key not in VERIFY_OPTIONS:
+            problems.add(f"verify.{key}", f"unknown verify option {key!r}; known: "
+                         f"scheme, secrets, tolerance_seconds, {', '.join(VERIFY_OPTIONS)}")
+            ok = False
+        elif not isinstance(option, VERIFY_OPTIONS[key]):
+            problems.add(f"verify.{key}", f"{key} must be a string")
+            ok = False
+    if not ok:
+        raise _Invalid()
+    return {**value, "scheme": scheme, "secrets": secrets, "tolerance_seconds": tolerance}
+
+
+def _format(value: Any, current: Endpoint | None, problems: _Problems) -> str:
+    if value not in ("auto", "none", *FORMAT_IDS):
+        raise _fail(problems, "format",
+                    f"format must be 'auto', 'none' or a format id ({', '.join(FORMAT_IDS)})")
+    return str(value)
+
+
+def _schema(value: Any, current: Endpoint | None, problems: _Problems) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _fail(problems, "schema", "schema must be a JSON Schema object, or null")
+    try:
+        validator_for(value).check_schema(value)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        raise _fail(problems, "schema",
+                    f"not a valid JSON Schema{' at /' + where if where else ''}: {exc.message}"
+                    ) from None
+    return value
+
+
+def _response(value: Any, current: Endpoint | None, problems: _Problems) -> dict[str, Any]:
+    base = dict(current.response if current is not None else DEFAULT_RESPONSE)
+    if value is None:
+        return dict(DEFAULT_RESPONSE)
+    if not isinstance(value, dict):
+        raise _fail(problems, "response", "response must be an object with status, headers, "
+                                          "body and delay_ms")
+    ok = True
+    for key in value:
+        if key not in DEFAULT_RESPONSE:
+            problems.add(f"response.{key}", f"unknown response field {key!r}; known: "
+                                            "status, headers, body, delay_ms")
+            ok = False
+    status = value.get("status", base["status"])
+    if not _whole(status) or not 200 <= status <= 599:
+        problems.add("response.status", "status must be a whole number from 200 to 599 "
+                                        "(1xx codes are interim and cannot end a response)")
+        ok = False
+    headers = value.get("headers", base["headers"])
+    if headers is None:
+        headers = {}
+    if not isinstance(headers, dict):
+        problems.add("response.headers", 'headers must be an object like {"X-Foo": "bar"}')
+        ok = False
+    else:
+        for name, header_value in headers.items():
+            if not _TOKEN_CHARS.match(name) or name.lower() in _FORBIDDEN_HEADERS:
+                problems.add(f"response.headers.{name}",
+                             f"{name!r} cannot be set: not a header name, or one the server "
+                             "controls (Content-Length, Connection, X-Hookscope-Capture...)")
+                ok = False
+            elif not isinstance(header_value, str) or any(
+                    (ord(c) < 32 and c != "\t") or ord(c) == 127 or ord(c) > 255
+                    for c in header_value):
+                problems.add(f"response.headers.{name}",
+                             "header values must be strings of printable Latin-1 characters")
+                ok = False
+    body = value.get("body", base["body"])
+    if body is not None and (not isinstance(body, str) or len(body) > MAX_RESPONSE_BODY):
+        problems.add("response.body", f"body must be a string of at most {MAX_RESPONSE_BODY} "
+                                      "characters, or null for the default JSON reply")
+        ok = False
+    delay = value.get("delay_ms", base["delay_ms"])
+    if not _whole(delay) or not 0 <= delay <= MAX_DELAY_MS:
+        problems.add("response.delay_ms", f"delay_ms must be a whole number from 0 to "
+                                          f"{MAX_DELAY_MS}")
+        ok = False
+    if not ok:
+        raise _Invalid()
+    return {"status": status, "headers": headers, "body": body, "delay_ms": delay}
+
+
+def _reject(value: Any, current: Endpoint | None, problems: _Problems) -> dict[str, bool]:
+    base = dict(current.reject if current is not None else DEFAULT_REJECT)
+    if value is None:
+        return dict(DEFAULT_REJECT)
+    if not isinstance(value, dict) or any(
+            key not in DEFAULT_REJECT or not isinstance(flag, bool) for key, flag in value.items()):
+        raise _fail(problems, "reject", "reject must be an object of booleans: "
+                                        '{"bad_signature": false, "invalid_payload": false}')
+    return {**base, **value}
+
+
+def _max_captures(value: Any, current: Endpoint | None, problems: _Problems) -> int:
+    if not _whole(value) or not 1 <= value <= MAX_MAX_CAPTURES:
+        raise _fail(problems, "max_captures",
+                    f"max_captures must be a whole number from 1 to {MAX_MAX_CAPTURES}")
+    return int(value)
+
+
+def _expires_at(value: Any, current: Endpoint | None, problems: _Problems) -> int | None:
+    if value is None:
+        return None
+    message = ("expires_at must be an ISO 8601 date-time such as '2026-12-31T23:59:59Z' "
+               "(UTC when no offset is given), or null for never")
+    if not isinstance(value, str):
+        raise _fail(problems, "expires_at", message)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(problems, "expires_at", message) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+_CHECKERS: dict[str, Callable[[Any, Endpoint | None, _Problems], Any]] = {
+    "name": _name,
+    "alias": _alias,
+    "verify": _verify,
+    "format": _format,
+    "schema": _schema,
+    "response": _response,
+    "reject": _reject,
+    "max_captures": _max_captures,
+    "expires_at": _expires_at,
+}

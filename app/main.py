@@ -1,0 +1,38 @@
+"""create_app(): the one place that wires Hookscope together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+
+from app.errors import EXCEPTION_HANDLERS
+from app.routes import build_routes
+from app.settings import Settings
+from app.store import SQLiteStore, Store
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Starlette:
+    """Build the ASGI app. A store passed in is the caller's to open and close (tests do that);
+    otherwise the app opens its SQLite store at startup and closes it at shutdown."""
+    settings = settings or Settings()
+    owns_store = store is None
+    active: Store = store if store is not None else SQLiteStore(settings.db)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if owns_store:
+            await active.open()
+        try:
+            yield
+        finally:
+            if owns_store:
+                await active.close()
+
+    app = Starlette(routes=build_routes(active, settings),
+                    exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+                    lifespan=lifespan)
+    app.state.settings = settings
+    app.state.store = active
+    return app

@@ -1,0 +1,88 @@
+"""The database schema, as forward migrations numbered by PRAGMA user_version.
+
+A release only ever appends to MIGRATIONS, so it opens any older database and brings it up to date
+in one transaction. A database written by a newer release (user_version beyond what we know) is
+refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: endpoints and captures. The body is the last column so listing summaries never reads a
+    # large body's overflow pages. Counters on endpoints are kept by the single writer.
+    """
+    CREATE TABLE endpoints (
+        id INTEGER PRIMARY KEY,
+        token TEXT NOT NULL UNIQUE,
+        alias TEXT UNIQUE,
+        name TEXT,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        max_captures INTEGER NOT NULL,
+        config TEXT NOT NULL,
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        capture_count INTEGER NOT NULL DEFAULT 0,
+        last_capture_at INTEGER
+    );
+    CREATE TABLE captures (
+        rowid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        endpoint_id INTEGER NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        query TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        remote_addr TEXT,
+        content_type TEXT,
+        body_size INTEGER NOT NULL,
+        truncated INTEGER NOT NULL,
+        response_status INTEGER NOT NULL,
+        parsed_kind TEXT NOT NULL,
+        parsed_error TEXT,
+        signature_status TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        validation_status TEXT NOT NULL,
+        format TEXT,
+        validation TEXT NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX captures_endpoint_seq ON captures(endpoint_id, seq);
+    """,
+)
+
+LATEST = len(MIGRATIONS)
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer Hookscope."""
+
+
+def migrate(conn: sqlite3.Connection, *, target: int = LATEST) -> int:
+    """Bring the database to `target` (default: the latest). Returns the version it started at."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > LATEST:
+        raise SchemaTooNew(
+            f"database schema version {version} is newer than this Hookscope knows ({LATEST}); "
+            "upgrade Hookscope or use another --db")
+    if version >= target:
+        return version
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for number in range(version + 1, target + 1):
+            for statement in _statements(MIGRATIONS[number - 1]):
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {int(target)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return version
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would commit our transaction; split on ';' instead (no ';' inside literals).
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,170 @@
+"""Plain data: endpoints, captures and how they look in the JSON API."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from app.parse import parse_body
+
+ALIAS_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,63}$"
+
+DEFAULT_RESPONSE: dict[str, Any] = {"status": 200, "headers": {}, "body": None, "delay_ms": 0}
+DEFAULT_REJECT: dict[str, bool] = {"bad_signature": False, "invalid_payload": False}
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_token() -> str:
+    """144 random bits, URL-safe and unguessable. Creation refuses a token equal to an alias."""
+    return secrets.token_urlsafe(18)
+
+
+def new_capture_id(now_us: int) -> str:
+    """`c_` + 26 characters: 48 bits of milliseconds then 80 random bits (a ULID in lower case).
+
+    Sortable by arrival across endpoints and unguessable, so an id alone never exposes someone
+    else's capture.
+    """
+    value = ((now_us // 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "c_" + "".join(reversed(chars))
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def format_time(us: int | None) -> str | None:
+    """Microsecond UTC timestamp -> `2026-11-22T10:00:00.123456Z`."""
+    if us is None:
+        return None
+    return datetime.fromtimestamp(us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def mask_secret(secret: str) -> str:
+    return (secret[:2] if len(secret) > 6 else "") + "****"
+
+
+@dataclass
+class Endpoint:
+    id: int
+    token: str
+    alias: str | None
+    name: str | None
+    created_at: int
+    max_captures: int
+    expires_at: int | None = None
+    verify: dict[str, Any] | None = None
+    format: str = "auto"
+    schema: dict[str, Any] | None = None
+    response: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_RESPONSE))
+    reject: dict[str, bool] = field(default_factory=lambda: dict(DEFAULT_REJECT))
+    capture_count: int = 0
+    last_seq: int = 0
+    last_capture_at: int | None = None
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-stored part: what the capture path reads besides identity and limits."""
+        return {"verify": self.verify, "format": self.format, "schema": self.schema,
+                "response": self.response, "reject": self.reject}
+
+    def is_expired(self, at_us: int) -> bool:
+        return self.expires_at is not None and at_us >= self.expires_at
+
+    def as_json(self, base_url: str) -> dict[str, Any]:
+        verify = None
+        if self.verify is not None:
+            verify = dict(self.verify)
+            verify["secrets"] = [mask_secret(s) for s in self.verify.get("secrets", [])]
+        return {
+            "token": self.token,
+            "alias": self.alias,
+            "name": self.name,
+            "verify": verify,
+            "format": self.format,
+            "schema": self.schema,
+            "response": self.response,
+            "reject": self.reject,
+            "max_captures": self.max_captures,
+            "expires_at": format_time(self.expires_at),
+            "created_at": format_time(self.created_at),
+            "capture_count": self.capture_count,
+            "last_seq": self.last_seq,
+            "last_capture_at": format_time(self.last_capture_at),
+            "url": f"{base_url}/h/{self.token}",
+            "alias_url": f"{base_url}/h/{self.alias}" if self.alias else None,
+            "inspect_url": f"{base_url}/e/{self.token}",
+            "stream_url": f"{base_url}/api/endpoints/{self.token}/stream",
+            "captures_url": f"{base_url}/api/endpoints/{self.token}/captures",
+        }
+
+
+@dataclass
+class Capture:
+    """One request exactly as received. `body` is None when only the summary was loaded."""
+
+    id: str
+    endpoint_id: int
+    endpoint_token: str
+    received_at: int
+    method: str
+    path: str
+    query: str
+    headers: list[list[str]]
+    remote_addr: str | None
+    content_type: str | None
+    body_size: int
+    truncated: bool
+    response_status: int
+    parsed_kind: str = "empty"
+    parsed_error: str | None = None
+    seq: int = 0
+    body: bytes | None = None
+    signature: dict[str, Any] = field(default_factory=lambda: {
+        "scheme": None, "status": "unchecked", "reason": None, "secret_index": None})
+    validation: dict[str, Any] = field(default_factory=lambda: {
+        "format": None, "detected": False, "status": "unknown", "errors": []})
+
+    def as_json(self, *, full: bool) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "endpoint": self.endpoint_token,
+            "seq": self.seq,
+            "received_at": format_time(self.received_at),
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": self.headers,
+            "remote_addr": self.remote_addr,
+            "content_type": self.content_type,
+            "body_size": self.body_size,
+            "truncated": self.truncated,
+            "signature": self.signature,
+            "validation": self.validation,
+            "response": {"status": self.response_status},
+        }
+        if full and self.body is not None:
+            text = _utf8_or_none(self.body)
+            data["body_text"] = text
+            data["body_base64"] = None if text is not None else base64.b64encode(
+                self.body).decode("ascii")
+            data["parsed"] = parse_body(self.body, self.content_type).as_json()
+        else:
+            data["parsed"] = {"kind": self.parsed_kind, "error": self.parsed_error}
+        return data
+
+
+def _utf8_or_none(body: bytes) -> str | None:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None

@@ -1,0 +1,200 @@
+"""The JSON API: endpoints and captures. The page, the CLI and the pytest plugin use it too."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app import __version__
+from app.errors import ApiError
+from app.inputs import check_endpoint_fields
+from app.models import Endpoint, now_us
+from app.settings import Settings
+from app.store import CaptureQuery, Conflict, Gone, Store
+
+MAX_JSON_BODY = 2 * 1024 * 1024
+SIGNATURE_STATUSES = ("verified", "failed", "missing", "unchecked")
+VALIDATION_STATUSES = ("valid", "invalid", "unknown")
+CAPTURE_LIST_PARAMS = ("method", "signature", "validation", "format", "q", "before", "after",
+                       "limit")
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def base_url(request: Request) -> str:
+    return (_settings(request).public_url or str(request.base_url)).rstrip("/")
+
+
+async def read_json(request: Request) -> Any:
+    body = await request.body()
+    if len(body) > MAX_JSON_BODY:
+        raise ApiError(413, f"request body is larger than {MAX_JSON_BODY} bytes")
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+
+
+async def endpoint_or_404(request: Request) -> Endpoint:
+    key = request.path_params["key"]
+    endpoint = await _store(request).get_endpoint(key)
+    if endpoint is None:
+        raise ApiError(404, f"no endpoint with token or alias {key!r}")
+    return endpoint
+
+
+def _int_param(request: Request, name: str, default: int | None, low: int,
+               high: int | None = None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ApiError(400, f"{name} must be a whole number {bounds}, got {raw!r}",
+                       details=[{"field": name, "message": f"a whole number {bounds}"}])
+    return value
+
+
+def _choice_param(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
+    value = request.query_params.get(name) or None
+    if value is not None and value not in choices:
+        raise ApiError(400, f"{name} must be one of {', '.join(choices)}, got {value!r}",
+                       details=[{"field": name, "message": f"one of {', '.join(choices)}"}])
+    return value
+
+
+# -- endpoints ---------------------------------------------------------------------------------
+
+
+async def create_endpoint(request: Request) -> Response:
+    fields = check_endpoint_fields(
+        await read_json(request),
+        default_max_captures=_settings(request).default_max_captures)
+    fields["created_at"] = now_us()
+    try:
+        endpoint = await _store(request).create_endpoint(fields)
+    except Conflict as exc:
+        raise ApiError(409, str(exc), details=[{"field": exc.field, "message": str(exc)}]) from None
+    return JSONResponse(endpoint.as_json(base_url(request)), status_code=201)
+
+
+async def list_endpoints(request: Request) -> Response:
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    endpoints = await _store(request).list_endpoints(limit or 100)
+    base = base_url(request)
+    return JSONResponse({"endpoints": [e.as_json(base) for e in endpoints]})
+
+
+async def get_endpoint(request: Request) -> Response:
+    endpoint = await endpoint_or_404(request)
+    return JSONResponse(endpoint.as_json(base_url(request)))
+
+
+async def update_endpoint(request: Request) -> Response:
+    endpoint = await endpoint_or_404(request)
+    fields = check_endpoint_fields(await read_json(request), current=endpoint)
+    try:
+        updated = await _store(request).update_endpoint(endpoint, fields)
+    except Conflict as exc:
+        raise ApiError(409, str(exc), details=[{"field": exc.field, "message": str(exc)}]) from None
+    except Gone:
+        raise ApiError(404, "the endpoint was deleted meanwhile") from None
+    return JSONResponse(updated.as_json(base_url(request)))
+
+
+async def delete_endpoint(request: Request) -> Response:
+    endpoint = await endpoint_or_404(request)
+    deleted = await _store(request).delete_endpoint(endpoint)
+    return JSONResponse({"ok": True, "token": endpoint.token, "captures_deleted": deleted})
+
+
+# -- captures ----------------------------------------------------------------------------------
+
+
+async def list_captures(request: Request) -> Response:
+    endpoint = await endpoint_or_404(request)
+    unknown = [name for name in request.query_params if name not in CAPTURE_LIST_PARAMS]
+    if unknown:
+        raise ApiError(400, f"unknown parameter {unknown[0]!r}; known: "
+                            f"{', '.join(CAPTURE_LIST_PARAMS)}",
+                       details=[{"field": name, "message": "unknown parameter"}
+                                for name in unknown])
+    method = request.query_params.get("method") or None
+    query = CaptureQuery(
+        method=method.upper() if method else None,
+        signature=_choice_param(request, "signature", SIGNATURE_STATUSES),
+        validation=_choice_param(request, "validation", VALIDATION_STATUSES),
+        format=request.query_params.get("format") or None,
+        q=request.query_params.get("q") or None,
+        before=_int_param(request, "before", None, 0),
+        after=_int_param(request, "after", None, 0),
+        limit=_int_param(request, "limit", 50, 1, 1000) or 50,
+    )
+    captures = await _store(request).list_captures(endpoint, query)
+    seqs = [c.seq for c in captures]
+    return JSONResponse({
+        "endpoint": endpoint.token,
+        "captures": [c.as_json(full=False) for c in captures],
+        "next_after": max(seqs, default=query.after or 0),
+        "next_before": min(seqs) if seqs else None,
+        "total": endpoint.capture_count,
+    })
+
+
+async def clear_captures(request: Request) -> Response:
+    endpoint = await endpoint_or_404(request)
+    deleted = await _store(request).clear_captures(endpoint)
+    return JSONResponse({"ok": True, "captures_deleted": deleted})
+
+
+async def _capture_or_404(request: Request, *, body: bool = True) -> Any:
+    capture_id = request.path_params["id"]
+    capture = await _store(request).get_capture(capture_id, body=body)
+    if capture is None:
+        raise ApiError(404, f"no capture with id {capture_id!r}")
+    return capture
+
+
+async def get_capture(request: Request) -> Response:
+    capture = await _capture_or_404(request)
+    return JSONResponse(capture.as_json(full=True))
+
+
+async def capture_body(request: Request) -> Response:
+    """The raw bytes with the original Content-Type, made inert: a captured HTML or SVG body
+    must never run as a page of Hookscope's origin."""
+    capture = await _capture_or_404(request)
+    headers = {
+        "content-type": capture.content_type or "application/octet-stream",
+        "x-content-type-options": "nosniff",
+        "content-security-policy": "sandbox; default-src 'none'",
+    }
+    if request.query_params.get("download"):
+        headers["content-disposition"] = f'attachment; filename="{capture.id}.bin"'
+    return Response(capture.body, headers=headers)
+
+
+async def delete_capture(request: Request) -> Response:
+    capture_id = request.path_params["id"]
+    if not await _store(request).delete_capture(capture_id):
+        raise ApiError(404, f"no capture with id {capture_id!r}")
+    return JSONResponse({"ok": True, "id": capture_id})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"ok": True, "version": __version__})

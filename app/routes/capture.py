@@ -1,0 +1,111 @@
+"""ANY /h/{key}[/{rest}]: store the request, then answer it.
+
+A plain ASGI callable rather than a function route, for two reasons: Starlette routes a class
+instance for every method (a function route answers 405 to methods it does not list, and a
+capture URL must take any method), and the hot path skips building a Request object it does
+not need.
+
+Order matters: the reply is sent only after the store has committed the capture, so a 2xx is a
+promise that the request is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from app.capture import Disconnected, build_capture, read_body
+from app.models import Endpoint, now_us
+from app.settings import Settings
+from app.store import Gone, Store
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+log = logging.getLogger("hookscope.capture")
+
+
+class CaptureApp:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+        received_at = now_us()
+        key = scope["path_params"]["key"]
+        endpoint = await self.store.capture_target(key)
+        if endpoint is None:
+            await _error(send, 404, "not_found", f"no endpoint with token or alias {key!r}")
+            return
+        if endpoint.is_expired(received_at):
+            await _error(send, 410, "gone", f"endpoint {key!r} has expired")
+            return
+        try:
+            body, truncated = await read_body(receive, self.settings.max_body_bytes)
+        except Disconnected:
+            return
+        status = 413 if truncated else endpoint.response["status"]
+        capture = build_capture(scope, endpoint_id=endpoint.id, endpoint_token=endpoint.token,
+                                received_at=received_at, body=body, truncated=truncated,
+                                response_status=status)
+        try:
+            await self.store.add_capture(capture, endpoint.max_captures)
+        except Gone:
+            await _error(send, 404, "not_found", f"endpoint {key!r} was deleted")
+            return
+        except Exception:
+            log.exception("could not store a capture for endpoint %s", endpoint.token)
+            await _error(send, 503, "unavailable",
+                         "the request could not be stored and was NOT captured; try again")
+            return
+        if truncated:
+            await _error(send, 413, "too_large",
+                         f"body is larger than {self.settings.max_body_bytes} bytes; its first "
+                         f"{self.settings.max_body_bytes} bytes were captured as {capture.id}",
+                         capture_id=capture.id)
+            return
+        if endpoint.response["delay_ms"]:
+            await asyncio.sleep(endpoint.response["delay_ms"] / 1000)
+        await _reply(send, endpoint, capture.id)
+
+
+async def _reply(send: Send, endpoint: Endpoint, capture_id: str) -> None:
+    config = endpoint.response
+    status = config["status"]
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+               for name, value in config["headers"].items()]
+    if config["body"] is None:
+        content = json.dumps({"ok": True, "id": capture_id}).encode()
+        default_type = b"application/json"
+    else:
+        content = config["body"].encode()
+        default_type = _guess_type(config["body"])
+    if not any(name == b"content-type" for name, _ in headers):
+        headers.append((b"content-type", default_type))
+    if status in (204, 304):
+        content = b""
+    else:
+        headers.append((b"content-length", str(len(content)).encode()))
+    headers.append((b"x-hookscope-capture", capture_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+async def _error(send: Send, status: int, code: str, message: str, *,
+                 capture_id: str | None = None) -> None:
+    content = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(content)).encode())]
+    if capture_id is not None:
+        headers.append((b"x-hookscope-capture", capture_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+def _guess_type(body: str) -> bytes:
+    try:
+        json.loads(body)
+    except ValueError:
+        return b"text/plain; charset=utf-8"
+    return b"application/json"

@@ -1,0 +1,102 @@
+"""Every setting in one declarative table.
+
+Each field of `Settings` carries its environment variable and help text in its metadata; the CLI,
+the README table and the tests all read this one table (`SETTINGS`), so a setting cannot exist
+without being documented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+def _setting(default: Any, env: str, help: str, *, cli: str | None = None) -> Any:
+    return field(default=default, metadata={"env": env, "help": help, "cli": cli})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _setting("127.0.0.1", "HOOKSCOPE_HOST", "Address to listen on.", cli="--host")
+    port: int = _setting(8000, "HOOKSCOPE_PORT", "Port to listen on (0 picks a free one).",
+                         cli="--port")
+    db: str = _setting("data/hookscope.db", "HOOKSCOPE_DB",
+                       "SQLite database file; its folder is created if missing.", cli="--db")
+    public_url: str = _setting(
+        "", "HOOKSCOPE_PUBLIC_URL",
+        "Base of the absolute URLs Hookscope hands out (e.g. https://hooks.example.com behind a "
+        "proxy). Empty: taken from each request's Host.", cli="--public-url")
+    max_body_bytes: int = _setting(
+        10 * MIB, "HOOKSCOPE_MAX_BODY_BYTES",
+        "Largest body stored per capture; a larger one is answered 413 and stored cut at this size "
+        "with truncated=true.")
+    default_max_captures: int = _setting(
+        10_000, "HOOKSCOPE_DEFAULT_MAX_CAPTURES",
+        "max_captures of a new endpoint that does not set its own; beyond it the oldest captures "
+        "are pruned.")
+    http: str = _setting(
+        "httptools", "HOOKSCOPE_HTTP",
+        "HTTP parser: httptools (fastest; accepts the methods llhttp knows, which include WebDAV's "
+        "and PURGE/QUERY) or h11 (accepts any method token).", cli="--http")
+    forwarded_allow_ips: str = _setting(
+        "", "HOOKSCOPE_FORWARDED_ALLOW_IPS",
+        "Comma-separated proxy addresses whose X-Forwarded-For/-Proto are trusted for the client "
+        "address. Empty (default): never trusted, the socket's peer is recorded.")
+    access_log: bool = _setting(False, "HOOKSCOPE_ACCESS_LOG",
+                                "Log one line per request (off by default: it costs throughput).")
+    log_level: str = _setting("info", "HOOKSCOPE_LOG_LEVEL",
+                              "Server log level: critical, error, warning, info, debug.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then environment variables, then explicit overrides (CLI flags) win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f.name, f.metadata["env"], raw, type(f.default))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"port must be 0..65535, got {self.port}")
+        if self.max_body_bytes < 1:
+            raise SettingsError("HOOKSCOPE_MAX_BODY_BYTES must be at least 1")
+        if self.default_max_captures < 1:
+            raise SettingsError("HOOKSCOPE_DEFAULT_MAX_CAPTURES must be at least 1")
+        if self.http not in ("httptools", "h11"):
+            raise SettingsError(f"HOOKSCOPE_HTTP must be httptools or h11, got {self.http!r}")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise SettingsError("HOOKSCOPE_PUBLIC_URL must start with http:// or https://")
+
+
+class SettingsError(ValueError):
+    """A setting has a value Hookscope cannot run with; the message names it."""
+
+
+SETTINGS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(Settings)
+
+
+def _convert(name: str, env: str, raw: str, kind: type) -> Any:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{env} must be true or false, got {raw!r}")
+    if kind is int:
+        try:
+            return int(raw.replace("_", ""))
+        except ValueError:
+            raise SettingsError(f"{env} must be a whole number, got {raw!r}") from None
+    return raw

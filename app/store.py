@@ -1,0 +1,440 @@
+"""Storage: the Store protocol and its SQLite implementation.
+
+Writes go through the one group-commit writer (app.writer); reads use their own aiosqlite
+connection, so a long read never delays an acknowledgement. Per-endpoint counters (last sequence
+number, capture count) live in the writer thread and are written back once per batch: the writer
+is the only one who changes them, so its copy is authoritative. Sequence numbers only grow, even
+across clears, deletes and pruning, because `last_seq` is kept on the endpoint row.
+
+A lock file beside the database (`<db>.lock`, flock) makes sure two processes never write one
+file; the kernel releases it when the process dies, so a restart after SIGKILL needs no manual step.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+
+from app.migrations import LATEST, SchemaTooNew
+from app.models import Capture, Endpoint, new_token
+from app.writer import Writer
+
+SUMMARY_COLUMNS = (
+    "c.id, c.endpoint_id, e.token, c.seq, c.received_at, c.method, c.path, c.query, c.headers, "
+    "c.remote_addr, c.content_type, c.body_size, c.truncated, c.response_status, c.parsed_kind, "
+    "c.parsed_error, c.signature, c.validation"
+)
+ENDPOINT_COLUMNS = (
+    "id, token, alias, name, created_at, expires_at, max_captures, config, last_seq, "
+    "capture_count, last_capture_at"
+)
+TARGET_CACHE_SIZE = 10_000
+
+
+class StoreLocked(RuntimeError):
+    """Another process has this database open for writing."""
+
+
+class Conflict(ValueError):
+    """A unique field (alias) is taken. `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Gone(LookupError):
+    """The endpoint vanished between lookup and write."""
+
+
+@dataclass(frozen=True)
+class CaptureQuery:
+    method: str | None = None
+    signature: str | None = None
+    validation: str | None = None
+    format: str | None = None
+    q: str | None = None
+    before: int | None = None
+    after: int | None = None
+    limit: int = 50
+
+
+class Store(Protocol):
+    """What the rest of Hookscope needs from storage; a PostgreSQL store would be one more file."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def create_endpoint(self, fields: dict[str, Any]) -> Endpoint: ...
+    async def get_endpoint(self, key: str) -> Endpoint | None: ...
+    async def capture_target(self, key: str) -> Endpoint | None: ...
+    async def list_endpoints(self, limit: int) -> list[Endpoint]: ...
+    async def update_endpoint(self, endpoint: Endpoint, fields: dict[str, Any]) -> Endpoint: ...
+    async def delete_endpoint(self, endpoint: Endpoint) -> int: ...
+    async def add_capture(self, capture: Capture, max_captures: int) -> int: ...
+    async def get_capture(self, capture_id: str, *, body: bool = True) -> Capture | None: ...
+    async def list_captures(self, endpoint: Endpoint, query: CaptureQuery) -> list[Capture]: ...
+    async def delete_capture(self, capture_id: str) -> bool: ...
+    async def clear_captures(self, endpoint: Endpoint) -> int: ...
+
+
+@dataclass
+class _Counter:
+    last_seq: int
+    count: int
+    last_at: int | None
+    max_captures: int
+
+
+@dataclass
+class _WriterState:
+    """Per-endpoint counters, touched only in the writer thread."""
+
+    counters: dict[int, _Counter] = field(default_factory=dict)
+    dirty: set[int] = field(default_factory=set)
+
+    def counter(self, conn: sqlite3.Connection, endpoint_id: int) -> _Counter:
+        counter = self.counters.get(endpoint_id)
+        if counter is None:
+            row = conn.execute(
+                "SELECT last_seq, capture_count, last_capture_at, max_captures FROM endpoints "
+                "WHERE id = ?", (endpoint_id,)).fetchone()
+            if row is None:
+                raise Gone(f"endpoint {endpoint_id} no longer exists")
+            counter = self.counters[endpoint_id] = _Counter(*row)
+        return counter
+
+    def before_commit(self, conn: sqlite3.Connection) -> None:
+        for endpoint_id in self.dirty:
+            counter = self.counters.get(endpoint_id)
+            if counter is None:
+                continue
+            excess = counter.count - counter.max_captures
+            if excess > 0:
+                _prune_oldest(conn, endpoint_id, excess)
+                counter.count -= excess
+            conn.execute(
+                "UPDATE endpoints SET last_seq = ?, capture_count = ?, last_capture_at = ? "
+                "WHERE id = ?", (counter.last_seq, counter.count, counter.last_at, endpoint_id))
+        self.dirty.clear()
+
+    def after_rollback(self) -> None:
+        # Our copies may be ahead of what was committed: reload from the database on next use.
+        self.counters.clear()
+        self.dirty.clear()
+
+
+def _prune_oldest(conn: sqlite3.Connection, endpoint_id: int, excess: int) -> None:
+    row = conn.execute(
+        "SELECT seq FROM captures WHERE endpoint_id = ? ORDER BY seq LIMIT 1 OFFSET ?",
+        (endpoint_id, excess - 1)).fetchone()
+    if row is not None:
+        conn.execute("DELETE FROM captures WHERE endpoint_id = ? AND seq <= ?",
+                     (endpoint_id, row[0]))
+
+
+class SQLiteStore:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        self._state = _WriterState()
+        self._writer = Writer(self.path, self._state)
+        self._read: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
+        self._targets: dict[str, Endpoint] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            self._writer.start()
+            self._read = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._read.execute("PRAGMA query_only = ON")
+            await self._read.execute("PRAGMA busy_timeout = 5000")
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._read is not None:
+            await self._read.close()
+            self._read = None
+        self._writer.stop()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _take_lock(self) -> None:
+        self._lock_fd = _lock(self.path)
+
+    async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        if self._read is None:
+            raise RuntimeError("the store is closed")
+        return list(await self._read.execute_fetchall(sql, params))
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def create_endpoint(self, fields: dict[str, Any]) -> Endpoint:
+        endpoint = Endpoint(id=0, token="", alias=None, name=None, created_at=0, max_captures=1)
+        for name, value in fields.items():
+            setattr(endpoint, name, value)
+
+        def op(conn: sqlite3.Connection) -> Endpoint:
+            _check_alias_free(conn, endpoint.alias, None)
+            while True:
+                token = new_token()
+                if conn.execute("SELECT 1 FROM endpoints WHERE token = ? OR alias = ?",
+                                (token, token)).fetchone() is None:
+                    break
+            endpoint.token = token
+            cursor = conn.execute(
+                "INSERT INTO endpoints (token, alias, name, created_at, expires_at, max_captures, "
+                "config) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token, endpoint.alias, endpoint.name, endpoint.created_at, endpoint.expires_at,
+                 endpoint.max_captures, json.dumps(endpoint.config())))
+            endpoint.id = cursor.lastrowid or 0
+            return endpoint
+
+        return await self._writer.run(op)
+
+    async def get_endpoint(self, key: str) -> Endpoint | None:
+        rows = await self._rows(
+            f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE token = ? OR alias = ? "
+            "ORDER BY token = ? DESC LIMIT 1", (key, key, key))
+        return _endpoint(rows[0]) if rows else None
+
+    async def capture_target(self, key: str) -> Endpoint | None:
+        """The endpoint for the capture path, from memory when possible (its counters may lag)."""
+        endpoint = self._targets.get(key)
+        if endpoint is None:
+            endpoint = await self.get_endpoint(key)
+            if endpoint is not None:
+                if len(self._targets) >= TARGET_CACHE_SIZE:
+                    self._targets.clear()
+                self._targets[key] = endpoint
+        return endpoint
+
+    async def list_endpoints(self, limit: int) -> list[Endpoint]:
+        rows = await self._rows(
+            f"SELECT {ENDPOINT_COLUMNS} FROM endpoints ORDER BY id DESC LIMIT ?", (limit,))
+        return [_endpoint(row) for row in rows]
+
+    async def update_endpoint(self, endpoint: Endpoint, fields: dict[str, Any]) -> Endpoint:
+        endpoint_id = endpoint.id
+        state = self._state
+
+        def op(conn: sqlite3.Connection) -> Endpoint:
+            row = conn.execute(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ?",
+                               (endpoint_id,)).fetchone()
+            if row is None:
+                raise Gone("the endpoint was deleted meanwhile")
+            current = _endpoint(row)
+            if "alias" in fields:
+                _check_alias_free(conn, fields["alias"], endpoint_id)
+            for name, value in fields.items():
+                setattr(current, name, value)
+            conn.execute(
+                "UPDATE endpoints SET alias = ?, name = ?, expires_at = ?, max_captures = ?, "
+                "config = ? WHERE id = ?",
+                (current.alias, current.name, current.expires_at, current.max_captures,
+                 json.dumps(current.config()), endpoint_id))
+            counter = state.counter(conn, endpoint_id)
+            counter.max_captures = current.max_captures
+            if counter.count > counter.max_captures:
+                state.dirty.add(endpoint_id)  # pruned before this batch commits
+            current.capture_count = min(counter.count, counter.max_captures)
+            current.last_seq = counter.last_seq
+            return current
+
+        try:
+            return await self._writer.run(op)
+        finally:
+            self._targets.clear()
+
+    async def delete_endpoint(self, endpoint: Endpoint) -> int:
+        endpoint_id = endpoint.id
+        state = self._state
+
+        def op(conn: sqlite3.Connection) -> int:
+            count = conn.execute("SELECT COUNT(*) FROM captures WHERE endpoint_id = ?",
+                                 (endpoint_id,)).fetchone()[0]
+            conn.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
+            state.counters.pop(endpoint_id, None)
+            state.dirty.discard(endpoint_id)
+            return int(count)
+
+        try:
+            return await self._writer.run(op)
+        finally:
+            self._targets.clear()
+
+    # -- captures ----------------------------------------------------------------------------
+
+    async def add_capture(self, capture: Capture, max_captures: int) -> int:
+        """Store a capture; returns its sequence number once it is committed."""
+        state = self._state
+        values = (
+            capture.id, capture.endpoint_id, capture.received_at, capture.method, capture.path,
+            capture.query, json.dumps(capture.headers, ensure_ascii=False), capture.remote_addr,
+            capture.content_type, capture.body_size, int(capture.truncated),
+            capture.response_status, capture.parsed_kind, capture.parsed_error,
+            capture.signature["status"], json.dumps(capture.signature),
+            capture.validation["status"], capture.validation["format"],
+            json.dumps(capture.validation), capture.body or b"")
+
+        def op(conn: sqlite3.Connection) -> int:
+            counter = state.counter(conn, capture.endpoint_id)
+            seq = counter.last_seq + 1
+            conn.execute(
+                "INSERT INTO captures (id, endpoint_id, received_at, method, path, query, headers, "
+                "remote_addr, content_type, body_size, truncated, response_status, parsed_kind, "
+                "parsed_error, signature_status, signature, validation_status, format, "
+                "validation, body, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?, ?, ?)", (*values, seq))
+            counter.last_seq = seq
+            counter.count += 1
+            counter.last_at = capture.received_at
+            counter.max_captures = max_captures
+            state.dirty.add(capture.endpoint_id)
+            return seq
+
+        capture.seq = await self._writer.run(op)
+        return capture.seq
+
+    async def get_capture(self, capture_id: str, *, body: bool = True) -> Capture | None:
+        columns = SUMMARY_COLUMNS + (", c.body" if body else "")
+        rows = await self._rows(
+            f"SELECT {columns} FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
+            "WHERE c.id = ?", (capture_id,))
+        return _capture(rows[0]) if rows else None
+
+    async def list_captures(self, endpoint: Endpoint, query: CaptureQuery) -> list[Capture]:
+        where = ["c.endpoint_id = ?"]
+        params: list[Any] = [endpoint.id]
+        for column, value in (("c.method", query.method),
+                              ("c.signature_status", query.signature),
+                              ("c.validation_status", query.validation),
+                              ("c.format", query.format)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.q:
+            pattern = "%" + query.q.replace("\\", "\\\\").replace("%", "\\%").replace(
+                "_", "\\_") + "%"
+            searched = ("c.path", "c.query", "c.headers", "CAST(c.body AS TEXT)")
+            where.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in searched) + ")")
+            params.extend([pattern] * len(searched))
+        if query.before is not None:
+            where.append("c.seq < ?")
+            params.append(query.before)
+        order = "DESC"
+        if query.after is not None:
+            where.append("c.seq > ?")
+            params.append(query.after)
+            order = "ASC"
+        params.append(query.limit)
+        rows = await self._rows(
+            f"SELECT {SUMMARY_COLUMNS} FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
+            f"WHERE {' AND '.join(where)} ORDER BY c.seq {order} LIMIT ?", tuple(params))
+        return [_capture(row) for row in rows]
+
+    async def delete_capture(self, capture_id: str) -> bool:
+        state = self._state
+
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("DELETE FROM captures WHERE id = ? RETURNING endpoint_id",
+                               (capture_id,)).fetchone()
+            if row is None:
+                return False
+            state.counter(conn, row[0]).count -= 1
+            state.dirty.add(row[0])
+            return True
+
+        return await self._writer.run(op)
+
+    async def clear_captures(self, endpoint: Endpoint) -> int:
+        endpoint_id = endpoint.id
+        state = self._state
+
+        def op(conn: sqlite3.Connection) -> int:
+            counter = state.counter(conn, endpoint_id)
+            deleted = conn.execute("DELETE FROM captures WHERE endpoint_id = ?",
+                                   (endpoint_id,)).rowcount
+            counter.count = 0
+            state.dirty.add(endpoint_id)
+            return int(deleted)
+
+        return await self._writer.run(op)
+
+
+def _lock(path: str) -> int:
+    """Take the database's lock file; raise StoreLocked if another process holds it."""
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreLocked(
+            f"{path} is already in use by another Hookscope process (pid {holder}); "
+            "stop it or choose another --db") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def check_writable(path: str) -> None:
+    """Fail early, with a message rather than a traceback, if `path` cannot be served: another
+    process holds it, or a newer Hookscope wrote it."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = _lock(path)
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            conn.close()
+        if version > LATEST:
+            raise SchemaTooNew(f"{path} was written by a newer Hookscope (schema {version}, "
+                               f"this one knows {LATEST}); upgrade Hookscope or use another --db")
+    finally:
+        os.close(fd)
+
+
+def _check_alias_free(conn: sqlite3.Connection, alias: str | None, own_id: int | None) -> None:
+    if alias is None:
+        return
+    row = conn.execute("SELECT id FROM endpoints WHERE (alias = ? OR token = ?) AND id IS NOT ?",
+                       (alias, alias, own_id)).fetchone()
+    if row is not None:
+        raise Conflict("alias", f"alias {alias!r} is already taken")
+
+
+def _endpoint(row: sqlite3.Row | tuple[Any, ...]) -> Endpoint:
+    (id_, token, alias, name, created_at, expires_at, max_captures, config, last_seq,
+     capture_count, last_capture_at) = row
+    return Endpoint(id=id_, token=token, alias=alias, name=name, created_at=created_at,
+                    expires_at=expires_at, max_captures=max_captures, last_seq=last_seq,
+                    capture_count=capture_count, last_capture_at=last_capture_at,
+                    **json.loads(config))
+
+
+def _capture(row: sqlite3.Row | tuple[Any, ...]) -> Capture:
+    (id_, endpoint_id, token, seq, received_at, method, path, query, headers, remote_addr,
+     content_type, body_size, truncated, response_status, parsed_kind, parsed_error, signature,
+     validation, *rest) = row
+    return Capture(id=id_, endpoint_id=endpoint_id, endpoint_token=token, seq=seq,
+                   received_at=received_at, method=method, path=path, query=query,
+                   headers=json.loads(headers), remote_addr=remote_addr,
+                   content_type=content_type, body_size=body_size, truncated=bool(truncated),
+                   response_status=response_status, parsed_kind=parsed_kind,
+                   parsed_error=parsed_error, signature=json.loads(signature),
+                   validation=json.loads(validation), body=rest[0] if rest else None)
+

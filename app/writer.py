@@ -1,0 +1,180 @@
+"""The single SQLite writer: group commit on a thread of its own.
+
+Why this shape (measured on a 2-core machine): one COMMIT per request tops out near 7.8k req/s;
+a writer that takes everything queued since its last commit and commits it as one transaction
+(no artificial wait, so an idle server commits a lone request at once) reached about twice that.
+The promise is unchanged: an operation's future resolves only after the COMMIT that contains it
+returned, so a capture is acknowledged only once it is durable (WAL, synchronous=NORMAL: safe
+against a killed process; a power cut may lose the last commits).
+
+Each operation runs inside its own SAVEPOINT, so one failing operation (a duplicate alias, a
+vanished endpoint) fails alone and the rest of the batch commits. If the COMMIT itself fails,
+every operation in the batch fails and nothing is acknowledged.
+
+Checkpoints run on a second connection in a background thread (PASSIVE, never blocking the
+writer), so the WAL is folded into the database off the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from app.migrations import migrate
+
+T = TypeVar("T")
+log = logging.getLogger("hookscope.writer")
+
+MAX_BATCH = 1024
+CHECKPOINT_EVERY_S = 1.0
+
+_STOP = object()
+
+
+class BatchHooks(Protocol):
+    def before_commit(self, conn: sqlite3.Connection) -> None: ...
+    def after_rollback(self) -> None: ...
+
+
+def connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
+class Writer:
+    def __init__(self, path: str, hooks: BatchHooks) -> None:
+        self._path = path
+        self._hooks = hooks
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._commits = 0
+
+    def start(self) -> None:
+        conn = connect(self._path)
+        try:
+            migrate(conn)
+            # Checkpoints are the background thread's job, not the commit path's.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+        except BaseException:
+            conn.close()
+            raise
+        self._thread = threading.Thread(target=self._run, args=(conn,), name="hookscope-writer",
+                                        daemon=True)
+        self._thread.start()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop,
+                                              name="hookscope-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `op(conn)` in the writer thread; return its result once it is committed."""
+        if self._thread is None or self._stopping.is_set():
+            raise RuntimeError("the store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((op, future, loop))
+        return await future
+
+    def stop(self) -> None:
+        """Commit everything already queued, then close. Safe to call twice."""
+        if self._thread is None:
+            return
+        self._stopping.set()
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._thread = None
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+            self._checkpointer = None
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _run(self, conn: sqlite3.Connection) -> None:
+        try:
+            while True:
+                first = self._queue.get()
+                if first is _STOP:
+                    return
+                batch = [first]
+                stop_after = False
+                while len(batch) < MAX_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stop_after = True
+                        break
+                    batch.append(item)
+                self._commit_batch(conn, batch)
+                if stop_after:
+                    return
+        finally:
+            conn.close()
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        outcomes: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, future, loop in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = op(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    outcomes.append((future, loop, None, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    outcomes.append((future, loop, result, None))
+            self._hooks.before_commit(conn)
+            conn.execute("COMMIT")
+            self._commits += 1
+        except Exception as exc:
+            log.error("commit failed, %d operations not stored: %s", len(batch), exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._hooks.after_rollback()
+            outcomes = [(future, loop, None, exc) for _, future, loop in batch]
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for future, loop, result, exc in outcomes:
+            by_loop.setdefault(loop, []).append((future, result, exc))
+        for loop, items in by_loop.items():
+            # RuntimeError: that loop has closed, so nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve_all, items)
+
+    def _checkpoint_loop(self) -> None:
+        conn = connect(self._path)
+        try:
+            seen = 0
+            while not self._stopping.wait(CHECKPOINT_EVERY_S):
+                if self._commits != seen:
+                    seen = self._commits
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("background checkpoint stopped: %s", exc)
+        finally:
+            conn.close()
+
+
+def _resolve_all(items: list[tuple[asyncio.Future[Any], Any, Any]]) -> None:
+    for future, result, exc in items:
+        if future.cancelled():
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
