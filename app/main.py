@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 
 from app.errors import EXCEPTION_HANDLERS
-from app.routes import build_routes
+from app.routes import build_middleware, build_routes
 from app.settings import Settings
 from app.store import SQLiteStore, Store
 
@@ -30,7 +30,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             if owns_store:
                 await active.close()
 
-    app = Starlette(routes=build_routes(active, settings),
+    app = Starlette(routes=build_routes(),
+                    middleware=build_middleware(active, settings),
                     exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
                     lifespan=lifespan)
     app.state.settings = settings

@@ -44,10 +44,10 @@ MIGRATIONS: tuple[str, ...] = (
         parsed_kind TEXT NOT NULL,
         parsed_error TEXT,
         signature_status TEXT NOT NULL,
-        signature TEXT NOT NULL,
+        signature TEXT,
         validation_status TEXT NOT NULL,
         format TEXT,
-        validation TEXT NOT NULL,
+        validation TEXT,
         body BLOB NOT NULL
     );
     CREATE UNIQUE INDEX captures_endpoint_seq ON captures(endpoint_id, seq);

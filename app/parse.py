@@ -49,10 +49,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every body: json.loads() with any option builds a new decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _json(body: bytes) -> Parsed:
     try:
-        return Parsed("json", json.loads(body, parse_constant=_reject_constant))
-    except (ValueError, RecursionError) as exc:
+        text = body.decode(json.detect_encoding(body))
+        return Parsed("json", _DECODER.decode(text))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         return Parsed("json", None, f"invalid JSON: {exc}")
 
 

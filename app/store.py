@@ -282,12 +282,13 @@ class SQLiteStore:
         state = self._state
         values = (
             capture.id, capture.endpoint_id, capture.received_at, capture.method, capture.path,
-            capture.query, json.dumps(capture.headers, ensure_ascii=False), capture.remote_addr,
+            # Default dumps() arguments: only they take json's cached C encoder (hot path).
+            capture.query, json.dumps(capture.headers), capture.remote_addr,
             capture.content_type, capture.body_size, int(capture.truncated),
             capture.response_status, capture.parsed_kind, capture.parsed_error,
-            capture.signature["status"], json.dumps(capture.signature),
-            capture.validation["status"], capture.validation["format"],
-            json.dumps(capture.validation), capture.body or b"")
+            *_verdict(capture.signature, "status", "unchecked"),
+            *_verdict(capture.validation, "status", "unknown"),
+            (capture.validation or {}).get("format"), capture.body or b"")
 
         def op(conn: sqlite3.Connection) -> int:
             counter = state.counter(conn, capture.endpoint_id)
@@ -295,8 +296,8 @@ class SQLiteStore:
             conn.execute(
                 "INSERT INTO captures (id, endpoint_id, received_at, method, path, query, headers, "
                 "remote_addr, content_type, body_size, truncated, response_status, parsed_kind, "
-                "parsed_error, signature_status, signature, validation_status, format, "
-                "validation, body, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "parsed_error, signature_status, signature, validation_status, validation, "
+                "format, body, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                 "?, ?, ?, ?, ?)", (*values, seq))
             counter.last_seq = seq
             counter.count += 1
@@ -305,7 +306,7 @@ class SQLiteStore:
             state.dirty.add(capture.endpoint_id)
             return seq
 
-        capture.seq = await self._writer.run(op)
+        capture.seq = await self._writer.run(op, single=True)
         return capture.seq
 
     async def get_capture(self, capture_id: str, *, body: bool = True) -> Capture | None:
@@ -408,6 +409,13 @@ def check_writable(path: str) -> None:
         os.close(fd)
 
 
+def _verdict(verdict: dict[str, Any] | None, key: str, default: str) -> tuple[str, str | None]:
+    """(status column, JSON column) of a signature or validation verdict; NULL when unchecked."""
+    if verdict is None:
+        return default, None
+    return verdict[key], json.dumps(verdict)
+
+
 def _check_alias_free(conn: sqlite3.Connection, alias: str | None, own_id: int | None) -> None:
     if alias is None:
         return
@@ -435,6 +443,8 @@ def _capture(row: sqlite3.Row | tuple[Any, ...]) -> Capture:
                    headers=json.loads(headers), remote_addr=remote_addr,
                    content_type=content_type, body_size=body_size, truncated=bool(truncated),
                    response_status=response_status, parsed_kind=parsed_kind,
-                   parsed_error=parsed_error, signature=json.loads(signature),
-                   validation=json.loads(validation), body=rest[0] if rest else None)
+                   parsed_error=parsed_error,
+                   signature=json.loads(signature) if signature else None,
+                   validation=json.loads(validation) if validation else None,
+                   body=rest[0] if rest else None)
 

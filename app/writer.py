@@ -78,13 +78,17 @@ class Writer:
                                               name="hookscope-checkpoint", daemon=True)
         self._checkpointer.start()
 
-    async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `op(conn)` in the writer thread; return its result once it is committed."""
+    async def run(self, op: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
+        """Run `op(conn)` in the writer thread; return its result once it is committed.
+
+        `single=True` says the op changes the database with at most one statement, which SQLite
+        applies whole or not at all, so it needs no savepoint of its own (captures: the hot path).
+        """
         if self._thread is None or self._stopping.is_set():
             raise RuntimeError("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((op, future, loop))
+        self._queue.put((op, single, future, loop))
         return await future
 
     def stop(self) -> None:
@@ -128,7 +132,13 @@ class Writer:
         outcomes: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op, future, loop in batch:
+            for op, single, future, loop in batch:
+                if single:
+                    try:
+                        outcomes.append((future, loop, op(conn), None))
+                    except Exception as exc:
+                        outcomes.append((future, loop, None, exc))
+                    continue
                 conn.execute("SAVEPOINT op")
                 try:
                     result = op(conn)
@@ -147,7 +157,7 @@ class Writer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._hooks.after_rollback()
-            outcomes = [(future, loop, None, exc) for _, future, loop in batch]
+            outcomes = [(future, loop, None, exc) for _, _, future, loop in batch]
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for future, loop, result, exc in outcomes:
             by_loop.setdefault(loop, []).append((future, result, exc))

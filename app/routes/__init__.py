@@ -1,21 +1,27 @@
-"""The URL map: every route Hookscope serves, in one list."""
+"""The URL map: every route Hookscope serves.
+
+    ANY /h/{key} and /h/{key}/{rest:path}   capture URLs: app.routes.capture.CaptureMiddleware
+                                            takes them ahead of the router (the hot path)
+    everything else                         the routes below
+"""
 
 from __future__ import annotations
 
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
 from app.routes import api
-from app.routes.capture import CaptureApp
+from app.routes.capture import CaptureMiddleware
 from app.settings import Settings
 from app.store import Store
 
 
-def build_routes(store: Store, settings: Settings) -> list[BaseRoute]:
-    capture = CaptureApp(store, settings)
+def build_middleware(store: Store, settings: Settings) -> list[Middleware]:
+    return [Middleware(CaptureMiddleware, store=store, settings=settings)]
+
+
+def build_routes() -> list[BaseRoute]:
     return [
-        # A class instance is routed for every method, including ones Starlette has never heard of.
-        Route("/h/{key}", capture),
-        Route("/h/{key}/{rest:path}", capture),
         Route("/api/endpoints", api.create_endpoint, methods=["POST"]),
         Route("/api/endpoints", api.list_endpoints, methods=["GET"]),
         Route("/api/endpoints/{key}", api.get_endpoint, methods=["GET"]),

@@ -1,9 +1,10 @@
 """ANY /h/{key}[/{rest}]: store the request, then answer it.
 
-A plain ASGI callable rather than a function route, for two reasons: Starlette routes a class
-instance for every method (a function route answers 405 to methods it does not list, and a
-capture URL must take any method), and the hot path skips building a Request object it does
-not need.
+A pure ASGI middleware that takes every request under /h/ before Starlette's router sees it: a
+capture URL takes any method (a function route answers 405 to methods it does not list), and the
+hot path skips the exception middleware, the route table and a Request object it does not need
+(measured on bench/ingest: ~15% of the capture path's CPU). It sits inside Starlette's
+ServerErrorMiddleware, so an unexpected bug still answers the JSON error shape.
 
 Order matters: the reply is sent only after the store has committed the capture, so a 2xx is a
 promise that the request is on disk.
@@ -26,14 +27,22 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger("hookscope.capture")
 
 
-class CaptureApp:
-    def __init__(self, store: Store, settings: Settings) -> None:
+class CaptureMiddleware:
+    def __init__(self, app: Any, store: Store, settings: Settings) -> None:
+        self.app = app
         self.store = store
         self.settings = settings
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/h/"):
+            key = scope["path"][3:].split("/", 1)[0]
+            if key:
+                await self.capture(key, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def capture(self, key: str, scope: dict[str, Any], receive: Any, send: Send) -> None:
         received_at = now_us()
-        key = scope["path_params"]["key"]
         endpoint = await self.store.capture_target(key)
         if endpoint is None:
             await _error(send, 404, "not_found", f"no endpoint with token or alias {key!r}")
@@ -76,7 +85,8 @@ async def _reply(send: Send, endpoint: Endpoint, capture_id: str) -> None:
     headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
                for name, value in config["headers"].items()]
     if config["body"] is None:
-        content = json.dumps({"ok": True, "id": capture_id}).encode()
+        # Capture ids are [0-9a-f_] only, so this is valid JSON without an encoder.
+        content = b'{"ok": true, "id": "' + capture_id.encode() + b'"}'
         default_type = b"application/json"
     else:
         content = config["body"].encode()

@@ -1,0 +1,156 @@
+"""bench/ingest: 1 KiB JSON POSTs at 64 connections, Hookscope against a bare Starlette app.
+
+Both run on the same uvicorn settings (uvloop, httptools, no access log, one process) in the same
+run, so the ratio says what Hookscope's capture path costs over merely reading a request. wrk
+(Debian package `wrk`) generates the load from one thread. Everything talks to 127.0.0.1 only.
+
+    .venv/bin/python bench/ingest.py [--seconds 10] [--connections 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"server exited early with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    sys.exit(f"server at {url} did not come up")
+
+
+def json_body(size: int = 1024) -> bytes:
+    """A realistic webhook-like JSON document of exactly `size` bytes."""
+    doc = {"type": "order.created", "id": "evt_0123456789", "created": 1763800000,
+           "data": {"object": {"id": "ord_42", "amount": 4200, "currency": "eur",
+                               "customer": {"email": "someone@example.com", "name": "Some One"},
+                               "items": [{"sku": f"sku-{i}", "qty": i} for i in range(8)]}},
+           "padding": ""}
+    base = len(json.dumps(doc, separators=(",", ":")))
+    doc["padding"] = "x" * (size - base)
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    assert len(body) == size
+    return body
+
+
+def run_wrk(url: str, body: bytes, seconds: int, connections: int, workdir: Path) -> dict:
+    script = workdir / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body.decode())}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n')
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+              "requests": int(re.search(r"(\d+) requests in", out).group(1))}
+    for pct in ("50", "90", "99"):
+        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(\w+)", out).groups()
+        result[f"p{pct}_ms"] = float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non_2xx"] = int(errors.group(1)) if errors else 0
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    result["socket_errors"] = socket_errors.group(1) if socket_errors else "none"
+    return result
+
+
+def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKSCOPE_")}
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=out, env=env)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("bench/ingest needs wrk: apt-get install wrk", file=sys.stderr)
+        return 2
+    body = json_body()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="hookscope-bench-") as tmp:
+        workdir = Path(tmp)
+        bare_port, hs_port = free_port(), free_port()
+        servers = {
+            "bare starlette": (
+                [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
+                 "--port", str(bare_port), "--loop", "uvloop", "--http", "httptools",
+                 "--no-access-log", "--no-proxy-headers", "--no-server-header",
+                 "--log-level", "warning"],
+                f"http://127.0.0.1:{bare_port}", None),
+            "hookscope": (
+                [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1",
+                 "--port", str(hs_port), "--db", str(workdir / "bench.db")],
+                f"http://127.0.0.1:{hs_port}", "hookscope"),
+        }
+        for name, (cmd, base, kind) in servers.items():
+            proc = start(cmd, workdir / f"{name.replace(' ', '_')}.log")
+            try:
+                wait_up(base + "/healthz", proc)
+                url = base + "/h/bench"
+                token = None
+                if kind == "hookscope":
+                    created = httpx.post(base + "/api/endpoints",
+                                         json={"max_captures": 1_000_000}).json()
+                    token = created["token"]
+                    url = created["url"]
+                run_wrk(url, body, args.warmup, args.connections, workdir)
+                results[name] = run_wrk(url, body, args.seconds, args.connections, workdir)
+                if token:
+                    stored = httpx.get(f"{base}/api/endpoints/{token}").json()["capture_count"]
+                    results[name]["stored"] = stored
+            finally:
+                stop(proc)
+    bare, hs = results["bare starlette"], results["hookscope"]
+    command = "python bench/ingest.py " + " ".join(sys.argv[1:])
+    print(f"# {command.strip()}  ({os.cpu_count()} cores, {args.connections} connections, "
+          f"{args.seconds}s each, 1 KiB JSON POST)")
+    print(f"{'server':<16} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, r in results.items():
+        print(f"{name:<16} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} "
+              f"{r['p99_ms']:>8.2f} {r['non_2xx']:>8}")
+    ratio = hs["rps"] / bare["rps"]
+    print(f"hookscope / bare = {ratio:.0%} (target >= 50%); hookscope p99 = {hs['p99_ms']:.1f} ms "
+          f"(target <= 20 ms); captures stored = {hs.get('stored')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Shared fixtures: a real SQLite store in a temp dir, the app over ASGITransport, and real
+`hookscope serve` processes for whatever needs a socket."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.main import create_app
+from app.settings import Settings
+from app.store import SQLiteStore
+from tests.serverproc import ServerProcess
+
+BASE = "http://hookscope.test"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    # A small body limit keeps the 413 tests fast; tests that need another make their own.
+    return Settings(db=str(tmp_path / "hookscope.db"), max_body_bytes=4096)
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(settings.db)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def client(settings: Settings, store: SQLiteStore) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, store=store)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        yield client
+
+
+@pytest.fixture
+async def endpoint(client: httpx.AsyncClient) -> dict:
+    response = await client.post("/api/endpoints", json={"name": "test"})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "server.db", tmp_path / "server.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -1,0 +1,73 @@
+"""Run `python -m app serve` as a real process on 127.0.0.1 with a free port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+_LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+class ServerProcess:
+    def __init__(self, db: Path, log: Path, *, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        self.db = db
+        self.log = log
+        self.env = env or {}
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 20) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKSCOPE_")}
+        env.update(self.env)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", "0",
+                 "--db", str(self.db), *self.args],
+                stdout=log, stderr=log, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = _LISTENING.search(self.log.read_text(errors="replace"))
+            if match and self._healthy(match.group(1)):
+                self.url = match.group(1)
+                return self.url
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.output()}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not start in {timeout}s:\n{self.output()}")
+
+    def _healthy(self, url: str) -> bool:
+        try:
+            return httpx.get(url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs at all."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode

@@ -1,0 +1,203 @@
+"""The capture path: every method, every byte, and the reply the endpoint is configured to send."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+
+async def _only_capture(client: httpx.AsyncClient, token: str) -> dict:
+    listing = (await client.get(f"/api/endpoints/{token}/captures")).json()
+    assert len(listing["captures"]) == 1, listing
+    return (await client.get(f"/api/captures/{listing['captures'][0]['id']}")).json()
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS",
+                                    "PURGE", "FROBNICATE"])
+async def test_every_method_is_captured_and_acknowledged_with_its_id(client, endpoint, method):
+    response = await client.request(method, f"/h/{endpoint['token']}", content=b"x")
+    assert response.status_code == 200
+    capture_id = response.headers["x-hookscope-capture"]
+    capture = (await client.get(f"/api/captures/{capture_id}")).json()
+    assert capture["method"] == method
+    assert capture["body_text"] == "x"
+    assert capture["seq"] == 1
+    if method != "HEAD":
+        assert response.json() == {"ok": True, "id": capture_id}
+
+
+async def test_sub_path_is_stored_as_sent_with_its_escapes(client, endpoint):
+    url = f"/h/{endpoint['token']}/orders/a%20b/c%2Fd/%E2%9C%93"
+    response = await client.post(url, content=b"{}")
+    assert response.status_code == 200
+    capture = await _only_capture(client, endpoint["token"])
+    assert capture["path"] == f"/h/{endpoint['token']}/orders/a%20b/c%2Fd/%E2%9C%93"
+
+
+async def test_trailing_slash_is_captured_not_redirected(client, endpoint):
+    response = await client.post(f"/h/{endpoint['token']}/", content=b"1")
+    assert response.status_code == 200
+    assert (await _only_capture(client, endpoint["token"]))["path"].endswith("/")
+
+
+async def test_raw_query_with_repeated_keys_is_kept_exactly(client, endpoint):
+    await client.get(f"/h/{endpoint['token']}?a=1&a=2&b=%20x&flag&a=3")
+    capture = await _only_capture(client, endpoint["token"])
+    assert capture["query"] == "a=1&a=2&b=%20x&flag&a=3"
+
+
+async def test_duplicate_headers_are_kept_in_order(client, endpoint):
+    headers = [("X-Dup", "one"), ("X-Other", "mid"), ("X-Dup", "two"), ("x-dup", "three")]
+    await client.post(f"/h/{endpoint['token']}", headers=headers, content=b"")
+    capture = await _only_capture(client, endpoint["token"])
+    mine = [pair for pair in capture["headers"] if pair[0] in ("x-dup", "x-other")]
+    assert mine == [["x-dup", "one"], ["x-other", "mid"], ["x-dup", "two"], ["x-dup", "three"]]
+
+
+async def test_latin1_header_bytes_survive(client, endpoint):
+    await client.post(f"/h/{endpoint['token']}", headers={"X-Name": "caf\xe9".encode("latin-1")})
+    capture = await _only_capture(client, endpoint["token"])
+    assert ["x-name", "caf\xe9"] in capture["headers"]
+
+
+async def test_all_256_byte_values_round_trip_exactly(client, endpoint):
+    body = bytes(range(256)) * 3
+    await client.post(f"/h/{endpoint['token']}", content=body,
+                      headers={"Content-Type": "application/octet-stream"})
+    capture = await _only_capture(client, endpoint["token"])
+    assert capture["body_size"] == len(body)
+    assert capture["body_text"] is None
+    assert base64.b64decode(capture["body_base64"]) == body
+    assert capture["parsed"]["kind"] == "binary"
+    raw = await client.get(f"/api/captures/{capture['id']}/body")
+    assert raw.content == body
+    assert raw.headers["content-type"] == "application/octet-stream"
+
+
+async def test_empty_body_is_stored_as_empty(client, endpoint):
+    await client.post(f"/h/{endpoint['token']}")
+    capture = await _only_capture(client, endpoint["token"])
+    assert capture["body_size"] == 0
+    assert capture["body_text"] == ""
+    assert capture["parsed"] == {"kind": "empty", "value": None, "error": None}
+    assert (await client.get(f"/api/captures/{capture['id']}/body")).content == b""
+
+
+async def test_capture_records_time_client_and_content_type(client, endpoint):
+    before = time.time()
+    await client.post(f"/h/{endpoint['token']}", json={"a": 1})
+    capture = await _only_capture(client, endpoint["token"])
+    assert capture["remote_addr"] == "127.0.0.1"
+    assert capture["content_type"] == "application/json"
+    assert capture["parsed"]["value"] == {"a": 1}
+    received = capture["received_at"]
+    assert received.endswith("Z") and len(received.split(".")[1]) == 7  # six digits + Z
+    from datetime import datetime
+    moment = datetime.fromisoformat(received.replace("Z", "+00:00")).timestamp()
+    assert before - 1 <= moment <= time.time() + 1
+
+
+async def test_unknown_key_is_404_and_stores_nothing(client, endpoint, store):
+    response = await client.post("/h/no-such-key", content=b"hello")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert "no-such-key" in response.json()["error"]["message"]
+    assert "x-hookscope-capture" not in response.headers
+    rows = await store._rows("SELECT COUNT(*) FROM captures")
+    assert rows[0][0] == 0
+
+
+async def test_alias_is_a_capture_url_too(client):
+    created = (await client.post("/api/endpoints", json={"alias": "avo-staging"})).json()
+    response = await client.post("/h/avo-staging/x", content=b"via alias")
+    assert response.status_code == 200
+    capture = await _only_capture(client, created["token"])
+    assert capture["endpoint"] == created["token"]
+    assert capture["path"] == "/h/avo-staging/x"
+
+
+async def test_expired_endpoint_answers_410(client):
+    created = (await client.post("/api/endpoints",
+                                 json={"expires_at": "2020-01-01T00:00:00Z"})).json()
+    response = await client.post(f"/h/{created['token']}", content=b"late")
+    assert response.status_code == 410
+    assert response.json()["error"]["code"] == "gone"
+
+
+async def test_body_over_the_limit_is_413_and_stored_cut_at_the_limit(client, endpoint, settings):
+    limit = settings.max_body_bytes
+    body = bytes(i % 251 for i in range(limit + 1000))
+    response = await client.post(f"/h/{endpoint['token']}", content=body)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+    capture_id = response.headers["x-hookscope-capture"]
+    capture = (await client.get(f"/api/captures/{capture_id}")).json()
+    assert capture["truncated"] is True
+    assert capture["body_size"] == limit
+    assert capture["response"] == {"status": 413}
+    assert (await client.get(f"/api/captures/{capture_id}/body")).content == body[:limit]
+
+
+async def test_body_exactly_at_the_limit_is_accepted_whole(client, endpoint, settings):
+    body = b"z" * settings.max_body_bytes
+    response = await client.post(f"/h/{endpoint['token']}", content=body)
+    assert response.status_code == 200
+    capture = await _only_capture(client, endpoint["token"])
+    assert capture["truncated"] is False
+    assert capture["body_size"] == len(body)
+
+
+async def test_configured_response_is_sent_after_the_delay(client):
+    created = (await client.post("/api/endpoints", json={"response": {
+        "status": 202, "headers": {"X-Reply": "yes"}, "body": "accepted", "delay_ms": 150,
+    }})).json()
+    started = time.monotonic()
+    response = await client.put(f"/h/{created['token']}", content=b"payload")
+    assert time.monotonic() - started >= 0.15
+    assert response.status_code == 202
+    assert response.text == "accepted"
+    assert response.headers["x-reply"] == "yes"
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    capture = await _only_capture(client, created["token"])
+    assert capture["response"] == {"status": 202}
+    assert response.headers["x-hookscope-capture"] == capture["id"]
+
+
+async def test_configured_json_body_gets_json_content_type(client):
+    created = (await client.post("/api/endpoints",
+                                 json={"response": {"body": '{"received": true}'}})).json()
+    response = await client.post(f"/h/{created['token']}")
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"received": True}
+
+
+async def test_error_status_response_still_records_the_capture(client):
+    created = (await client.post("/api/endpoints", json={"response": {"status": 503}})).json()
+    response = await client.post(f"/h/{created['token']}", content=b"retry me")
+    assert response.status_code == 503
+    assert response.json()["id"] == response.headers["x-hookscope-capture"]
+    assert (await _only_capture(client, created["token"]))["body_text"] == "retry me"
+
+
+async def test_204_response_has_no_body(client):
+    created = (await client.post("/api/endpoints",
+                                 json={"response": {"status": 204, "body": "ignored"}})).json()
+    response = await client.post(f"/h/{created['token']}")
+    assert response.status_code == 204
+    assert response.content == b""
+    assert response.headers["x-hookscope-capture"].startswith("c_")
+
+
+async def test_sequence_numbers_only_grow(client, endpoint):
+    token = endpoint["token"]
+    for _ in range(3):
+        await client.post(f"/h/{token}")
+    await client.delete(f"/api/endpoints/{token}/captures")
+    response = await client.post(f"/h/{token}")
+    capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")).json()
+    assert capture["seq"] == 4

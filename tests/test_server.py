@@ -1,0 +1,112 @@
+"""Fidelity through a real `hookscope serve` process: bytes on a socket, not a test transport."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.serverproc import ServerProcess
+
+
+def _raw_request(url: str, raw: bytes) -> bytes:
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(raw)  # the request says Connection: close, so the server ends the stream
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _new_endpoint(url: str) -> str:
+    response = httpx.post(url + "/api/endpoints", json={})
+    assert response.status_code == 201
+    return response.json()["token"]
+
+
+def _captures(url: str, token: str) -> list[dict]:
+    listing = httpx.get(f"{url}/api/endpoints/{token}/captures?after=0").json()["captures"]
+    return [httpx.get(f"{url}/api/captures/{c['id']}").json() for c in listing]
+
+
+def test_raw_socket_request_is_stored_byte_for_byte(server):
+    token = _new_endpoint(server.url)
+    body = bytes(range(256))
+    raw = (f"PROPFIND /h/{token}/a%20b/%2F?x=1&x=2&y HTTP/1.1\r\n"
+           "Host: example.test\r\nX-Dup: first\r\nX-Other: o\r\nX-Dup: second\r\n"
+           "X-Forwarded-For: 203.0.113.9\r\nContent-Type: application/octet-stream\r\n"
+           f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    reply = _raw_request(server.url, raw)
+    assert reply.startswith(b"HTTP/1.1 200")
+    [capture] = _captures(server.url, token)
+    assert capture["method"] == "PROPFIND"
+    assert capture["path"] == f"/h/{token}/a%20b/%2F"
+    assert capture["query"] == "x=1&x=2&y"
+    assert [h for h in capture["headers"] if h[0].startswith("x-")] == [
+        ["x-dup", "first"], ["x-other", "o"], ["x-dup", "second"],
+        ["x-forwarded-for", "203.0.113.9"]]
+    # X-Forwarded-For is recorded as a header but never trusted as the client address.
+    assert capture["remote_addr"] == "127.0.0.1"
+    assert httpx.get(f"{server.url}/api/captures/{capture['id']}/body").content == body
+    assert capture["id"].encode() in reply
+
+
+def test_methods_llhttp_knows_are_captured_with_httptools(server):
+    token = _new_endpoint(server.url)
+    for method in ("PURGE", "QUERY", "MKCOL", "LINK"):
+        assert httpx.request(method, f"{server.url}/h/{token}").status_code == 200
+    assert [c["method"] for c in _captures(server.url, token)] == [
+        "PURGE", "QUERY", "MKCOL", "LINK"]
+
+
+def test_h11_parser_captures_any_method_token(tmp_path: Path):
+    proc = ServerProcess(tmp_path / "h11.db", tmp_path / "h11.log", args=("--http", "h11"))
+    proc.start()
+    try:
+        token = _new_endpoint(proc.url)
+        response = httpx.request("FROBNICATE", f"{proc.url}/h/{token}/x", content=b"odd")
+        assert response.status_code == 200
+        [capture] = _captures(proc.url, token)
+        assert (capture["method"], capture["body_text"]) == ("FROBNICATE", "odd")
+    finally:
+        proc.stop()
+
+
+def test_forwarded_for_is_trusted_only_from_named_proxies(tmp_path: Path):
+    proc = ServerProcess(tmp_path / "p.db", tmp_path / "p.log",
+                         env={"HOOKSCOPE_FORWARDED_ALLOW_IPS": "127.0.0.1"})
+    proc.start()
+    try:
+        token = _new_endpoint(proc.url)
+        httpx.post(f"{proc.url}/h/{token}", headers={"X-Forwarded-For": "203.0.113.9"})
+        [capture] = _captures(proc.url, token)
+        assert capture["remote_addr"] == "203.0.113.9"
+    finally:
+        proc.stop()
+
+
+def test_second_server_on_the_same_database_refuses_to_start(server, tmp_path: Path):
+    second = ServerProcess(server.db, tmp_path / "second.log")
+    with pytest.raises(RuntimeError, match="already in use by another Hookscope process"):
+        second.start(timeout=15)
+    assert second.proc is not None and second.proc.returncode == 1
+
+
+def test_sigterm_shuts_down_cleanly_and_data_survives(server, tmp_path: Path):
+    token = _new_endpoint(server.url)
+    ids = [httpx.post(f"{server.url}/h/{token}", content=str(i)).headers["x-hookscope-capture"]
+           for i in range(5)]
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why.
+    assert server.stop() in (0, -15)
+    assert "Application shutdown complete" in server.output()
+    again = ServerProcess(server.db, tmp_path / "again.log")
+    again.start()
+    try:
+        bodies = [httpx.get(f"{again.url}/api/captures/{i}/body").text for i in ids]
+        assert bodies == ["0", "1", "2", "3", "4"]
+    finally:
+        again.stop()
