@@ -1,0 +1,178 @@
+"""The SQLite store: restart, pruning, migrations, the single-writer lock and group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from app.migrations import LATEST, MIGRATIONS, SchemaTooNew, migrate
+from app.models import Capture, new_capture_id, now_us
+from app.store import CaptureQuery, Conflict, Gone, SQLiteStore, StoreLocked, check_writable
+
+pytestmark = pytest.mark.anyio
+
+
+def _capture(endpoint_id: int, token: str, body: bytes) -> Capture:
+    received = now_us()
+    return Capture(id=new_capture_id(received), endpoint_id=endpoint_id, endpoint_token=token,
+                   received_at=received, method="POST", path=f"/h/{token}", query="",
+                   headers=[["content-type", "text/plain"]], remote_addr="127.0.0.1",
+                   content_type="text/plain", body_size=len(body), truncated=False,
+                   response_status=200, parsed_kind="text", body=body)
+
+
+async def _endpoint(store: SQLiteStore, **fields):
+    return await store.create_endpoint({"created_at": now_us(), "max_captures": 100, **fields})
+
+
+async def test_restart_keeps_endpoints_captures_and_sequence(tmp_path):
+    path = tmp_path / "restart.db"
+    store = SQLiteStore(path)
+    await store.open()
+    endpoint = await _endpoint(store, alias="keep-me", name="kept")
+    ids = []
+    for i in range(3):
+        capture = _capture(endpoint.id, endpoint.token, f"body {i}".encode())
+        await store.add_capture(capture, endpoint.max_captures)
+        ids.append(capture.id)
+    await store.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        again = await store.get_endpoint("keep-me")
+        assert (again.token, again.name, again.capture_count, again.last_seq) == (
+            endpoint.token, "kept", 3, 3)
+        for i, capture_id in enumerate(ids):
+            assert (await store.get_capture(capture_id)).body == f"body {i}".encode()
+        fresh = _capture(endpoint.id, endpoint.token, b"after restart")
+        assert await store.add_capture(fresh, endpoint.max_captures) == 4
+    finally:
+        await store.close()
+
+
+async def test_pruning_keeps_the_newest_max_captures(store):
+    endpoint = await _endpoint(store, max_captures=3)
+    for i in range(7):
+        await store.add_capture(_capture(endpoint.id, endpoint.token, str(i).encode()), 3)
+    kept = await store.list_captures(endpoint, CaptureQuery(limit=100))
+    assert [c.seq for c in kept] == [7, 6, 5]
+    assert (await store.get_endpoint(endpoint.token)).capture_count == 3
+
+
+async def test_pruning_under_concurrent_load_never_exceeds_the_limit(store):
+    endpoint = await _endpoint(store, max_captures=10)
+    await asyncio.gather(*(store.add_capture(
+        _capture(endpoint.id, endpoint.token, str(i).encode()), 10) for i in range(200)))
+    kept = await store.list_captures(endpoint, CaptureQuery(limit=1000))
+    assert [c.seq for c in kept] == list(range(200, 190, -1))
+
+
+async def test_lowering_max_captures_prunes_at_once(store):
+    endpoint = await _endpoint(store, max_captures=10)
+    for i in range(6):
+        await store.add_capture(_capture(endpoint.id, endpoint.token, str(i).encode()), 10)
+    updated = await store.update_endpoint(endpoint, {"max_captures": 2})
+    assert updated.capture_count == 2
+    kept = await store.list_captures(endpoint, CaptureQuery(limit=100))
+    assert [c.seq for c in kept] == [6, 5]
+
+
+async def test_concurrent_captures_get_distinct_growing_sequence_numbers(store):
+    endpoint = await _endpoint(store, max_captures=10_000)
+    captures = [_capture(endpoint.id, endpoint.token, str(i).encode()) for i in range(500)]
+    seqs = await asyncio.gather(*(store.add_capture(c, 10_000) for c in captures))
+    assert sorted(seqs) == list(range(1, 501))
+    # Committed: a separate connection sees every one of them.
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM captures").fetchone()[0] == 500
+
+
+async def test_one_failing_operation_does_not_fail_its_batch(store):
+    await _endpoint(store, alias="taken")
+    endpoint = await _endpoint(store)
+    results = await asyncio.gather(
+        *(store.add_capture(_capture(endpoint.id, endpoint.token, b"x"), 100) for _ in range(20)),
+        _endpoint(store, alias="taken"),
+        *(store.add_capture(_capture(endpoint.id, endpoint.token, b"y"), 100) for _ in range(20)),
+        return_exceptions=True)
+    assert isinstance(results[20], Conflict)
+    assert sorted(r for i, r in enumerate(results) if i != 20) == list(range(1, 41))
+
+
+async def test_capture_for_a_deleted_endpoint_fails_as_gone(store):
+    endpoint = await _endpoint(store)
+    await store.delete_endpoint(endpoint)
+    with pytest.raises(Gone):
+        await store.add_capture(_capture(endpoint.id, endpoint.token, b"late"), 100)
+
+
+async def test_a_second_store_on_the_same_file_is_refused(store):
+    second = SQLiteStore(store.path)
+    with pytest.raises(StoreLocked, match="already in use by another Hookscope process"):
+        await second.open()
+    with pytest.raises(StoreLocked):
+        check_writable(store.path)
+
+
+async def test_the_lock_is_released_on_close(tmp_path):
+    path = str(tmp_path / "lock.db")
+    first = SQLiteStore(path)
+    await first.open()
+    await first.close()
+    check_writable(path)
+    second = SQLiteStore(path)
+    await second.open()
+    await second.close()
+
+
+def test_fresh_database_gets_the_latest_schema(tmp_path):
+    conn = sqlite3.connect(tmp_path / "fresh.db", isolation_level=None)
+    assert migrate(conn) == 0
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"endpoints", "captures"} <= tables
+    assert migrate(conn) == LATEST  # idempotent
+
+
+@pytest.mark.parametrize("start", range(1, LATEST + 1))
+async def test_every_older_schema_upgrades_and_keeps_its_rows(tmp_path, start):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, target=start)
+    conn.execute("INSERT INTO endpoints (token, created_at, max_captures, config) "
+                 "VALUES ('oldtoken', 1, 10, ?)",
+                 ('{"verify": null, "format": "auto", "schema": null, "response": '
+                  '{"status": 200, "headers": {}, "body": null, "delay_ms": 0}, "reject": '
+                  '{"bad_signature": false, "invalid_payload": false}}',))
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert (await store.get_endpoint("oldtoken")).max_captures == 10
+        with sqlite3.connect(path) as check:
+            assert check.execute("PRAGMA user_version").fetchone()[0] == LATEST == len(MIGRATIONS)
+    finally:
+        await store.close()
+
+
+async def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
+    path = tmp_path / "future.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {LATEST + 1}")
+    conn.close()
+    with pytest.raises(SchemaTooNew, match="newer Hookscope"):
+        check_writable(str(path))
+    store = SQLiteStore(path)
+    with pytest.raises(SchemaTooNew):
+        await store.open()
+    check_writable_after_failure = SQLiteStore(path)  # the failed open released its lock
+    with pytest.raises(SchemaTooNew):
+        await check_writable_after_failure.open()
+
+
+async def test_wal_mode_is_on(store):
+    rows = await store._rows("PRAGMA journal_mode")
+    assert rows[0][0] == "wal"
