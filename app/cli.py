@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.inputs import MAX_DELAY_MS
     from app.main import create_app
     from app.migrations import SchemaTooNew
     from app.store import StoreLocked, check_writable
@@ -69,7 +70,8 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or None,
         server_header=False,
-        timeout_graceful_shutdown=10,
+        # Longer than the longest configurable reply delay, so in-flight captures are answered.
+        timeout_graceful_shutdown=MAX_DELAY_MS // 1000 + 10,
     )
     logging.getLogger("uvicorn.error").setLevel(settings.log_level.upper())
     sock = config.bind_socket()

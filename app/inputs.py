@@ -17,7 +17,7 @@ from jsonschema.validators import validator_for
 
 from app.errors import ApiError
 from app.formats import FORMAT_IDS
-from app.models import ALIAS_PATTERN, DEFAULT_REJECT, DEFAULT_RESPONSE, Endpoint
+from app.models import ALIAS_PATTERN, DEFAULT_REJECT, DEFAULT_RESPONSE, Endpoint, mask_secret
 from app.verify import SCHEME_IDS
 
 MAX_DELAY_MS = 30_000
@@ -30,9 +30,13 @@ VERIFY_OPTIONS = {"header": str, "algorithm": str, "encoding": str, "prefix": st
                   "template": str, "timestamp_header": str, "id_header": str,
                   "secret_encoding": str}
 _ALIAS = re.compile(ALIAS_PATTERN)
-_TOKEN_CHARS = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # always fullmatch: `$` allows "\n"
+# Framing is the server's; cookies and security headers would act on Hookscope's own origin.
 _FORBIDDEN_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive",
-                      "upgrade", "te", "trailer", "x-hookscope-capture"}
+                      "upgrade", "te", "trailer", "x-hookscope-capture", "set-cookie",
+                      "content-security-policy", "x-content-type-options"}
+# Stored as microseconds since 1970 and shown as ISO 8601 with a four-digit year.
+_LATEST_US = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()) * 1_000_000
 
 
 class _Problems:
@@ -94,7 +98,7 @@ def _name(value: Any, current: Endpoint | None, problems: _Problems) -> str | No
 def _alias(value: Any, current: Endpoint | None, problems: _Problems) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not _ALIAS.match(value):
+    if not isinstance(value, str) or not _ALIAS.fullmatch(value):
         raise _fail(problems, "alias", "alias must be 3-64 characters of a-z, 0-9, '_' and '-', "
                                        "starting with a letter or digit")
     return value
@@ -107,20 +111,19 @@ def _verify(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
         raise _fail(problems, "verify", "verify must be an object such as "
                                         '{"scheme": "github", "secrets": ["..."]}, or null')
     ok = True
-    scheme = value.get("scheme", "auto")
+    before = current.verify if current is not None and current.verify is not None else {}
+    scheme = value.get("scheme", before.get("scheme", "auto"))  # a patch keeps what it omits
     if scheme not in SCHEME_IDS:
         problems.add("verify.scheme", f"unknown scheme {scheme!r}; known: {', '.join(SCHEME_IDS)}")
         ok = False
-    if "secrets" in value:
-        secrets = value["secrets"]
-    elif current is not None and current.verify is not None:
-        secrets = current.verify.get("secrets", [])  # a patch without secrets keeps them
-    else:
-        secrets = []
+    secrets = value.get("secrets", before.get("secrets", []))
     if not isinstance(secrets, list) or not all(isinstance(s, str) and s for s in secrets):
         problems.add("verify.secrets", "secrets must be a list of non-empty strings")
         ok = False
-    tolerance = value.get("tolerance_seconds", 300)
+    else:
+        secrets, masked_ok = _unmask(secrets, before.get("secrets", []), problems)
+        ok = ok and masked_ok
+    tolerance = value.get("tolerance_seconds", before.get("tolerance_seconds", 300))
     if not _whole(tolerance) or tolerance < 0:
         problems.add("verify.tolerance_seconds",
                      "tolerance_seconds must be a whole number of seconds, 0 or more")
@@ -140,6 +143,23 @@ def _verify(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
     return {**value, "scheme": scheme, "secrets": secrets, "tolerance_seconds": tolerance}
 
 
+def _unmask(secrets: list[str], current: list[str], problems: _Problems) -> tuple[list[str], bool]:
+    """A client that sends back what it fetched sends masked secrets: a mask that matches the
+    current secret at the same place keeps that secret; any other mask is refused, never
+    stored as if it were a secret."""
+    out, ok = [], True
+    for index, secret in enumerate(secrets):
+        if secret.endswith("****"):
+            if index < len(current) and mask_secret(current[index]) == secret:
+                out.append(current[index])
+                continue
+            problems.add("verify.secrets", f"{secret!r} looks like a masked secret; send the "
+                                           "secret itself, or leave secrets out to keep them")
+            ok = False
+        out.append(secret)
+    return out, ok
+
+
 def _format(value: Any, current: Endpoint | None, problems: _Problems) -> str:
     if value not in ("auto", "none", *FORMAT_IDS):
         raise _fail(problems, "format",
@@ -154,6 +174,8 @@ def _schema(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
         raise _fail(problems, "schema", "schema must be a JSON Schema object, or null")
     try:
         validator_for(value).check_schema(value)
+    except RecursionError:
+        raise _fail(problems, "schema", "schema is nested too deeply to check") from None
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.path)
         raise _fail(problems, "schema",
@@ -188,10 +210,11 @@ def _response(value: Any, current: Endpoint | None, problems: _Problems) -> dict
         ok = False
     else:
         for name, header_value in headers.items():
-            if not _TOKEN_CHARS.match(name) or name.lower() in _FORBIDDEN_HEADERS:
+            if not _TOKEN_CHARS.fullmatch(name) or name.lower() in _FORBIDDEN_HEADERS:
                 problems.add(f"response.headers.{name}",
-                             f"{name!r} cannot be set: not a header name, or one the server "
-                             "controls (Content-Length, Connection, X-Hookscope-Capture...)")
+                             f"{name!r} cannot be set: not a header name, or one Hookscope "
+                             "controls (Content-Length, Connection, Set-Cookie, "
+                             "Content-Security-Policy, X-Hookscope-Capture...)")
                 ok = False
             elif not isinstance(header_value, str) or any(
                     (ord(c) < 32 and c != "\t") or ord(c) == 127 or ord(c) > 255
@@ -245,7 +268,11 @@ def _expires_at(value: Any, current: Endpoint | None, problems: _Problems) -> in
         raise _fail(problems, "expires_at", message) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1_000_000)
+    us = int(moment.timestamp() * 1_000_000)
+    if not 0 <= us <= _LATEST_US:
+        raise _fail(problems, "expires_at", "expires_at must fall between 1970-01-01 and "
+                                            "9999-12-31 (UTC)")
+    return us
 
 
 _CHECKERS: dict[str, Callable[[Any, Endpoint | None, _Problems], Any]] = {

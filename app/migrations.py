@@ -11,10 +11,12 @@ import sqlite3
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: endpoints and captures. The body is the last column so listing summaries never reads a
-    # large body's overflow pages. Counters on endpoints are kept by the single writer.
+    # large body's overflow pages. Counters on endpoints are kept by the single writer. Endpoint
+    # ids are never reused (AUTOINCREMENT), so a capture still in flight for a deleted endpoint
+    # can only fail, never land in a newer endpoint that took the same id.
     """
     CREATE TABLE endpoints (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         token TEXT NOT NULL UNIQUE,
         alias TEXT UNIQUE,
         name TEXT,

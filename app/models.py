@@ -13,7 +13,7 @@ from typing import Any
 
 from app.parse import parse_body
 
-ALIAS_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,63}$"
+ALIAS_PATTERN = r"[a-z0-9][a-z0-9_-]{2,63}"  # matched whole (re.fullmatch)
 
 DEFAULT_RESPONSE: dict[str, Any] = {"status": 200, "headers": {}, "body": None, "delay_ms": 0}
 DEFAULT_REJECT: dict[str, bool] = {"bad_signature": False, "invalid_payload": False}
@@ -69,7 +69,8 @@ def format_time(us: int | None) -> str | None:
 
 
 def mask_secret(secret: str) -> str:
-    return (secret[:2] if len(secret) > 6 else "") + "****"
+    """`s3cret` -> `s3****`: enough to tell secrets apart, never enough to use one."""
+    return (secret[:2] if len(secret) >= 6 else "") + "****"
 
 
 @dataclass

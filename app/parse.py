@@ -7,6 +7,7 @@ capture time, the value again whenever a capture is read in full).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -49,14 +50,27 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-# One decoder for every body: json.loads() with any option builds a new decoder per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"number {text[:40]} is too large for a 64-bit float")
+    return value
+
+
+# One strict decoder for every body and every API request: JSON has no NaN or Infinity, and a
+# number that overflows to infinity could not be written back out. (json.loads() with any option
+# would also build a new decoder per call.)
+STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def loads_strict(data: bytes) -> Any:
+    """Decode JSON bytes (UTF-8/16/32); ValueError or RecursionError when it is not JSON."""
+    return STRICT_JSON.decode(data.decode(json.detect_encoding(data)))
 
 
 def _json(body: bytes) -> Parsed:
     try:
-        text = body.decode(json.detect_encoding(body))
-        return Parsed("json", _DECODER.decode(text))
+        return Parsed("json", loads_strict(body))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         return Parsed("json", None, f"invalid JSON: {exc}")
 

@@ -36,6 +36,9 @@ ENDPOINT_COLUMNS = (
     "capture_count, last_capture_at"
 )
 TARGET_CACHE_SIZE = 10_000
+# Reused: json.dumps() with any non-default argument builds a new encoder per call (hot path).
+# Non-ASCII stays as it is so `q` finds it; header values are Latin-1 text, never surrogates.
+_HEADERS_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 class StoreLocked(RuntimeError):
@@ -77,7 +80,7 @@ class Store(Protocol):
     async def list_endpoints(self, limit: int) -> list[Endpoint]: ...
     async def update_endpoint(self, endpoint: Endpoint, fields: dict[str, Any]) -> Endpoint: ...
     async def delete_endpoint(self, endpoint: Endpoint) -> int: ...
-    async def add_capture(self, capture: Capture, max_captures: int) -> int: ...
+    async def add_capture(self, capture: Capture) -> int: ...
     async def get_capture(self, capture_id: str, *, body: bool = True) -> Capture | None: ...
     async def list_captures(self, endpoint: Endpoint, query: CaptureQuery) -> list[Capture]: ...
     async def delete_capture(self, capture_id: str) -> bool: ...
@@ -147,6 +150,7 @@ class SQLiteStore:
         self._read: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
         self._targets: dict[str, Endpoint] = {}
+        self._generation = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -214,12 +218,18 @@ class SQLiteStore:
         """The endpoint for the capture path, from memory when possible (its counters may lag)."""
         endpoint = self._targets.get(key)
         if endpoint is None:
+            generation = self._generation
             endpoint = await self.get_endpoint(key)
-            if endpoint is not None:
+            # A PATCH or DELETE that committed while we read must not be undone by our copy.
+            if endpoint is not None and generation == self._generation:
                 if len(self._targets) >= TARGET_CACHE_SIZE:
                     self._targets.clear()
                 self._targets[key] = endpoint
         return endpoint
+
+    def _forget_targets(self) -> None:
+        self._generation += 1
+        self._targets.clear()
 
     async def list_endpoints(self, limit: int) -> list[Endpoint]:
         rows = await self._rows(
@@ -256,7 +266,7 @@ class SQLiteStore:
         try:
             return await self._writer.run(op)
         finally:
-            self._targets.clear()
+            self._forget_targets()
 
     async def delete_endpoint(self, endpoint: Endpoint) -> int:
         endpoint_id = endpoint.id
@@ -273,17 +283,21 @@ class SQLiteStore:
         try:
             return await self._writer.run(op)
         finally:
-            self._targets.clear()
+            self._forget_targets()
 
     # -- captures ----------------------------------------------------------------------------
 
-    async def add_capture(self, capture: Capture, max_captures: int) -> int:
-        """Store a capture; returns its sequence number once it is committed."""
+    async def add_capture(self, capture: Capture) -> int:
+        """Store a capture; returns its sequence number once it is committed.
+
+        The endpoint's limit comes from the writer's own counter (loaded from the database and
+        kept current by update_endpoint), never from the request: a request that looked its
+        endpoint up before a PATCH must not bring the old limit back.
+        """
         state = self._state
         values = (
             capture.id, capture.endpoint_id, capture.received_at, capture.method, capture.path,
-            # Default dumps() arguments: only they take json's cached C encoder (hot path).
-            capture.query, json.dumps(capture.headers), capture.remote_addr,
+            capture.query, _HEADERS_JSON.encode(capture.headers), capture.remote_addr,
             capture.content_type, capture.body_size, int(capture.truncated),
             capture.response_status, capture.parsed_kind, capture.parsed_error,
             *_verdict(capture.signature, "status", "unchecked"),
@@ -302,7 +316,6 @@ class SQLiteStore:
             counter.last_seq = seq
             counter.count += 1
             counter.last_at = capture.received_at
-            counter.max_captures = max_captures
             state.dirty.add(capture.endpoint_id)
             return seq
 

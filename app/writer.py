@@ -59,6 +59,8 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._stopping.set()  # until start()
+        self._gate = threading.Lock()
         self._commits = 0
 
     def start(self) -> None:
@@ -71,6 +73,7 @@ class Writer:
         except BaseException:
             conn.close()
             raise
+        self._stopping.clear()
         self._thread = threading.Thread(target=self._run, args=(conn,), name="hookscope-writer",
                                         daemon=True)
         self._thread.start()
@@ -84,19 +87,21 @@ class Writer:
         `single=True` says the op changes the database with at most one statement, which SQLite
         applies whole or not at all, so it needs no savepoint of its own (captures: the hot path).
         """
-        if self._thread is None or self._stopping.is_set():
-            raise RuntimeError("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((op, single, future, loop))
+        with self._gate:  # so nothing is queued after the thread's last drain
+            if self._stopping.is_set():
+                raise RuntimeError("the store is closed")
+            self._queue.put((op, single, future, loop))
         return await future
 
     def stop(self) -> None:
         """Commit everything already queued, then close. Safe to call twice."""
         if self._thread is None:
             return
-        self._stopping.set()
-        self._queue.put(_STOP)
+        with self._gate:
+            self._stopping.set()
+            self._queue.put(_STOP)
         self._thread.join()
         self._thread = None
         if self._checkpointer is not None:
@@ -107,64 +112,75 @@ class Writer:
 
     def _run(self, conn: sqlite3.Connection) -> None:
         try:
-            while True:
-                first = self._queue.get()
-                if first is _STOP:
-                    return
-                batch = [first]
-                stop_after = False
-                while len(batch) < MAX_BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _STOP:
-                        stop_after = True
-                        break
-                    batch.append(item)
-                self._commit_batch(conn, batch)
-                if stop_after:
-                    return
+            self._loop(conn)
         finally:
+            # Whatever ended this thread, nobody may wait forever on an operation it will
+            # never run: fail what is still queued and refuse new work.
             conn.close()
+            with self._gate:
+                self._stopping.set()
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _STOP:
+                    _, _, future, loop = item
+                    _deliver([(future, loop, None, RuntimeError("the store is closed"))])
+
+    def _loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop_after = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop_after = True
+                    break
+                batch.append(item)
+            self._commit_batch(conn, batch)
+            if stop_after:
+                return
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op, single, future, loop in batch:
-                if single:
-                    try:
-                        outcomes.append((future, loop, op(conn), None))
-                    except Exception as exc:
-                        outcomes.append((future, loop, None, exc))
-                    continue
-                conn.execute("SAVEPOINT op")
+                if not single:
+                    conn.execute("SAVEPOINT op")
                 try:
                     result = op(conn)
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
+                    if not conn.in_transaction:
+                        # SQLITE_FULL, IOERR and the like roll back the whole transaction, not
+                        # just the statement: nothing before this point will be committed.
+                        raise
+                    if not single:
+                        conn.execute("ROLLBACK TO op")
+                        conn.execute("RELEASE op")
                     outcomes.append((future, loop, None, exc))
                 else:
-                    conn.execute("RELEASE op")
+                    if not single:
+                        conn.execute("RELEASE op")
                     outcomes.append((future, loop, result, None))
             self._hooks.before_commit(conn)
             conn.execute("COMMIT")
             self._commits += 1
         except Exception as exc:
             log.error("commit failed, %d operations not stored: %s", len(batch), exc)
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             self._hooks.after_rollback()
             outcomes = [(future, loop, None, exc) for _, _, future, loop in batch]
-        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        for future, loop, result, exc in outcomes:
-            by_loop.setdefault(loop, []).append((future, result, exc))
-        for loop, items in by_loop.items():
-            # RuntimeError: that loop has closed, so nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve_all, items)
+        _deliver(outcomes)
 
     def _checkpoint_loop(self) -> None:
         conn = connect(self._path)
@@ -178,6 +194,18 @@ class Writer:
             log.warning("background checkpoint stopped: %s", exc)
         finally:
             conn.close()
+
+
+def _deliver(outcomes: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, Any]]
+             ) -> None:
+    """Hand results to their event loops: one wake-up per loop per batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+    for future, loop, result, exc in outcomes:
+        by_loop.setdefault(loop, []).append((future, result, exc))
+    for loop, items in by_loop.items():
+        # RuntimeError: that loop has closed, so nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve_all, items)
 
 
 def _resolve_all(items: list[tuple[asyncio.Future[Any], Any, Any]]) -> None:

@@ -97,6 +97,7 @@ async def test_filters_by_signature_and_validation_status(client, endpoint):
 @pytest.mark.parametrize(("query", "field"), [
     ("limit=0", "limit"), ("limit=1001", "limit"), ("limit=x", "limit"),
     ("after=-1", "after"), ("after=one", "after"), ("before=1.5", "before"),
+    ("after=99999999999999999999", "after"), ("before=9223372036854775808", "before"),
     ("signature=great", "signature"), ("validation=maybe", "validation"),
     ("colour=red", "colour"),
 ])

@@ -99,6 +99,8 @@ async def test_duplicate_alias_is_409(client):
     other = (await client.post("/api/endpoints")).json()
     response = await client.patch(f"/api/endpoints/{other['token']}", json={"alias": "taken"})
     assert response.status_code == 409
+    assert response.json()["error"]["details"][0]["field"] == "alias"
+    assert (await client.get(f"/api/endpoints/{other['token']}")).json()["alias"] is None
 
 
 async def test_alias_cannot_shadow_another_endpoints_token(client, monkeypatch):
@@ -141,9 +143,14 @@ async def test_patch_takes_effect_on_the_capture_url(client, endpoint):
     await client.patch(f"/api/endpoints/{token}", json={"response": {"status": 418}})
     assert (await client.post(f"/h/{token}")).status_code == 418
     await client.patch(f"/api/endpoints/{token}", json={"alias": "renamed"})
-    assert (await client.post("/h/renamed")).status_code == 418
+    via_alias = await client.post("/h/renamed", content=b"by alias")
+    assert via_alias.status_code == 418
+    capture = (await client.get(f"/api/captures/{via_alias.headers['x-hookscope-capture']}")
+               ).json()
+    assert (capture["endpoint"], capture["body_text"]) == (token, "by alias")
     await client.patch(f"/api/endpoints/{token}", json={"alias": None})
-    assert (await client.post("/h/renamed")).status_code == 404
+    gone = await client.post("/h/renamed")
+    assert gone.status_code == 404 and "x-hookscope-capture" not in gone.headers
 
 
 async def test_patch_verify_without_secrets_keeps_them(client, store):
@@ -158,10 +165,14 @@ async def test_patch_verify_without_secrets_keeps_them(client, store):
 
 async def test_patch_expiry_makes_capture_url_gone(client, endpoint):
     token = endpoint["token"]
-    await client.patch(f"/api/endpoints/{token}", json={"expires_at": "2001-01-01T00:00:00"})
+    patched = await client.patch(f"/api/endpoints/{token}",
+                                 json={"expires_at": "2001-01-01T00:00:00"})
+    assert patched.json()["expires_at"] == "2001-01-01T00:00:00.000000Z"
     assert (await client.post(f"/h/{token}")).status_code == 410
     await client.patch(f"/api/endpoints/{token}", json={"expires_at": None})
     assert (await client.post(f"/h/{token}")).status_code == 200
+    listing = (await client.get(f"/api/endpoints/{token}/captures")).json()
+    assert [c["seq"] for c in listing["captures"]] == [1]  # the 410 stored nothing
 
 
 async def test_delete_removes_the_endpoint_and_its_captures(client, endpoint):
@@ -177,6 +188,12 @@ async def test_delete_removes_the_endpoint_and_its_captures(client, endpoint):
     assert (await client.delete(f"/api/endpoints/{token}")).status_code == 404
 
 
+def _deep(leaf: dict, depth: int) -> dict:
+    for _ in range(depth):
+        leaf = {"not": leaf}
+    return leaf
+
+
 BAD_FIELDS = [
     ({"name": 5}, "name"),
     ({"name": "x" * 201}, "name"),
@@ -185,6 +202,7 @@ BAD_FIELDS = [
     ({"alias": "-starts-with-dash"}, "alias"),
     ({"alias": "x" * 65}, "alias"),
     ({"alias": 12345}, "alias"),
+    ({"alias": "abc\n"}, "alias"),
     ({"verify": "github"}, "verify"),
     ({"verify": {"scheme": "nope"}}, "verify.scheme"),
     ({"verify": {"scheme": "github", "secrets": "s3cret"}}, "verify.secrets"),
@@ -212,6 +230,9 @@ BAD_FIELDS = [
     ({"response": {"headers": {"X-A": "a\r\nX-Injected: 1"}}}, "response.headers.X-A"),
     ({"response": {"headers": {"Bad Name": "x"}}}, "response.headers.Bad Name"),
     ({"response": {"headers": {"X-A": 5}}}, "response.headers.X-A"),
+    ({"response": {"headers": {"X-A\n": "v"}}}, "response.headers.X-A\n"),
+    ({"response": {"headers": {"Set-Cookie": "session=1"}}}, "response.headers.Set-Cookie"),
+    ({"response": {"headers": {"X-A": "caf\u20ac"}}}, "response.headers.X-A"),
     ({"response": {"body": 5}}, "response.body"),
     ({"response": {"colour": "red"}}, "response.colour"),
     ({"reject": {"bad_signature": "yes"}}, "reject"),
@@ -221,6 +242,10 @@ BAD_FIELDS = [
     ({"max_captures": 10**9}, "max_captures"),
     ({"expires_at": "tomorrow"}, "expires_at"),
     ({"expires_at": 1767225600}, "expires_at"),
+    ({"expires_at": "9999-12-31T23:59:59-14:00"}, "expires_at"),
+    ({"expires_at": "0001-01-01T00:00:00+01:00"}, "expires_at"),
+    ({"schema": _deep({"type": "object"}, 600)}, "schema"),
+    ({"verify": {"scheme": "github", "secrets": ["su****"]}}, "verify.secrets"),
     ({"bogus": 1}, "bogus"),
     ({"token": "mine"}, "token"),
 ]
@@ -257,7 +282,9 @@ async def test_every_problem_is_reported_at_once(client):
     assert "(and 3 more)" in response.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b'{"name": "x"', b"\xff\xfe", b'{"a": NaN'])
+@pytest.mark.parametrize("raw", [b"{not json", b'{"name": "x"', b"\xff\xfe", b'{"a": NaN',
+                                 b'{"name": NaN}', b'{"schema": {"maximum": 1e999}}',
+                                 b'{"name": Infinity}', b"[" * 5000 + b"]" * 5000])
 async def test_body_that_is_not_json_is_400(client, raw):
     response = await client.post("/api/endpoints", content=raw,
                                  headers={"Content-Type": "application/json"})

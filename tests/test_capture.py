@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 
@@ -127,6 +128,9 @@ async def test_expired_endpoint_answers_410(client):
     response = await client.post(f"/h/{created['token']}", content=b"late")
     assert response.status_code == 410
     assert response.json()["error"]["code"] == "gone"
+    assert "x-hookscope-capture" not in response.headers
+    listing = (await client.get(f"/api/endpoints/{created['token']}/captures")).json()
+    assert listing["captures"] == [] and listing["total"] == 0
 
 
 async def test_body_over_the_limit_is_413_and_stored_cut_at_the_limit(client, endpoint, settings):
@@ -201,3 +205,68 @@ async def test_sequence_numbers_only_grow(client, endpoint):
     response = await client.post(f"/h/{token}")
     capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")).json()
     assert capture["seq"] == 4
+
+
+async def test_replies_cannot_run_as_pages_of_hookscope(client):
+    created = (await client.post("/api/endpoints", json={"response": {
+        "headers": {"Content-Type": "text/html"}, "body": "<script>alert(1)</script>"}})).json()
+    response = await client.post(f"/h/{created['token']}")
+    assert response.text == "<script>alert(1)</script>"
+    assert response.headers["content-security-policy"] == "sandbox"
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize(("body", "kind", "error"), [
+    (b"[1e999]", "json", "too large for a 64-bit float"),
+    (b'{"n": NaN}', "json", "NaN is not valid JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, "json", "invalid JSON"),
+    (b"1" * 10_000, "json", "invalid JSON"),
+])
+async def test_hostile_json_is_reported_and_the_capture_stays_readable(client, endpoint, body,
+                                                                      kind, error):
+    response = await client.post(f"/h/{endpoint['token']}", content=body,
+                                 headers={"Content-Type": "application/json"})
+    assert response.status_code == 200
+    capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}"))
+    assert capture.status_code == 200
+    parsed = capture.json()["parsed"]
+    assert (parsed["kind"], parsed["value"]) == (kind, None)
+    assert error in parsed["error"]
+    assert (await client.get(f"/api/captures/{capture.json()['id']}/body")).content == body
+
+
+async def test_lone_surrogate_in_a_captured_body_is_shown_escaped(client, endpoint):
+    body = b'{"a": "\\ud800 and \\u00e9"}'
+    response = await client.post(f"/h/{endpoint['token']}", content=body,
+                                 headers={"Content-Type": "application/json"})
+    capture = await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+    assert capture.status_code == 200
+    assert '"\\ud800 and \\u00e9"' in capture.text  # escaped, as the sender wrote it
+    assert capture.json()["parsed"]["value"] == {"a": "\ud800 and \u00e9"}
+    assert capture.json()["body_text"] == body.decode()
+
+
+async def test_a_full_disk_answers_503_and_acknowledges_nothing_it_lost(client, endpoint, store):
+    token = endpoint["token"]
+    stored = [(await client.post(f"/h/{token}", content=b"fits")).headers["x-hookscope-capture"]
+              for _ in range(3)]
+    pages = (await store._rows("PRAGMA page_count"))[0][0]
+    # The writer's own connection: the database may not grow, as on a full disk.
+    await store._writer.run(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"))
+    big = b"x" * 200_000
+    responses = await asyncio.gather(*(client.post(f"/h/{token}", content=big)
+                                       for _ in range(10)))
+    refused = [r for r in responses if r.status_code == 503]
+    assert refused, "a full database must refuse captures"
+    for r in refused:
+        assert r.json()["error"]["code"] == "unavailable"
+        assert "NOT captured" in r.json()["error"]["message"]
+        assert "x-hookscope-capture" not in r.headers
+    stored += [r.headers["x-hookscope-capture"] for r in responses if r.status_code == 200]
+    await store._writer.run(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+    after = await client.post(f"/h/{token}", content=b"room again")
+    assert after.status_code == 200
+    stored.append(after.headers["x-hookscope-capture"])
+    listing = (await client.get(f"/api/endpoints/{token}/captures?after=0&limit=1000")).json()
+    assert sorted(c["id"] for c in listing["captures"]) == sorted(stored)
+    assert listing["total"] == len(stored)

@@ -35,7 +35,7 @@ async def test_restart_keeps_endpoints_captures_and_sequence(tmp_path):
     ids = []
     for i in range(3):
         capture = _capture(endpoint.id, endpoint.token, f"body {i}".encode())
-        await store.add_capture(capture, endpoint.max_captures)
+        await store.add_capture(capture)
         ids.append(capture.id)
     await store.close()
 
@@ -48,7 +48,7 @@ async def test_restart_keeps_endpoints_captures_and_sequence(tmp_path):
         for i, capture_id in enumerate(ids):
             assert (await store.get_capture(capture_id)).body == f"body {i}".encode()
         fresh = _capture(endpoint.id, endpoint.token, b"after restart")
-        assert await store.add_capture(fresh, endpoint.max_captures) == 4
+        assert await store.add_capture(fresh) == 4
     finally:
         await store.close()
 
@@ -56,7 +56,7 @@ async def test_restart_keeps_endpoints_captures_and_sequence(tmp_path):
 async def test_pruning_keeps_the_newest_max_captures(store):
     endpoint = await _endpoint(store, max_captures=3)
     for i in range(7):
-        await store.add_capture(_capture(endpoint.id, endpoint.token, str(i).encode()), 3)
+        await store.add_capture(_capture(endpoint.id, endpoint.token, str(i).encode()))
     kept = await store.list_captures(endpoint, CaptureQuery(limit=100))
     assert [c.seq for c in kept] == [7, 6, 5]
     assert (await store.get_endpoint(endpoint.token)).capture_count == 3
@@ -65,7 +65,7 @@ async def test_pruning_keeps_the_newest_max_captures(store):
 async def test_pruning_under_concurrent_load_never_exceeds_the_limit(store):
     endpoint = await _endpoint(store, max_captures=10)
     await asyncio.gather(*(store.add_capture(
-        _capture(endpoint.id, endpoint.token, str(i).encode()), 10) for i in range(200)))
+        _capture(endpoint.id, endpoint.token, str(i).encode())) for i in range(200)))
     kept = await store.list_captures(endpoint, CaptureQuery(limit=1000))
     assert [c.seq for c in kept] == list(range(200, 190, -1))
 
@@ -73,7 +73,7 @@ async def test_pruning_under_concurrent_load_never_exceeds_the_limit(store):
 async def test_lowering_max_captures_prunes_at_once(store):
     endpoint = await _endpoint(store, max_captures=10)
     for i in range(6):
-        await store.add_capture(_capture(endpoint.id, endpoint.token, str(i).encode()), 10)
+        await store.add_capture(_capture(endpoint.id, endpoint.token, str(i).encode()))
     updated = await store.update_endpoint(endpoint, {"max_captures": 2})
     assert updated.capture_count == 2
     kept = await store.list_captures(endpoint, CaptureQuery(limit=100))
@@ -83,7 +83,7 @@ async def test_lowering_max_captures_prunes_at_once(store):
 async def test_concurrent_captures_get_distinct_growing_sequence_numbers(store):
     endpoint = await _endpoint(store, max_captures=10_000)
     captures = [_capture(endpoint.id, endpoint.token, str(i).encode()) for i in range(500)]
-    seqs = await asyncio.gather(*(store.add_capture(c, 10_000) for c in captures))
+    seqs = await asyncio.gather(*(store.add_capture(c) for c in captures))
     assert sorted(seqs) == list(range(1, 501))
     # Committed: a separate connection sees every one of them.
     with sqlite3.connect(store.path) as conn:
@@ -94,9 +94,9 @@ async def test_one_failing_operation_does_not_fail_its_batch(store):
     await _endpoint(store, alias="taken")
     endpoint = await _endpoint(store)
     results = await asyncio.gather(
-        *(store.add_capture(_capture(endpoint.id, endpoint.token, b"x"), 100) for _ in range(20)),
+        *(store.add_capture(_capture(endpoint.id, endpoint.token, b"x")) for _ in range(20)),
         _endpoint(store, alias="taken"),
-        *(store.add_capture(_capture(endpoint.id, endpoint.token, b"y"), 100) for _ in range(20)),
+        *(store.add_capture(_capture(endpoint.id, endpoint.token, b"y")) for _ in range(20)),
         return_exceptions=True)
     assert isinstance(results[20], Conflict)
     assert sorted(r for i, r in enumerate(results) if i != 20) == list(range(1, 41))
@@ -106,7 +106,7 @@ async def test_capture_for_a_deleted_endpoint_fails_as_gone(store):
     endpoint = await _endpoint(store)
     await store.delete_endpoint(endpoint)
     with pytest.raises(Gone):
-        await store.add_capture(_capture(endpoint.id, endpoint.token, b"late"), 100)
+        await store.add_capture(_capture(endpoint.id, endpoint.token, b"late"))
 
 
 async def test_a_second_store_on_the_same_file_is_refused(store):
@@ -138,7 +138,9 @@ def test_fresh_database_gets_the_latest_schema(tmp_path):
 
 
 @pytest.mark.parametrize("start", range(1, LATEST + 1))
-async def test_every_older_schema_upgrades_and_keeps_its_rows(tmp_path, start):
+async def test_a_database_at_each_schema_version_opens_and_keeps_its_rows(tmp_path, start):
+    # With one migration so far this covers opening a current database written earlier;
+    # each migration added later makes it cover one more upgrade path.
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
     migrate(conn, target=start)
@@ -176,3 +178,31 @@ async def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
 async def test_wal_mode_is_on(store):
     rows = await store._rows("PRAGMA journal_mode")
     assert rows[0][0] == "wal"
+
+
+async def test_a_capture_looked_up_before_a_patch_obeys_the_new_limit(store):
+    stale = await _endpoint(store, max_captures=2)
+    await store.update_endpoint(stale, {"max_captures": 1000})
+    for i in range(5):  # requests that found the endpoint while it still said 2
+        await store.add_capture(_capture(stale.id, stale.token, str(i).encode()))
+    kept = await store.list_captures(stale, CaptureQuery(limit=100))
+    assert [c.seq for c in kept] == [5, 4, 3, 2, 1]
+
+
+async def test_endpoint_ids_are_never_reused(store):
+    deleted = await _endpoint(store)
+    await store.delete_endpoint(deleted)
+    newer = await _endpoint(store)
+    assert newer.id != deleted.id
+    with pytest.raises(Gone):  # a capture still in flight for the deleted endpoint
+        await store.add_capture(_capture(deleted.id, deleted.token, b"late"))
+    assert await store.list_captures(newer, CaptureQuery()) == []
+
+
+async def test_a_closed_store_refuses_work_instead_of_hanging(tmp_path):
+    store = SQLiteStore(tmp_path / "closed.db")
+    await store.open()
+    endpoint = await _endpoint(store)
+    await store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await asyncio.wait_for(store.add_capture(_capture(endpoint.id, endpoint.token, b"x")), 5)

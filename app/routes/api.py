@@ -6,12 +6,14 @@ import json
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from app import __version__
 from app.errors import ApiError
 from app.inputs import check_endpoint_fields
 from app.models import Endpoint, now_us
+from app.parse import loads_strict
+from app.responses import JSONResponse
 from app.settings import Settings
 from app.store import CaptureQuery, Conflict, Gone, Store
 
@@ -41,9 +43,16 @@ async def read_json(request: Request) -> Any:
     if not body.strip():
         return {}
     try:
-        return json.loads(body)
+        value = loads_strict(body)
+        # SQLite and UTF-8 cannot hold lone surrogates ("\\ud800"): refuse them here, named,
+        # rather than fail later when storing or showing the value.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "request body holds a lone UTF-16 surrogate escape (such as "
+                            "\\ud800), which is not a character") from None
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    return value
 
 
 async def endpoint_or_404(request: Request) -> Endpoint:
@@ -55,7 +64,7 @@ async def endpoint_or_404(request: Request) -> Endpoint:
 
 
 def _int_param(request: Request, name: str, default: int | None, low: int,
-               high: int | None = None) -> int | None:
+               high: int = 2**63 - 1) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -63,8 +72,8 @@ def _int_param(request: Request, name: str, default: int | None, low: int,
         value = int(raw)
     except ValueError:
         value = None
-    if value is None or value < low or (high is not None and value > high):
-        bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+    if value is None or not low <= value <= high:
+        bounds = f"from {low} to {high}"
         raise ApiError(400, f"{name} must be a whole number {bounds}, got {raw!r}",
                        details=[{"field": name, "message": f"a whole number {bounds}"}])
     return value

@@ -59,7 +59,7 @@ class CaptureMiddleware:
                                 received_at=received_at, body=body, truncated=truncated,
                                 response_status=status)
         try:
-            await self.store.add_capture(capture, endpoint.max_captures)
+            await self.store.add_capture(capture)
         except Gone:
             await _error(send, 404, "not_found", f"endpoint {key!r} was deleted")
             return
@@ -98,8 +98,14 @@ async def _reply(send: Send, endpoint: Endpoint, capture_id: str) -> None:
     else:
         headers.append((b"content-length", str(len(content)).encode()))
     headers.append((b"x-hookscope-capture", capture_id.encode()))
+    # A configured body (HTML, say) is served from Hookscope's own origin: a browser must never
+    # run it there. Webhook senders ignore both headers.
+    headers.extend(_INERT)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})
+
+
+_INERT = ((b"content-security-policy", b"sandbox"), (b"x-content-type-options", b"nosniff"))
 
 
 async def _error(send: Send, status: int, code: str, message: str, *,
