@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from app.models import Capture, new_capture_id
 from app.parse import parse_body
+from app.verify.base import SignedRequest
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -48,8 +49,8 @@ async def read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
 
 
 def build_capture(scope: dict[str, Any], *, endpoint_id: int, endpoint_token: str,
-                  received_at: int, body: bytes, truncated: bool,
-                  response_status: int) -> Capture:
+                  received_at: int, body: bytes, truncated: bool) -> Capture:
+    """The capture of a request; its response status is filled in once it is decided."""
     headers = [[name.decode("latin-1"), value.decode("latin-1")]
                for name, value in scope["headers"]]
     content_type = next((value for name, value in headers if name == "content-type"), None)
@@ -70,8 +71,14 @@ def build_capture(scope: dict[str, Any], *, endpoint_id: int, endpoint_token: st
         content_type=content_type,
         body_size=len(body),
         truncated=truncated,
-        response_status=response_status,
+        response_status=0,
         parsed_kind=parsed.kind,
         parsed_error=parsed.error,
         body=body,
     )
+
+
+def signed_request(capture: Capture) -> SignedRequest:
+    """The parts of a capture that a signature covers."""
+    return SignedRequest(headers=capture.headers, query=capture.query,
+                         body=capture.body or b"", content_type=capture.content_type)

@@ -18,7 +18,7 @@ from jsonschema.validators import validator_for
 from app.errors import ApiError
 from app.formats import FORMAT_IDS
 from app.models import ALIAS_PATTERN, DEFAULT_REJECT, DEFAULT_RESPONSE, Endpoint, mask_secret
-from app.verify import SCHEME_IDS
+from app.verify import COMMON_FIELDS, SCHEME_IDS, option_problems
 
 MAX_DELAY_MS = 30_000
 MAX_MAX_CAPTURES = 1_000_000
@@ -26,9 +26,6 @@ MAX_RESPONSE_BODY = 1024 * 1024
 MAX_NAME = 200
 READ_ONLY = ("token", "url", "alias_url", "inspect_url", "stream_url", "captures_url",
              "created_at", "capture_count", "last_seq", "last_capture_at")
-VERIFY_OPTIONS = {"header": str, "algorithm": str, "encoding": str, "prefix": str,
-                  "template": str, "timestamp_header": str, "id_header": str,
-                  "secret_encoding": str}
 _ALIAS = re.compile(ALIAS_PATTERN)
 _TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # always fullmatch: `$` allows "\n"
 # Framing is the server's; cookies and security headers would act on Hookscope's own origin.
@@ -128,19 +125,17 @@ def _verify(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
         problems.add("verify.tolerance_seconds",
                      "tolerance_seconds must be a whole number of seconds, 0 or more")
         ok = False
-    for key, option in value.items():
-        if key in ("scheme", "secrets", "tolerance_seconds"):
-            continue
-        if key not in VERIFY_OPTIONS:
-            problems.add(f"verify.{key}", f"unknown verify option {key!r}; known: "
-                         f"scheme, secrets, tolerance_seconds, {', '.join(VERIFY_OPTIONS)}")
-            ok = False
-        elif not isinstance(option, VERIFY_OPTIONS[key]):
-            problems.add(f"verify.{key}", f"{key} must be a string")
+    # Scheme options: those given now, else (same scheme) those already set.
+    same_scheme = before.get("scheme") == scheme
+    options = {k: v for k, v in (before.items() if same_scheme else ()) if k not in COMMON_FIELDS}
+    options.update({k: v for k, v in value.items() if k not in COMMON_FIELDS})
+    if ok:
+        for field, message in option_problems(scheme, options):
+            problems.add(field, message)
             ok = False
     if not ok:
         raise _Invalid()
-    return {**value, "scheme": scheme, "secrets": secrets, "tolerance_seconds": tolerance}
+    return {**options, "scheme": scheme, "secrets": secrets, "tolerance_seconds": tolerance}
 
 
 def _unmask(secrets: list[str], current: list[str], problems: _Problems) -> tuple[list[str], bool]:

@@ -84,6 +84,7 @@ class Store(Protocol):
     async def get_capture(self, capture_id: str, *, body: bool = True) -> Capture | None: ...
     async def list_captures(self, endpoint: Endpoint, query: CaptureQuery) -> list[Capture]: ...
     async def delete_capture(self, capture_id: str) -> bool: ...
+    async def set_signature(self, capture_id: str, verdict: dict[str, Any] | None) -> bool: ...
     async def clear_captures(self, endpoint: Endpoint) -> int: ...
 
 
@@ -372,6 +373,17 @@ class SQLiteStore:
             return True
 
         return await self._writer.run(op)
+
+    async def set_signature(self, capture_id: str, verdict: dict[str, Any] | None) -> bool:
+        """Replace a capture's signature verdict (re-verification asked for by a user)."""
+        status, verdict_json = _verdict(verdict, "status", "unchecked")
+
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "UPDATE captures SET signature_status = ?, signature = ? WHERE id = ?",
+                (status, verdict_json, capture_id)).rowcount == 1
+
+        return await self._writer.run(op, single=True)
 
     async def clear_captures(self, endpoint: Endpoint) -> int:
         endpoint_id = endpoint.id

@@ -9,13 +9,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import __version__
+from app.capture import signed_request
 from app.errors import ApiError
 from app.inputs import check_endpoint_fields
-from app.models import Endpoint, now_us
+from app.models import UNCHECKED_SIGNATURE, Endpoint, now_us
 from app.parse import loads_strict
 from app.responses import JSONResponse
 from app.settings import Settings
 from app.store import CaptureQuery, Conflict, Gone, Store
+from app.verify import check_signature, scheme_list
 
 MAX_JSON_BODY = 2 * 1024 * 1024
 SIGNATURE_STATUSES = ("verified", "failed", "missing", "unchecked")
@@ -196,6 +198,26 @@ async def capture_body(request: Request) -> Response:
     if request.query_params.get("download"):
         headers["content-disposition"] = f'attachment; filename="{capture.id}.bin"'
     return Response(capture.body, headers=headers)
+
+
+async def reverify_capture(request: Request) -> Response:
+    """Check a capture's signature again with its endpoint's current secrets, judging timestamps
+    against the moment it arrived, and keep the new verdict."""
+    capture = await _capture_or_404(request)
+    endpoint = await _store(request).get_endpoint(capture.endpoint_token)
+    if endpoint is None:
+        raise ApiError(404, f"capture {capture.id!r} no longer has an endpoint")
+    previous = capture.as_json(full=False)["signature"]
+    verdict = check_signature(endpoint.verify, signed_request(capture),
+                              capture.received_at / 1_000_000)
+    if not await _store(request).set_signature(capture.id, verdict):
+        raise ApiError(404, f"no capture with id {capture.id!r}")
+    current = verdict or UNCHECKED_SIGNATURE
+    return JSONResponse({"id": capture.id, "signature": current, "previous": previous})
+
+
+async def list_schemes(request: Request) -> Response:
+    return JSONResponse({"schemes": scheme_list()})
 
 
 async def delete_capture(request: Request) -> Response:

@@ -18,10 +18,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.capture import Disconnected, build_capture, read_body
-from app.models import Endpoint, now_us
+from app.capture import Disconnected, build_capture, read_body, signed_request
+from app.models import Capture, Endpoint, now_us
 from app.settings import Settings
 from app.store import Gone, Store
+from app.verify import check_signature
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger("hookscope.capture")
@@ -54,10 +55,13 @@ class CaptureMiddleware:
             body, truncated = await read_body(receive, self.settings.max_body_bytes)
         except Disconnected:
             return
-        status = 413 if truncated else endpoint.response["status"]
         capture = build_capture(scope, endpoint_id=endpoint.id, endpoint_token=endpoint.token,
-                                received_at=received_at, body=body, truncated=truncated,
-                                response_status=status)
+                                received_at=received_at, body=body, truncated=truncated)
+        if endpoint.verify is not None:
+            capture.signature = check_signature(endpoint.verify, signed_request(capture),
+                                                received_at / 1_000_000)
+        refusal = self._refusal(endpoint, capture)
+        capture.response_status = refusal[0] if refusal else endpoint.response["status"]
         try:
             await self.store.add_capture(capture)
         except Gone:
@@ -68,15 +72,27 @@ class CaptureMiddleware:
             await _error(send, 503, "unavailable",
                          "the request could not be stored and was NOT captured; try again")
             return
-        if truncated:
-            await _error(send, 413, "too_large",
-                         f"body is larger than {self.settings.max_body_bytes} bytes; its first "
-                         f"{self.settings.max_body_bytes} bytes were captured as {capture.id}",
-                         capture_id=capture.id)
+        if refusal:
+            await _error(send, *refusal, capture_id=capture.id)
             return
         if endpoint.response["delay_ms"]:
             await asyncio.sleep(endpoint.response["delay_ms"] / 1000)
         await _reply(send, endpoint, capture.id)
+
+
+    def _refusal(self, endpoint: Endpoint, capture: Capture) -> tuple[int, str, str] | None:
+        """(status, code, message) when the capture is answered with an error, not the
+        configured response. The capture is stored either way."""
+        limit = self.settings.max_body_bytes
+        if capture.truncated:
+            return (413, "too_large", f"body is larger than {limit} bytes; its first {limit} "
+                                      f"bytes were captured as {capture.id}")
+        signature = capture.signature
+        if (endpoint.reject["bad_signature"] and signature is not None
+                and signature["status"] in ("failed", "missing")):
+            return (401, "bad_signature", f"signature {signature['status']} "
+                                          f"({signature['scheme']}): {signature['reason']}")
+        return None
 
 
 async def _reply(send: Send, endpoint: Endpoint, capture_id: str) -> None:
@@ -108,7 +124,7 @@ async def _reply(send: Send, endpoint: Endpoint, capture_id: str) -> None:
 _INERT = ((b"content-security-policy", b"sandbox"), (b"x-content-type-options", b"nosniff"))
 
 
-async def _error(send: Send, status: int, code: str, message: str, *,
+async def _error(send: Send, status: int, code: str, message: str,
                  capture_id: str | None = None) -> None:
     content = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
     headers = [(b"content-type", b"application/json"),

@@ -1,6 +1,100 @@
-"""Signature schemes. Verification itself arrives with its registry; the ids are fixed by API.md."""
+"""Signature schemes: one registry that the capture path, the API, the input checks and the README
+test all read. Adding a scheme is one module with a `Scheme` and one line in SCHEMES."""
 
-SCHEME_IDS: tuple[str, ...] = (
-    "auto", "standard-webhooks", "svix", "github", "stripe", "shopify", "slack", "avo",
-    "virtuoso", "webengage", "hmac", "token",
-)
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from app.verify.avo import AVO
+from app.verify.base import Context, Scheme, SignedRequest, Verdict, failed
+from app.verify.generic_hmac import HMAC
+from app.verify.github import GITHUB
+from app.verify.shopify import SHOPIFY
+from app.verify.slack import SLACK
+from app.verify.standard_webhooks import STANDARD_WEBHOOKS, SVIX
+from app.verify.stripe import STRIPE
+from app.verify.token import TOKEN
+from app.verify.virtuoso import VIRTUOSO
+from app.verify.webengage import WEBENGAGE
+
+log = logging.getLogger("hookscope.verify")
+
+# Order matters for `auto`: the first scheme whose signature is present is checked. The most
+# specific headers come first; a bare Bearer JWT (Avo) and WebEngage's query come last.
+SCHEMES: dict[str, Scheme] = {s.id: s for s in (
+    STANDARD_WEBHOOKS, SVIX, STRIPE, GITHUB, SHOPIFY, SLACK, VIRTUOSO, AVO, WEBENGAGE, HMAC, TOKEN,
+)}
+AUTO_DESCRIPTION = ("picks the scheme from the signature present (first match): "
+                    + ", ".join(s.id for s in SCHEMES.values() if s.detect))
+SCHEME_IDS: tuple[str, ...] = ("auto", *SCHEMES)
+COMMON_FIELDS = ("scheme", "secrets", "tolerance_seconds")
+DEFAULT_TOLERANCE = 300
+
+
+def scheme_list() -> list[dict[str, Any]]:
+    auto = {"id": "auto", "title": "Automatic", "description": AUTO_DESCRIPTION, "headers": [],
+            "timed": False, "options": []}
+    return [auto, *(s.as_json() for s in SCHEMES.values())]
+
+
+def option_problems(scheme_id: str, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Problems with a verify config's scheme-specific options, as (field, message)."""
+    scheme = SCHEMES.get(scheme_id)
+    known = {o.name: o for o in scheme.options} if scheme else {}
+    problems = []
+    for name, value in options.items():
+        option = known.get(name)
+        if option is None:
+            takes = ", ".join(known) or "no options"
+            problems.append((f"verify.{name}", f"unknown option {name!r} for scheme "
+                                               f"{scheme_id!r}; it takes {takes}"))
+        elif not (value is None or isinstance(value, str)):
+            problems.append((f"verify.{name}", f"{name} must be a string"))
+        elif option.choices and value not in option.choices:
+            problems.append((f"verify.{name}", f"{name} must be one of "
+                                               f"{', '.join(option.choices)}"))
+    if not problems and scheme is not None and scheme.check_options is not None:
+        problems.extend(scheme.check_options(options))
+    return problems
+
+
+def check_signature(config: Mapping[str, Any] | None, request: SignedRequest,
+                    now: float) -> dict[str, Any] | None:
+    """The signature verdict for a request, or None when the endpoint verifies nothing."""
+    if config is None:
+        return None
+    scheme_id = config.get("scheme", "auto")
+    scheme = SCHEMES.get(scheme_id)
+    picked = scheme_id == "auto"
+    if picked:
+        scheme = next((s for s in SCHEMES.values() if s.detect and s.detect(request)), None)
+    secrets = list(config.get("secrets") or [])
+    if scheme is None:
+        verdict = Verdict("missing", "no signature of a known scheme is present")
+        return _json("auto", verdict if secrets else Verdict("unchecked", "no secret configured"),
+                     picked)
+    if not secrets:
+        return _json(scheme.id, Verdict("unchecked", "no secret configured"), picked)
+    options = {k: v for k, v in config.items() if k not in COMMON_FIELDS}
+    context = Context(secrets=secrets, options=options,
+                      tolerance=int(config.get("tolerance_seconds", DEFAULT_TOLERANCE)), now=now)
+    try:
+        verdict = scheme.check(request, context)
+    except Exception as exc:  # a scheme bug must never cost a capture
+        log.exception("scheme %s raised", scheme.id)
+        verdict = failed(f"could not check the signature ({type(exc).__name__})")
+    return _json(scheme.id, verdict, picked)
+
+
+def _json(scheme_id: str, verdict: Verdict, picked: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {"scheme": scheme_id, "status": verdict.status,
+                            "reason": verdict.reason, "secret_index": verdict.secret_index}
+    if picked:
+        data["auto"] = True
+    return data
+
+
+__all__ = ["COMMON_FIELDS", "SCHEMES", "SCHEME_IDS", "SignedRequest", "check_signature",
+           "option_problems", "scheme_list"]

@@ -1,0 +1,175 @@
+"""What every signature scheme shares: the request as signed, verdicts, digests and time checks.
+
+Everything works on the raw bytes exactly as received and compares with hmac.compare_digest on
+bytes. Header values arrive as Latin-1 text (one character per byte), so `.encode("latin-1")`
+gives back the bytes the sender put on the wire.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+from urllib.parse import parse_qsl
+
+ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """The parts of a capture a signature can cover."""
+
+    headers: Sequence[Sequence[str]]  # [name (lower case), value] pairs in order
+    query: str
+    body: bytes
+    content_type: str | None = None
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, or None."""
+        name = name.lower()
+        return next((value for key, value in self.headers if key == name), None)
+
+    @cached_property
+    def query_params(self) -> dict[str, str]:
+        params: dict[str, str] = {}
+        for key, value in parse_qsl(self.query, keep_blank_values=True):
+            params.setdefault(key, value)
+        return params
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # verified | failed | missing | unchecked
+    reason: str | None = None
+    secret_index: int | None = None
+
+
+def verified(index: int) -> Verdict:
+    return Verdict("verified", None, index)
+
+
+def failed(reason: str, index: int | None = None) -> Verdict:
+    return Verdict("failed", reason, index)
+
+
+def missing(reason: str) -> Verdict:
+    return Verdict("missing", reason)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a check knows besides the request: the endpoint's secrets and options, and the
+    moment to judge timestamps against (the capture's arrival, so re-checking later agrees)."""
+
+    secrets: Sequence[str]
+    options: Mapping[str, Any]
+    tolerance: int
+    now: float
+
+
+Check = Callable[[SignedRequest, Context], Verdict]
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    help: str
+    default: Any = None
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scheme:
+    id: str
+    title: str
+    description: str
+    headers: tuple[str, ...]  # what it reads, for people and for `auto`
+    check: Check
+    options: tuple[Option, ...] = ()
+    timed: bool = False  # signs a timestamp, so tolerance_seconds applies
+    # For `auto`: does this request carry this scheme's signature?
+    detect: Callable[[SignedRequest], bool] | None = None
+    # Extra checks of the options beyond their choices: (field, message) problems.
+    check_options: Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "description": self.description,
+                "headers": list(self.headers), "timed": self.timed,
+                "options": [{"name": o.name, "help": o.help, "default": o.default,
+                             **({"choices": list(o.choices)} if o.choices else {})}
+                            for o in self.options]}
+
+
+def digest(algorithm: str, key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, ALGORITHMS[algorithm]).digest()
+
+
+def decode_signature(text: str, encoding: str) -> bytes | None:
+    """hex or base64 text -> raw digest bytes; None when it is not that encoding."""
+    try:
+        if encoding == "hex":
+            return bytes.fromhex(text.strip())
+        return base64.b64decode(text.strip().encode("latin-1"), validate=True)
+    except (ValueError, binascii.Error):
+        return None
+
+
+def utf8(secret: str) -> bytes:
+    return secret.encode("utf-8")
+
+
+def match(secrets: Sequence[str], given: Sequence[bytes],
+          expected: Callable[[str], bytes | None]) -> int | None:
+    """Index of the first secret whose expected digest equals any given one, else None.
+
+    Every secret and every candidate is compared (no early exit inside compare_digest), so the
+    time taken does not reveal how close a forgery came.
+    """
+    for index, secret in enumerate(secrets):
+        want = expected(secret)
+        if want is None:
+            continue
+        if any(hmac.compare_digest(want, candidate) for candidate in given):
+            return index
+    return None
+
+
+def timestamp_problem(raw: str | None, now: float, tolerance: int, *,
+                      header: str) -> str | None:
+    """Why a signed timestamp is unacceptable, or None. tolerance 0 turns the check off."""
+    if raw is None:
+        return f"{header} is missing"
+    try:
+        stamp = int(raw.strip())
+    except ValueError:
+        return f"{header} {raw[:40]!r} is not a number of seconds"
+    if tolerance <= 0:
+        return None
+    drift = now - stamp
+    if abs(drift) > tolerance:
+        when = "old" if drift > 0 else "in the future"
+        return (f"timestamp {stamp} is {abs(int(drift))} s {when}, outside the {tolerance} s "
+                "tolerance (a replay, or a clock that is off)")
+    return None
+
+
+def no_match(secrets: Sequence[str]) -> Verdict:
+    count = len(secrets)
+    return failed("signature does not match the secret" if count == 1 else
+                  f"signature matches none of the {count} secrets")
+
+
+def after_match(index: int | None, ctx: Context, raw_timestamp: str | None, *,
+                header: str) -> Verdict:
+    """The verdict of a timed scheme once its signature was compared."""
+    if index is None:
+        return no_match(ctx.secrets)
+    problem = timestamp_problem(raw_timestamp, ctx.now, ctx.tolerance, header=header)
+    if problem is not None:
+        return failed(f"signature matches secret {index}, but {problem}", index)
+    return verified(index)

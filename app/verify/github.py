@@ -1,0 +1,47 @@
+"""GitHub: X-Hub-Signature-256 `sha256=<hex>` of the body (legacy X-Hub-Signature, `sha1=`)."""
+
+from __future__ import annotations
+
+from app.verify.base import (
+    Context,
+    Scheme,
+    SignedRequest,
+    Verdict,
+    decode_signature,
+    digest,
+    failed,
+    match,
+    missing,
+    no_match,
+    utf8,
+    verified,
+)
+
+
+def check(request: SignedRequest, ctx: Context) -> Verdict:
+    for header, algorithm in (("x-hub-signature-256", "sha256"), ("x-hub-signature", "sha1")):
+        value = request.header(header)
+        if value is None:
+            continue
+        prefix = f"{algorithm}="
+        if not value.startswith(prefix):
+            return failed(f"{header} should start with {prefix!r}")
+        given = decode_signature(value[len(prefix):], "hex")
+        if given is None:
+            return failed(f"{header} is not {prefix}<hex>")
+        index = match(ctx.secrets, [given],
+                      lambda secret, a=algorithm: digest(a, utf8(secret), request.body))
+        return no_match(ctx.secrets) if index is None else verified(index)
+    return missing("no X-Hub-Signature-256 or X-Hub-Signature header")
+
+
+GITHUB = Scheme(
+    id="github",
+    title="GitHub",
+    description="X-Hub-Signature-256: sha256=<hex HMAC of the body> (legacy X-Hub-Signature: "
+                "sha1=); GitLab's X-Gitlab-Token is the `token` scheme",
+    headers=("x-hub-signature-256", "x-hub-signature"),
+    check=check,
+    detect=lambda r: r.header("x-hub-signature-256") is not None
+    or r.header("x-hub-signature") is not None,
+)

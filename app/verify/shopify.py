@@ -1,0 +1,39 @@
+"""Shopify: X-Shopify-Hmac-Sha256, base64 HMAC-SHA256 of the body, no prefix."""
+
+from __future__ import annotations
+
+from app.verify.base import (
+    Context,
+    Scheme,
+    SignedRequest,
+    Verdict,
+    decode_signature,
+    digest,
+    failed,
+    match,
+    missing,
+    no_match,
+    utf8,
+    verified,
+)
+
+
+def check(request: SignedRequest, ctx: Context) -> Verdict:
+    value = request.header("x-shopify-hmac-sha256")
+    if value is None:
+        return missing("no X-Shopify-Hmac-Sha256 header")
+    given = decode_signature(value, "base64")
+    if given is None:
+        return failed("X-Shopify-Hmac-Sha256 is not base64")
+    index = match(ctx.secrets, [given], lambda s: digest("sha256", utf8(s), request.body))
+    return no_match(ctx.secrets) if index is None else verified(index)
+
+
+SHOPIFY = Scheme(
+    id="shopify",
+    title="Shopify",
+    description="X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the body",
+    headers=("x-shopify-hmac-sha256",),
+    check=check,
+    detect=lambda r: r.header("x-shopify-hmac-sha256") is not None,
+)

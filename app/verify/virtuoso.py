@@ -1,0 +1,63 @@
+"""Virtuoso: X-Virtuoso-Signature `sha1=<hex>` HMAC-SHA1 of the body.
+
+A form-encoded delivery carries the JSON in the `payload` field; what is signed there is not
+documented, so the raw body is tried first, then the `payload` value.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from app.parse import media_type
+from app.verify.base import (
+    Context,
+    Scheme,
+    SignedRequest,
+    Verdict,
+    decode_signature,
+    digest,
+    failed,
+    match,
+    missing,
+    no_match,
+    utf8,
+    verified,
+)
+
+
+def _candidates(request: SignedRequest) -> list[bytes]:
+    contents = [request.body]
+    if media_type(request.content_type) == "application/x-www-form-urlencoded":
+        try:
+            fields = parse_qsl(request.body.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            fields = []
+        contents += [value.encode("utf-8") for key, value in fields if key == "payload"][:1]
+    return contents
+
+
+def check(request: SignedRequest, ctx: Context) -> Verdict:
+    value = request.header("x-virtuoso-signature")
+    if value is None:
+        return missing("no X-Virtuoso-Signature header")
+    if not value.startswith("sha1="):
+        return failed("X-Virtuoso-Signature should start with 'sha1='")
+    given = decode_signature(value[5:], "hex")
+    if given is None:
+        return failed("X-Virtuoso-Signature is not sha1=<hex>")
+    for content in _candidates(request):
+        index = match(ctx.secrets, [given], lambda s, c=content: digest("sha1", utf8(s), c))
+        if index is not None:
+            return verified(index)
+    return no_match(ctx.secrets)
+
+
+VIRTUOSO = Scheme(
+    id="virtuoso",
+    title="Virtuoso",
+    description="X-Virtuoso-Signature: sha1=<hex HMAC-SHA1 of the body>; form deliveries also "
+                "try the payload field",
+    headers=("x-virtuoso-signature",),
+    check=check,
+    detect=lambda r: r.header("x-virtuoso-signature") is not None,
+)
