@@ -119,6 +119,20 @@ def decode_signature(text: str, encoding: str) -> bytes | None:
         return None
 
 
+def signature_from(request: SignedRequest, header: str, *, prefix: str = "",
+                   encoding: str = "hex") -> bytes | Verdict:
+    """The decoded signature in `header`, or the verdict when it is absent or malformed."""
+    value = request.header(header)
+    if value is None:
+        return missing(f"no {header} header")
+    if prefix and not value.startswith(prefix):
+        return failed(f"{header} should start with {prefix!r}")
+    decoded = decode_signature(value[len(prefix):], encoding)
+    if decoded is None:
+        return failed(f"{header} is not {prefix}<{encoding}>")
+    return decoded
+
+
 def utf8(secret: str) -> bytes:
     return secret.encode("utf-8")
 

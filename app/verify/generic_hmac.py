@@ -17,12 +17,11 @@ from app.verify.base import (
     SignedRequest,
     Verdict,
     after_match,
-    decode_signature,
     digest,
     failed,
     match,
-    missing,
     no_match,
+    signature_from,
     utf8,
     verified,
 )
@@ -87,16 +86,10 @@ def _key(secret: str, encoding: str) -> bytes | None:
 
 def check(request: SignedRequest, ctx: Context) -> Verdict:
     options = {**DEFAULTS, **ctx.options}
-    header = options["header"]
-    value = request.header(header)
-    if value is None:
-        return missing(f"no {header} header")
-    prefix = options["prefix"]
-    if prefix and not value.startswith(prefix):
-        return failed(f"{header} should start with {prefix!r}")
-    given = decode_signature(value[len(prefix):], options["encoding"])
-    if given is None:
-        return failed(f"{header} is not {prefix}<{options['encoding']}>")
+    given = signature_from(request, options["header"], prefix=options["prefix"],
+                           encoding=options["encoding"])
+    if isinstance(given, Verdict):
+        return given
     values = {}
     for name, option in (("timestamp", "timestamp_header"), ("id", "id_header")):
         if options[option]:

@@ -7,12 +7,11 @@ from app.verify.base import (
     Scheme,
     SignedRequest,
     Verdict,
-    decode_signature,
     digest,
-    failed,
     match,
     missing,
     no_match,
+    signature_from,
     utf8,
     verified,
 )
@@ -20,15 +19,11 @@ from app.verify.base import (
 
 def check(request: SignedRequest, ctx: Context) -> Verdict:
     for header, algorithm in (("x-hub-signature-256", "sha256"), ("x-hub-signature", "sha1")):
-        value = request.header(header)
-        if value is None:
+        if request.header(header) is None:
             continue
-        prefix = f"{algorithm}="
-        if not value.startswith(prefix):
-            return failed(f"{header} should start with {prefix!r}")
-        given = decode_signature(value[len(prefix):], "hex")
-        if given is None:
-            return failed(f"{header} is not {prefix}<hex>")
+        given = signature_from(request, header, prefix=f"{algorithm}=")
+        if isinstance(given, Verdict):
+            return given
         index = match(ctx.secrets, [given],
                       lambda secret, a=algorithm: digest(a, utf8(secret), request.body))
         return no_match(ctx.secrets) if index is None else verified(index)

@@ -7,24 +7,19 @@ from app.verify.base import (
     Scheme,
     SignedRequest,
     Verdict,
-    decode_signature,
     digest,
-    failed,
     match,
-    missing,
     no_match,
+    signature_from,
     utf8,
     verified,
 )
 
 
 def check(request: SignedRequest, ctx: Context) -> Verdict:
-    value = request.header("x-shopify-hmac-sha256")
-    if value is None:
-        return missing("no X-Shopify-Hmac-Sha256 header")
-    given = decode_signature(value, "base64")
-    if given is None:
-        return failed("X-Shopify-Hmac-Sha256 is not base64")
+    given = signature_from(request, "x-shopify-hmac-sha256", encoding="base64")
+    if isinstance(given, Verdict):
+        return given
     index = match(ctx.secrets, [given], lambda s: digest("sha256", utf8(s), request.body))
     return no_match(ctx.secrets) if index is None else verified(index)
 

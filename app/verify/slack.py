@@ -8,24 +8,18 @@ from app.verify.base import (
     SignedRequest,
     Verdict,
     after_match,
-    decode_signature,
     digest,
     failed,
     match,
-    missing,
+    signature_from,
     utf8,
 )
 
 
 def check(request: SignedRequest, ctx: Context) -> Verdict:
-    value = request.header("x-slack-signature")
-    if value is None:
-        return missing("no X-Slack-Signature header")
-    if not value.startswith("v0="):
-        return failed("X-Slack-Signature should start with 'v0='")
-    given = decode_signature(value[3:], "hex")
-    if given is None:
-        return failed("X-Slack-Signature is not v0=<hex>")
+    given = signature_from(request, "x-slack-signature", prefix="v0=")
+    if isinstance(given, Verdict):
+        return given
     stamp = request.header("x-slack-request-timestamp")
     if stamp is None:
         return failed("X-Slack-Request-Timestamp is missing")

@@ -14,12 +14,10 @@ from app.verify.base import (
     Scheme,
     SignedRequest,
     Verdict,
-    decode_signature,
     digest,
-    failed,
     match,
-    missing,
     no_match,
+    signature_from,
     utf8,
     verified,
 )
@@ -37,14 +35,9 @@ def _candidates(request: SignedRequest) -> list[bytes]:
 
 
 def check(request: SignedRequest, ctx: Context) -> Verdict:
-    value = request.header("x-virtuoso-signature")
-    if value is None:
-        return missing("no X-Virtuoso-Signature header")
-    if not value.startswith("sha1="):
-        return failed("X-Virtuoso-Signature should start with 'sha1='")
-    given = decode_signature(value[5:], "hex")
-    if given is None:
-        return failed("X-Virtuoso-Signature is not sha1=<hex>")
+    given = signature_from(request, "x-virtuoso-signature", prefix="sha1=")
+    if isinstance(given, Verdict):
+        return given
     for content in _candidates(request):
         index = match(ctx.secrets, [given], lambda s, c=content: digest("sha1", utf8(s), c))
         if index is not None:
