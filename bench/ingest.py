@@ -1,8 +1,10 @@
 """bench/ingest: 1 KiB JSON POSTs at 64 connections, Hookscope against a bare Starlette app.
 
 Both run on the same uvicorn settings (uvloop, httptools, no access log, one process) in the same
-run, so the ratio says what Hookscope's capture path costs over merely reading a request. wrk
-(Debian package `wrk`) generates the load from one thread. Everything talks to 127.0.0.1 only.
+run, so the ratio says what Hookscope's capture path costs over merely reading a request. A third
+run sends GitHub-signed requests to an endpoint that verifies them (HMAC-SHA256 with a secret),
+to show what signature verification adds. wrk (Debian package `wrk`) generates the load from one
+thread. Everything talks to 127.0.0.1 only.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--connections 64]
 """
@@ -10,6 +12,7 @@ run, so the ratio says what Hookscope's capture path costs over merely reading a
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import os
 import re
@@ -60,12 +63,13 @@ def json_body(size: int = 1024) -> bytes:
     return body
 
 
-def run_wrk(url: str, body: bytes, seconds: int, connections: int, workdir: Path) -> dict:
+def run_wrk(url: str, body: bytes, seconds: int, connections: int, workdir: Path,
+            headers: dict[str, str] | None = None) -> dict:
     script = workdir / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = {json.dumps(body.decode())}\n"
-        'wrk.headers["Content-Type"] = "application/json"\n')
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body.decode())}",
+             'wrk.headers["Content-Type"] = "application/json"']
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in (headers or {}).items()]
+    script.write_text("\n".join(lines) + "\n")
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
@@ -104,6 +108,9 @@ def main() -> int:
         print("bench/ingest needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
     body = json_body()
+    secret = "bench-secret"
+    signed = {"X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body,
+                                                         "sha256").hexdigest()}
     results = {}
     with tempfile.TemporaryDirectory(prefix="hookscope-bench-") as tmp:
         workdir = Path(tmp)
@@ -118,37 +125,51 @@ def main() -> int:
             "hookscope": (
                 [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1",
                  "--port", str(hs_port), "--db", str(workdir / "bench.db")],
-                f"http://127.0.0.1:{hs_port}", "hookscope"),
+                f"http://127.0.0.1:{hs_port}", {}),
+            "hookscope+verify": (
+                [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1",
+                 "--port", str(hs_port), "--db", str(workdir / "bench-verify.db")],
+                f"http://127.0.0.1:{hs_port}",
+                {"verify": {"scheme": "github", "secrets": [secret]}}),
         }
-        for name, (cmd, base, kind) in servers.items():
+        for name, (cmd, base, fields) in servers.items():
             proc = start(cmd, workdir / f"{name.replace(' ', '_')}.log")
             try:
                 wait_up(base + "/healthz", proc)
                 url = base + "/h/bench"
                 token = None
-                if kind == "hookscope":
+                headers = signed if fields and "verify" in fields else None
+                if fields is not None:
                     created = httpx.post(base + "/api/endpoints",
-                                         json={"max_captures": 1_000_000}).json()
+                                         json={"max_captures": 1_000_000, **fields}).json()
                     token = created["token"]
                     url = created["url"]
-                run_wrk(url, body, args.warmup, args.connections, workdir)
-                results[name] = run_wrk(url, body, args.seconds, args.connections, workdir)
+                run_wrk(url, body, args.warmup, args.connections, workdir, headers)
+                results[name] = run_wrk(url, body, args.seconds, args.connections, workdir,
+                                        headers)
                 if token:
                     stored = httpx.get(f"{base}/api/endpoints/{token}").json()["capture_count"]
                     results[name]["stored"] = stored
+                    if headers:
+                        page = httpx.get(f"{base}/api/endpoints/{token}/captures",
+                                         params={"limit": 1}).json()["captures"]
+                        results[name]["verdict"] = page[0]["signature"]["status"]
             finally:
                 stop(proc)
-    bare, hs = results["bare starlette"], results["hookscope"]
+    bare, hs, hv = results["bare starlette"], results["hookscope"], results["hookscope+verify"]
     command = "python bench/ingest.py " + " ".join(sys.argv[1:])
     print(f"# {command.strip()}  ({os.cpu_count()} cores, {args.connections} connections, "
           f"{args.seconds}s each, 1 KiB JSON POST)")
-    print(f"{'server':<16} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(f"{'server':<18} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name, r in results.items():
-        print(f"{name:<16} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} "
+        print(f"{name:<18} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} "
               f"{r['p99_ms']:>8.2f} {r['non_2xx']:>8}")
     ratio = hs["rps"] / bare["rps"]
     print(f"hookscope / bare = {ratio:.0%} (target >= 50%); hookscope p99 = {hs['p99_ms']:.1f} ms "
           f"(target <= 20 ms); captures stored = {hs.get('stored')}")
+    cost = 1 - hv["rps"] / hs["rps"]
+    print(f"signature verification costs {cost:.1%} of throughput (target: a few percent); "
+          f"last verdict = {hv.get('verdict')}; captures stored = {hv.get('stored')}")
     return 0
 
 

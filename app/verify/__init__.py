@@ -77,7 +77,8 @@ def check_signature(config: Mapping[str, Any] | None, request: SignedRequest,
                      picked)
     if not secrets:
         return _json(scheme.id, Verdict("unchecked", "no secret configured"), picked)
-    options = {k: v for k, v in config.items() if k not in COMMON_FIELDS}
+    options = ({k: v for k, v in config.items() if k not in COMMON_FIELDS} if scheme.options
+               else {})
     context = Context(secrets=secrets, options=options,
                       tolerance=int(config.get("tolerance_seconds", DEFAULT_TOLERANCE)), now=now)
     try:
