@@ -24,6 +24,8 @@ MAX_DELAY_MS = 30_000
 MAX_MAX_CAPTURES = 1_000_000
 MAX_RESPONSE_BODY = 1024 * 1024
 MAX_NAME = 200
+MAX_SECRETS = 10  # each one costs an HMAC over every captured body
+MAX_SECRET_LENGTH = 1024
 READ_ONLY = ("token", "url", "alias_url", "inspect_url", "stream_url", "captures_url",
              "created_at", "capture_count", "last_seq", "last_capture_at")
 _ALIAS = re.compile(ALIAS_PATTERN)
@@ -114,8 +116,11 @@ def _verify(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
         problems.add("verify.scheme", f"unknown scheme {scheme!r}; known: {', '.join(SCHEME_IDS)}")
         ok = False
     secrets = value.get("secrets", before.get("secrets", []))
-    if not isinstance(secrets, list) or not all(isinstance(s, str) and s for s in secrets):
-        problems.add("verify.secrets", "secrets must be a list of non-empty strings")
+    if (not isinstance(secrets, list) or len(secrets) > MAX_SECRETS
+            or not all(isinstance(s, str) and 0 < len(s) <= MAX_SECRET_LENGTH for s in secrets)):
+        problems.add("verify.secrets", f"secrets must be a list of at most {MAX_SECRETS} "
+                                       f"non-empty strings of at most {MAX_SECRET_LENGTH} "
+                                       "characters")
         ok = False
     else:
         secrets, masked_ok = _unmask(secrets, before.get("secrets", []), problems)
@@ -129,6 +134,7 @@ def _verify(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
     same_scheme = before.get("scheme") == scheme
     options = {k: v for k, v in (before.items() if same_scheme else ()) if k not in COMMON_FIELDS}
     options.update({k: v for k, v in value.items() if k not in COMMON_FIELDS})
+    options = {k: v for k, v in options.items() if v is not None}  # null: back to the default
     if ok:
         for field, message in option_problems(scheme, options):
             problems.add(field, message)
@@ -139,14 +145,17 @@ def _verify(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
 
 
 def _unmask(secrets: list[str], current: list[str], problems: _Problems) -> tuple[list[str], bool]:
-    """A client that sends back what it fetched sends masked secrets: a mask that matches the
-    current secret at the same place keeps that secret; any other mask is refused, never
-    stored as if it were a secret."""
+    """A client that sends back what it fetched sends masked secrets: each mask keeps the first
+    current secret (not yet kept) that it masks, wherever the list puts it, so a rotation can
+    put the new secret first. A mask that matches none is refused, never stored as a secret."""
     out, ok = [], True
-    for index, secret in enumerate(secrets):
+    unused = list(current)
+    for secret in secrets:
         if secret.endswith("****"):
-            if index < len(current) and mask_secret(current[index]) == secret:
-                out.append(current[index])
+            kept = next((s for s in unused if mask_secret(s) == secret), None)
+            if kept is not None:
+                unused.remove(kept)
+                out.append(kept)
                 continue
             problems.add("verify.secrets", f"{secret!r} looks like a masked secret; send the "
                                            "secret itself, or leave secrets out to keep them")

@@ -2,25 +2,45 @@
 
 The raw bytes stay the source of truth; this view is derived from them (the kind and error at
 capture time, the value again whenever a capture is read in full).
+
+The kind comes from the Content-Type; when that is missing or generic (text/plain,
+application/octet-stream) or the declared kind fails to parse, the body is sniffed: `{`/`[` ->
+JSON (or NDJSON when every line is JSON), `<` -> XML. XML is parsed with defusedxml with DTDs
+forbidden outright, so entity expansion (billion laughs) and external entities cannot happen.
 """
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+KINDS = ("json", "ndjson", "form", "multipart", "xml", "text", "binary", "empty")
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl",
+                "application/x-jsonlines", "application/jsonlines")
+GENERIC_TYPES = ("", "text/plain", "application/octet-stream")
+MULTIPART_TEXT_PREVIEW = 64 * 1024
 
 
 @dataclass(frozen=True)
 class Parsed:
-    kind: str  # json | form | text | binary | empty
+    kind: str  # one of KINDS
     value: Any = None
     error: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "value": self.value, "error": self.error}
+        data = {"kind": self.kind, "value": self.value, "error": self.error}
+        if self.notes:
+            data["notes"] = self.notes
+        return data
 
 
 def media_type(content_type: str | None) -> str:
@@ -32,18 +52,47 @@ def parse_body(body: bytes, content_type: str | None) -> Parsed:
         return Parsed("empty")
     mt = media_type(content_type)
     if mt == "application/json" or mt.endswith("+json"):
-        return _json(body)
+        parsed = _json(body)
+        return _sniffed(body, parsed) if parsed.error else parsed
+    if mt in NDJSON_TYPES:
+        return _ndjson(body)
     if mt == "application/x-www-form-urlencoded":
         return _form(body)
+    if mt.startswith("multipart/"):
+        return _multipart(body, content_type or "")
+    if mt in ("application/xml", "text/xml") or mt.endswith("+xml"):
+        return _xml(body)
+    if mt in GENERIC_TYPES:
+        sniffed = _sniffed(body, None)
+        if sniffed is not None:
+            return sniffed
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return Parsed("binary")
-    if not mt and text.lstrip()[:1] in ("{", "["):
-        sniffed = _json(body)
-        if sniffed.error is None:
-            return sniffed
     return Parsed("text", text)
+
+
+def _sniffed(body: bytes, declared: Parsed | None) -> Parsed | None:
+    """What the body is when its Content-Type does not say (or says wrong); `declared` is kept
+    when nothing better is found."""
+    start = body.lstrip()[:1]
+    if start in (b"{", b"["):
+        parsed = _json(body) if declared is None else declared
+        if parsed.error is None:
+            return parsed
+        lines = _ndjson(body)
+        if lines.error is None and len(lines.value) > 1:
+            return lines
+        return declared if declared is not None else None
+    if start == b"<" and declared is None:
+        parsed = _xml(body)
+        if parsed.error is None:
+            return parsed
+    return declared
+
+
+# -- JSON ----------------------------------------------------------------------------------------
 
 
 def _reject_constant(name: str) -> Any:
@@ -72,12 +121,138 @@ def _json(body: bytes) -> Parsed:
     try:
         return Parsed("json", loads_strict(body))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        return Parsed("json", None, f"invalid JSON: {exc}")
+        return Parsed("json", None, f"invalid JSON: {_short(exc)}")
+
+
+def duplicate_keys(body: bytes) -> list[str]:
+    """Keys that appear twice in one JSON object (the parsed value keeps the last, like every
+    parser). Only for showing a capture in full: the capture path does not pay for it."""
+    found: list[str] = []
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen and key not in found:
+                found.append(key)
+            seen.add(key)
+        return dict(pairs)
+
+    try:
+        json.loads(body, object_pairs_hook=hook, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return []
+    return found
+
+
+def _ndjson(body: bytes) -> Parsed:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Parsed("ndjson", None, f"NDJSON is not UTF-8: {_short(exc)}")
+    rows = []
+    for number, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            rows.append(STRICT_JSON.decode(line))
+        except (ValueError, RecursionError) as exc:
+            return Parsed("ndjson", None, f"line {number + 1} is not JSON: {_short(exc)}")
+    return Parsed("ndjson", rows)
+
+
+# -- forms ---------------------------------------------------------------------------------------
 
 
 def _form(body: bytes) -> Parsed:
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError as exc:
-        return Parsed("form", None, f"form body is not UTF-8: {exc}")
+        return Parsed("form", None, f"form body is not UTF-8: {_short(exc)}")
     return Parsed("form", [[k, v] for k, v in pairs])
+
+
+def _multipart(body: bytes, content_type: str) -> Parsed:
+    if "boundary=" not in content_type.lower():
+        return Parsed("multipart", None, "multipart Content-Type has no boundary")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        return Parsed("multipart", None, "body is not multipart")
+    parts = []
+    for part in message.iter_parts():
+        payload = part.get_payload(decode=True) or b""
+        text = None
+        if part.get_filename() is None and len(payload) <= MULTIPART_TEXT_PREVIEW:
+            try:
+                text = payload.decode(part.get_content_charset() or "utf-8")
+            except (UnicodeDecodeError, LookupError):
+                text = None
+        parts.append({"name": part.get_param("name", header="content-disposition"),
+                      "filename": part.get_filename(),
+                      "content_type": part.get_content_type(),
+                      "size": len(payload), "text": text})
+    defects = [type(d).__name__ for d in message.defects]
+    error = None
+    if defects:
+        error = f"malformed multipart ({', '.join(sorted(set(defects)))})"
+    return Parsed("multipart", parts, error)
+
+
+# -- XML -----------------------------------------------------------------------------------------
+
+
+def _xml(body: bytes) -> Parsed:
+    try:
+        root = SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True,
+                                 forbid_external=True)
+    except DefusedXmlException as exc:
+        return Parsed("xml", None, f"XML refused: {type(exc).__name__} (DTDs and entities are "
+                                   "not allowed)")
+    except (SafeET.ParseError, ValueError, RecursionError) as exc:
+        return Parsed("xml", None, f"invalid XML: {_short(exc)}")
+    try:
+        return Parsed("xml", xml_to_dict(root))
+    except RecursionError:
+        return Parsed("xml", None, "XML is nested too deeply")
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]  # drop a {namespace}
+
+
+def xml_to_dict(root: Any) -> dict[str, Any]:
+    """The root element's children become the keys (the root's own name is dropped); an element
+    with only text becomes a string; one with children an object; repeated siblings an array;
+    attributes become "@name" keys."""
+    return _element_object(root)
+
+
+def _element_object(element: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = {f"@{_local(k)}": v for k, v in element.attrib.items()}
+    lists: set[str] = set()
+    for child in element:
+        name = _local(child.tag)
+        value = _element_value(child)
+        if name in lists:
+            obj[name].append(value)
+        elif name in obj:
+            obj[name] = [obj[name], value]
+            lists.add(name)
+        else:
+            obj[name] = value
+    return obj
+
+
+def _element_value(element: Any) -> Any:
+    if len(element) == 0 and not element.attrib:
+        return (element.text or "").strip()
+    obj = _element_object(element)
+    text = (element.text or "").strip()
+    if text:
+        obj["#text"] = text
+    return obj
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:200] + "..."

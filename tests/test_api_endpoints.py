@@ -208,6 +208,11 @@ BAD_FIELDS = [
     ({"verify": {"scheme": "github", "secrets": "s3cret"}}, "verify.secrets"),
     ({"verify": {"scheme": "github", "secrets": [""]}}, "verify.secrets"),
     ({"verify": {"scheme": "github", "secrets": [1]}}, "verify.secrets"),
+    ({"verify": {"scheme": "github", "secrets": ["s"] * 11}}, "verify.secrets"),
+    ({"verify": {"scheme": "github", "secrets": ["s" * 1025]}}, "verify.secrets"),
+    ({"verify": {"scheme": "token", "header": "bad header\n"}}, "verify.header"),
+    ({"verify": {"scheme": "hmac", "timestamp_header": "x-ts"}}, "verify.template"),
+    ({"verify": {"scheme": "hmac", "id_header": "x-id"}}, "verify.template"),
     ({"verify": {"scheme": "github", "tolerance_seconds": -1}}, "verify.tolerance_seconds"),
     ({"verify": {"scheme": "hmac", "algorithm": 256}}, "verify.algorithm"),
     ({"verify": {"scheme": "hmac", "colour": "red"}}, "verify.colour"),
@@ -305,3 +310,50 @@ async def test_bad_list_limit_is_400(client):
         response = await client.get(f"/api/endpoints?limit={limit}")
         assert response.status_code == 400
         assert response.json()["error"]["details"][0]["field"] == "limit"
+
+
+async def test_lone_surrogate_in_a_field_is_400_not_500(client):
+    response = await client.post("/api/endpoints", content=b'{"name": "bad \\ud800"}')
+    assert response.status_code == 400
+    assert "surrogate" in response.json()["error"]["message"]
+    assert (await client.get("/api/endpoints")).json()["endpoints"] == []
+
+
+async def test_secrets_fetched_masked_and_sent_back_stay_the_real_ones(client, store):
+    created = (await client.post("/api/endpoints", json={"verify": {
+        "scheme": "stripe", "secrets": ["supersecret", "othersecret"],
+        "tolerance_seconds": 30}})).json()
+    fetched = (await client.get(f"/api/endpoints/{created['token']}")).json()
+    assert fetched["verify"]["secrets"] == ["su****", "ot****"]
+    # Rotation: the new secret first, the fetched (masked) ones after it.
+    rotated = dict(fetched["verify"], secrets=["brand-new-secret", *fetched["verify"]["secrets"]])
+    response = await client.patch(f"/api/endpoints/{created['token']}",
+                                  json={"verify": rotated})
+    assert response.status_code == 200
+    endpoint = await store.get_endpoint(created["token"])
+    assert endpoint.verify["secrets"] == ["brand-new-secret", "supersecret", "othersecret"]
+    # A patch that names only some options keeps the scheme and the rest.
+    await client.patch(f"/api/endpoints/{created['token']}",
+                       json={"verify": {"tolerance_seconds": 60}})
+    endpoint = await store.get_endpoint(created["token"])
+    assert (endpoint.verify["scheme"], endpoint.verify["tolerance_seconds"]) == ("stripe", 60)
+    assert endpoint.verify["secrets"] == ["brand-new-secret", "supersecret", "othersecret"]
+
+
+async def test_a_mask_that_matches_no_secret_is_refused(client, store):
+    created = (await client.post("/api/endpoints", json={"verify": {
+        "scheme": "github", "secrets": ["supersecret"]}})).json()
+    response = await client.patch(f"/api/endpoints/{created['token']}",
+                                  json={"verify": {"secrets": ["new-secret", "xy****"]}})
+    assert response.status_code == 422
+    assert "masked secret" in response.json()["error"]["message"]
+    twice = await client.patch(f"/api/endpoints/{created['token']}",
+                               json={"verify": {"secrets": ["su****", "su****"]}})
+    assert twice.status_code == 422  # one real secret cannot be kept twice
+    assert (await store.get_endpoint(created["token"])).verify["secrets"] == ["supersecret"]
+
+
+def test_masking_matches_the_contract():
+    from app.models import mask_secret
+    assert mask_secret("s3cret") == "s3****"
+    assert mask_secret("short") == "****"

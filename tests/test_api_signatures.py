@@ -101,7 +101,7 @@ async def test_new_secrets_do_not_rewrite_old_verdicts_until_reverified(client):
     assert [c["id"] for c in listed["captures"]] == [capture_id]
 
 
-async def test_reverify_judges_timestamps_by_arrival_not_by_now(client):
+async def test_reverify_judges_timestamps_by_arrival_not_by_now(client, monkeypatch):
     import time
 
     created = await _endpoint(client, verify={"scheme": "slack", "secrets": ["s"]})
@@ -110,8 +110,44 @@ async def test_reverify_judges_timestamps_by_arrival_not_by_now(client):
     response = await client.post(f"/h/{created['token']}", content=b"x", headers={
         "X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature})
     assert (await _capture(client, response))["signature"]["status"] == "verified"
+    # A day later, far outside the tolerance: the delivery was still fresh when it arrived.
+    real_time, real_ns = time.time, time.time_ns
+    monkeypatch.setattr(time, "time", lambda: real_time() + 86_400)
+    monkeypatch.setattr(time, "time_ns", lambda: real_ns() + 86_400 * 10**9)
     again = await client.post(f"/api/captures/{response.headers['x-hookscope-capture']}/verify")
     assert again.json()["signature"]["status"] == "verified"
+
+
+async def test_reverify_without_a_verify_config_is_409_and_keeps_the_verdict(client):
+    created = await _endpoint(client, verify={"scheme": "github", "secrets": ["k"]})
+    response = await client.post(f"/h/{created['token']}", content=b"1",
+                                 headers=_github("k", b"1"))
+    await client.patch(f"/api/endpoints/{created['token']}", json={"verify": None})
+    again = await client.post(f"/api/captures/{response.headers['x-hookscope-capture']}/verify")
+    assert again.status_code == 409
+    assert (await _capture(client, response))["signature"]["status"] == "verified"
+
+
+async def test_null_options_mean_the_default(client, store):
+    created = await _endpoint(client, verify={"scheme": "hmac", "secrets": ["k"],
+                                              "template": None, "prefix": None})
+    endpoint = await store.get_endpoint(created["token"])
+    assert endpoint.verify == {"scheme": "hmac", "secrets": ["k"], "tolerance_seconds": 300}
+    signature = hmac.new(b"k", b"body", "sha256").hexdigest()
+    response = await client.post(f"/h/{created['token']}", content=b"body",
+                                 headers={"X-Signature": signature})
+    assert (await _capture(client, response))["signature"]["status"] == "verified"
+
+
+async def test_a_truncated_capture_says_its_signature_cannot_be_checked(client, settings):
+    created = await _endpoint(client, verify={"scheme": "github", "secrets": ["k"]})
+    body = b"x" * (settings.max_body_bytes + 10)
+    response = await client.post(f"/h/{created['token']}", content=body,
+                                 headers=_github("k", body))
+    assert response.status_code == 413
+    verdict = (await _capture(client, response))["signature"]
+    assert (verdict["status"], verdict["reason"]) == (
+        "failed", "the body was cut at the size limit, so its signature cannot be checked")
 
 
 async def test_reverify_unknown_capture_is_404(client):

@@ -370,6 +370,7 @@ def test_hostile_header_values_fail_with_a_reason(case):
         result = _run(case, [secret], Signed(mangled, query=query, body=signed.body))
         assert result["status"] in ("failed", "missing"), (value[:20], result)
         assert result["reason"]
+        assert "could not check" not in result["reason"], (value[:20], result)  # no exception
 
 
 def _jwt_with(header: dict, claims: dict, secret: str = "avo-secret") -> str:
@@ -411,3 +412,72 @@ def test_bad_whsec_secret_says_so():
     result = _run(CASES[0], ["whsec_not base64!"], signed)
     assert result["status"] == "failed"
     assert "base64" in result["reason"]
+
+
+@pytest.mark.parametrize("stamp", ["9" * 400, "1e10", "-5", "0x10", " ", "1_763_800_000"])
+def test_absurd_timestamps_fail_with_a_reason(stamp):
+    secret = "k"
+    signature = "v0=" + _hex("sha256", secret, f"v0:{stamp}:".encode() + BODY)
+    result = verdict({"scheme": "slack", "secrets": [secret]},
+                     [("X-Slack-Request-Timestamp", stamp), ("X-Slack-Signature", signature)])
+    assert result["status"] == "failed"
+    assert "is not a number of seconds" in result["reason"]
+
+
+@pytest.mark.parametrize("claims", [b'{"iat": 1e400}', b'{"iat": NaN}', b'{"iat": -1}',
+                                    b'{"iat": 10000000000000}', b'{"iat": true}',
+                                    b'{"iat": null}'])
+def test_avo_absurd_iat_fails_with_a_reason(claims):
+    token = _resign(f"{_b64({'alg': 'HS256'})}.{_b64raw(claims)}.unsigned")
+    result = verdict({"scheme": "avo", "secrets": ["avo-secret"]},
+                     [("Authorization", f"Bearer {token}")])
+    assert (result["status"], result["secret_index"]) == ("failed", 0)
+    assert "no numeric iat" in result["reason"]
+
+
+def _b64(data: dict) -> str:
+    return _b64raw(json.dumps(data).encode())
+
+
+def _b64raw(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _resign(token: str, secret: str = "avo-secret") -> str:
+    signing_input = token.rsplit(".", 1)[0]
+    signature = hmac.new(secret.encode(), signing_input.encode(), "sha256").digest()
+    return f"{signing_input}.{_b64raw(signature)}"
+
+
+def test_virtuoso_form_with_extra_fields_does_not_verify_over_the_payload():
+    secret = "virtuoso-secret"
+    inner = json.dumps({"type": "PING"})
+    body = urlencode({"payload": inner, "admin": "true"}).encode()
+    result = verdict({"scheme": "virtuoso", "secrets": [secret]},
+                     [("X-Virtuoso-Signature", "sha1=" + _hex("sha1", secret, inner.encode()))],
+                     body=body, content_type="application/x-www-form-urlencoded")
+    assert result["status"] == "failed"
+
+
+def test_naming_the_scheme_refuses_a_cross_scheme_replay():
+    """An old Stripe delivery re-sent as a GitHub one: `auto` lets the sender choose (and says
+    which it chose); a named scheme does not."""
+    secret = "whsec_shared"
+    old = NOW - 86_400
+    v1 = _hex("sha256", secret, f"{old}.".encode() + BODY)
+    replay = [("X-Hub-Signature-256", f"sha256={v1}")]
+    body = f"{old}.".encode() + BODY
+    named = verdict({"scheme": "stripe", "secrets": [secret]}, replay, body=body)
+    assert named["status"] == "missing"
+    picked = verdict({"scheme": "auto", "secrets": [secret]}, replay, body=body)
+    assert (picked["scheme"], picked["auto"]) == ("github", True)
+
+
+def test_a_truncated_body_cannot_be_verified_and_says_so():
+    signed = sign_github("k", NOW, BODY)
+    request = SignedRequest(headers=[[k.lower(), v] for k, v in signed.headers], query="",
+                            body=BODY[:10])
+    result = check_signature({"scheme": "github", "secrets": ["k"]}, request, NOW,
+                             truncated=True)
+    assert result["status"] == "failed"
+    assert "cut at the size limit" in result["reason"]

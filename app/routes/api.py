@@ -207,9 +207,12 @@ async def reverify_capture(request: Request) -> Response:
     endpoint = await _store(request).get_endpoint(capture.endpoint_token)
     if endpoint is None:
         raise ApiError(404, f"capture {capture.id!r} no longer has an endpoint")
+    if endpoint.verify is None:
+        raise ApiError(409, "the endpoint has no verify config to check against; set one with "
+                            "PATCH /api/endpoints/{key}")
     previous = capture.as_json(full=False)["signature"]
     verdict = check_signature(endpoint.verify, signed_request(capture),
-                              capture.received_at / 1_000_000)
+                              capture.received_at / 1_000_000, truncated=capture.truncated)
     if not await _store(request).set_signature(capture.id, verdict):
         raise ApiError(404, f"no capture with id {capture.id!r}")
     current = verdict or UNCHECKED_SIGNATURE

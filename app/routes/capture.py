@@ -59,7 +59,7 @@ class CaptureMiddleware:
                                 received_at=received_at, body=body, truncated=truncated)
         if endpoint.verify is not None:
             capture.signature = check_signature(endpoint.verify, signed_request(capture),
-                                                received_at / 1_000_000)
+                                                received_at / 1_000_000, truncated=truncated)
         refusal = self._refusal(endpoint, capture)
         capture.response_status = refusal[0] if refusal else endpoint.response["status"]
         try:

@@ -4,6 +4,7 @@ test all read. Adding a scheme is one module with a `Scheme` and one line in SCH
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ AUTO_DESCRIPTION = ("picks the scheme from the signature present (first match): 
                     + ", ".join(s.id for s in SCHEMES.values() if s.detect))
 SCHEME_IDS: tuple[str, ...] = ("auto", *SCHEMES)
 COMMON_FIELDS = ("scheme", "secrets", "tolerance_seconds")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 DEFAULT_TOLERANCE = 300
 
 
@@ -50,19 +52,27 @@ def option_problems(scheme_id: str, options: Mapping[str, Any]) -> list[tuple[st
             takes = ", ".join(known) or "no options"
             problems.append((f"verify.{name}", f"unknown option {name!r} for scheme "
                                                f"{scheme_id!r}; it takes {takes}"))
-        elif not (value is None or isinstance(value, str)):
-            problems.append((f"verify.{name}", f"{name} must be a string"))
+        elif not isinstance(value, str):
+            problems.append((f"verify.{name}", f"{name} must be a string (leave it out for the "
+                                               "default)"))
         elif option.choices and value not in option.choices:
             problems.append((f"verify.{name}", f"{name} must be one of "
                                                f"{', '.join(option.choices)}"))
+        elif name.endswith("header") and not _HEADER_NAME.fullmatch(value):
+            problems.append((f"verify.{name}", f"{value!r} is not a header name"))
     if not problems and scheme is not None and scheme.check_options is not None:
         problems.extend(scheme.check_options(options))
     return problems
 
 
 def check_signature(config: Mapping[str, Any] | None, request: SignedRequest,
-                    now: float) -> dict[str, Any] | None:
-    """The signature verdict for a request, or None when the endpoint verifies nothing."""
+                    now: float, *, truncated: bool = False) -> dict[str, Any] | None:
+    """The signature verdict for a request, or None when the endpoint verifies nothing.
+
+    With `auto` the request chooses the scheme, so a sender (or an attacker replaying an old
+    delivery) can pick an untimed one: auto says which scheme it used, and naming the scheme is
+    what gives replay protection.
+    """
     if config is None:
         return None
     scheme_id = config.get("scheme", "auto")
@@ -77,6 +87,9 @@ def check_signature(config: Mapping[str, Any] | None, request: SignedRequest,
                      picked)
     if not secrets:
         return _json(scheme.id, Verdict("unchecked", "no secret configured"), picked)
+    if truncated:
+        return _json(scheme.id, failed("the body was cut at the size limit, so its signature "
+                                       "cannot be checked"), picked)
     options = ({k: v for k, v in config.items() if k not in COMMON_FIELDS} if scheme.options
                else {})
     context = Context(secrets=secrets, options=options,

@@ -69,7 +69,7 @@ def check(request: SignedRequest, ctx: Context) -> Verdict:
     if index is None:
         return no_match(ctx.secrets)
     iat = claims.get("iat")
-    if isinstance(iat, bool) or not isinstance(iat, int | float):
+    if isinstance(iat, bool) or not isinstance(iat, int | float) or not 0 <= iat < 1e12:
         return failed(f"signature matches secret {index}, but the JWT has no numeric iat", index)
     problem = timestamp_problem(str(int(iat)), ctx.now, ctx.tolerance, header="JWT iat")
     if problem is not None:

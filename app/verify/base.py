@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 ALGORITHMS = ("sha1", "sha256", "sha512")
+_SECONDS = re.compile(r"[0-9]{1,12}")  # unix seconds; more digits cannot be a real time
 
 
 class SignedRequest:
@@ -167,10 +169,9 @@ def timestamp_problem(raw: str | None, now: float, tolerance: int, *,
     """Why a signed timestamp is unacceptable, or None. tolerance 0 turns the check off."""
     if raw is None:
         return f"{header} is missing"
-    try:
-        stamp = int(raw.strip())
-    except ValueError:
+    if not _SECONDS.fullmatch(raw.strip()):
         return f"{header} {raw[:40]!r} is not a number of seconds"
+    stamp = int(raw.strip())
     if tolerance <= 0:
         return None
     drift = now - stamp

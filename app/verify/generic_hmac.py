@@ -58,6 +58,10 @@ def check_options(options: Mapping[str, Any]) -> list[tuple[str, str]]:
         if placeholder in template and not options.get(header):
             problems.append((f"verify.{header}", f"the template uses {placeholder}, so "
                                                  f"{header} must name the header carrying it"))
+        if options.get(header) and placeholder not in template:
+            # A timestamp that is checked but not signed could be rewritten by anyone.
+            problems.append(("verify.template", f"{header} is set, so the template must sign "
+                                                 f"it with {placeholder}"))
     if not options.get("header", DEFAULTS["header"]):
         problems.append(("verify.header", "header must name the signature header"))
     return problems

@@ -1,7 +1,8 @@
 """Virtuoso: X-Virtuoso-Signature `sha1=<hex>` HMAC-SHA1 of the body.
 
 A form-encoded delivery carries the JSON in the `payload` field; what is signed there is not
-documented, so the raw body is tried first, then the `payload` value.
+documented, so the raw body is tried first, then the `payload` value (only when it is the form's
+single field).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def _candidates(request: SignedRequest) -> list[bytes]:
             fields = parse_qsl(request.body.decode("utf-8"), keep_blank_values=True)
         except UnicodeDecodeError:
             fields = []
-        contents += [value.encode("utf-8") for key, value in fields if key == "payload"][:1]
+        # Only a form whose one field is `payload`: otherwise unsigned fields could ride along.
+        if len(fields) == 1 and fields[0][0] == "payload":
+            contents.append(fields[0][1].encode("utf-8"))
     return contents
 
 
