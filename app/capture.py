@@ -74,6 +74,7 @@ def build_capture(scope: dict[str, Any], *, endpoint_id: int, endpoint_token: st
         response_status=0,
         parsed_kind=parsed.kind,
         parsed_error=parsed.error,
+        parsed=parsed,
         body=body,
     )
 

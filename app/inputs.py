@@ -16,7 +16,7 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from app.errors import ApiError
-from app.formats import FORMAT_IDS
+from app.formats import load_formats
 from app.models import ALIAS_PATTERN, DEFAULT_REJECT, DEFAULT_RESPONSE, Endpoint, mask_secret
 from app.verify import COMMON_FIELDS, SCHEME_IDS, option_problems
 
@@ -165,9 +165,10 @@ def _unmask(secrets: list[str], current: list[str], problems: _Problems) -> tupl
 
 
 def _format(value: Any, current: Endpoint | None, problems: _Problems) -> str:
-    if value not in ("auto", "none", *FORMAT_IDS):
+    ids = load_formats().ids
+    if value not in ("auto", "none", *ids):
         raise _fail(problems, "format",
-                    f"format must be 'auto', 'none' or a format id ({', '.join(FORMAT_IDS)})")
+                    f"format must be 'auto', 'none' or a format id ({', '.join(ids)})")
     return str(value)
 
 

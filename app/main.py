@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 
 from app.errors import EXCEPTION_HANDLERS
+from app.formats import Validation, load_formats
 from app.routes import build_middleware, build_routes
 from app.settings import Settings
 from app.store import SQLiteStore, Store
@@ -30,10 +31,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             if owns_store:
                 await active.close()
 
+    validation = Validation(load_formats())
     app = Starlette(routes=build_routes(),
-                    middleware=build_middleware(active, settings),
+                    middleware=build_middleware(active, settings, validation),
                     exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
                     lifespan=lifespan)
     app.state.settings = settings
     app.state.store = active
+    app.state.validation = validation
     return app

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from app.parse import parse_body
+from app.parse import Parsed, duplicate_keys, parse_body
 
 ALIAS_PATTERN = r"[a-z0-9][a-z0-9_-]{2,63}"  # matched whole (re.fullmatch)
 
@@ -148,6 +148,8 @@ class Capture:
     parsed_error: str | None = None
     seq: int = 0
     body: bytes | None = None
+    # The parsed view made on the capture path (not stored: the raw bytes are).
+    parsed: Parsed | None = field(default=None, repr=False, compare=False)
     # None: not checked (no verify config, no format) -- the common case, stored as NULL.
     signature: dict[str, Any] | None = None
     validation: dict[str, Any] | None = None
@@ -175,7 +177,14 @@ class Capture:
             data["body_text"] = text
             data["body_base64"] = None if text is not None else base64.b64encode(
                 self.body).decode("ascii")
-            data["parsed"] = parse_body(self.body, self.content_type).as_json()
+            parsed = parse_body(self.body, self.content_type)
+            data["parsed"] = parsed.as_json()
+            if parsed.kind == "json" and parsed.error is None:
+                duplicates = duplicate_keys(self.body)
+                if duplicates:
+                    data["parsed"]["notes"] = [
+                        f"key {key!r} appears more than once in an object; the last value is "
+                        "kept, as every JSON parser does" for key in duplicates]
         else:
             data["parsed"] = {"kind": self.parsed_kind, "error": self.parsed_error}
         return data

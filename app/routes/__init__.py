@@ -10,14 +10,17 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
+from app.formats import Validation
 from app.routes import api
 from app.routes.capture import CaptureMiddleware
 from app.settings import Settings
 from app.store import Store
 
 
-def build_middleware(store: Store, settings: Settings) -> list[Middleware]:
-    return [Middleware(CaptureMiddleware, store=store, settings=settings)]
+def build_middleware(store: Store, settings: Settings,
+                     validation: Validation) -> list[Middleware]:
+    return [Middleware(CaptureMiddleware, store=store, settings=settings,
+                       validation=validation)]
 
 
 def build_routes() -> list[BaseRoute]:
@@ -34,5 +37,8 @@ def build_routes() -> list[BaseRoute]:
         Route("/api/captures/{id}/body", api.capture_body, methods=["GET"]),
         Route("/api/captures/{id}/verify", api.reverify_capture, methods=["POST"]),
         Route("/api/schemes", api.list_schemes, methods=["GET"]),
+        Route("/api/formats", api.list_formats, methods=["GET"]),
+        Route("/api/formats/{id}", api.get_format, methods=["GET"]),
+        Route("/api/validate", api.validate_payload, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET"]),
     ]

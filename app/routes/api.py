@@ -11,9 +11,10 @@ from starlette.responses import Response
 from app import __version__
 from app.capture import signed_request
 from app.errors import ApiError
+from app.formats import Validation, verdict
 from app.inputs import check_endpoint_fields
 from app.models import UNCHECKED_SIGNATURE, Endpoint, now_us
-from app.parse import loads_strict
+from app.parse import loads_strict, parse_body
 from app.responses import JSONResponse
 from app.settings import Settings
 from app.store import CaptureQuery, Conflict, Gone, Store
@@ -217,6 +218,39 @@ async def reverify_capture(request: Request) -> Response:
         raise ApiError(404, f"no capture with id {capture.id!r}")
     current = verdict or UNCHECKED_SIGNATURE
     return JSONResponse({"id": capture.id, "signature": current, "previous": previous})
+
+
+def _validation(request: Request) -> Validation:
+    return request.app.state.validation  # type: ignore[no-any-return]
+
+
+async def list_formats(request: Request) -> Response:
+    return JSONResponse({"formats": [f.as_json() for f in _validation(request).registry.formats]})
+
+
+async def get_format(request: Request) -> Response:
+    """The format's JSON Schema, as Hookscope validates with it."""
+    format_id = request.path_params["id"]
+    fmt = _validation(request).registry.get(format_id)
+    if fmt is None:
+        raise ApiError(404, f"no format {format_id!r}; GET /api/formats lists them")
+    return JSONResponse(fmt.schema)
+
+
+async def validate_payload(request: Request) -> Response:
+    """Stateless: parse and validate the request body as if it had been captured. With
+    ?format=<id> against that format, otherwise detect the format first."""
+    validation = _validation(request)
+    mode = request.query_params.get("format") or "auto"
+    if mode != "auto" and validation.registry.get(mode) is None:
+        raise ApiError(400, f"format must be a format id (GET /api/formats), got {mode!r}",
+                       details=[{"field": "format", "message": "unknown format"}])
+    body = await request.body()
+    if len(body) > _settings(request).max_body_bytes:
+        raise ApiError(413, f"body is larger than {_settings(request).max_body_bytes} bytes")
+    parsed = parse_body(body, request.headers.get("content-type"))
+    result = validation.check(parsed, mode, None) or verdict(None, False, None, "unknown")
+    return JSONResponse({**result, "parsed": {"kind": parsed.kind, "error": parsed.error}})
 
 
 async def list_schemes(request: Request) -> Response:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.capture import Disconnected, build_capture, read_body, signed_request
+from app.formats import Validation
 from app.models import Capture, Endpoint, now_us
 from app.settings import Settings
 from app.store import Gone, Store
@@ -29,10 +30,12 @@ log = logging.getLogger("hookscope.capture")
 
 
 class CaptureMiddleware:
-    def __init__(self, app: Any, store: Store, settings: Settings) -> None:
+    def __init__(self, app: Any, store: Store, settings: Settings,
+                 validation: Validation) -> None:
         self.app = app
         self.store = store
         self.settings = settings
+        self.validation = validation
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/h/"):
@@ -60,6 +63,9 @@ class CaptureMiddleware:
         if endpoint.verify is not None:
             capture.signature = check_signature(endpoint.verify, signed_request(capture),
                                                 received_at / 1_000_000, truncated=truncated)
+        if capture.parsed is not None and not truncated:
+            capture.validation = self.validation.check(capture.parsed, endpoint.format,
+                                                       endpoint.schema)
         refusal = self._refusal(endpoint, capture)
         capture.response_status = refusal[0] if refusal else endpoint.response["status"]
         try:
@@ -92,6 +98,14 @@ class CaptureMiddleware:
                 and signature["status"] in ("failed", "missing")):
             return (401, "bad_signature", f"signature {signature['status']} "
                                           f"({signature['scheme']}): {signature['reason']}")
+        validation = capture.validation
+        if (endpoint.reject["invalid_payload"] and validation is not None
+                and validation["status"] == "invalid"):
+            first = validation["errors"][0] if validation["errors"] else {"path": "",
+                                                                         "message": "invalid"}
+            return (422, "invalid_payload",
+                    f"payload is not valid {validation['format']}: {first['path'] or '/'}: "
+                    f"{first['message']} ({len(validation['errors'])} errors in all)")
         return None
 
 

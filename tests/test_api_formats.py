@@ -1,0 +1,177 @@
+"""Formats through the HTTP surface: the listing, stateless validation, verdicts on captures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.formats import load_formats
+
+pytestmark = pytest.mark.anyio
+
+FIXTURES = Path(__file__).parent / "fixtures" / "formats"
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def _fixture(format_id: str, status: str) -> tuple[bytes, str]:
+    for path in sorted((FIXTURES / format_id).glob("*.json")):
+        case = json.loads(path.read_text())
+        if case["expect"]["status"] == status and "body" in case:
+            return json.dumps(case["body"]).encode(), case.get("content_type",
+                                                               "application/json")
+    raise AssertionError(f"no {status} JSON fixture for {format_id}")
+
+
+async def test_formats_are_listed_with_their_metadata(client):
+    listed = (await client.get("/api/formats")).json()["formats"]
+    assert len(listed) == 13
+    flows = next(f for f in listed if f["id"] == "flows.entity-event")
+    assert flows["vendor"] and flows["title"] and flows["description"]
+    assert set(flows) == {"id", "title", "vendor", "description"}
+
+
+async def test_a_format_serves_its_schema(client):
+    schema = (await client.get("/api/formats/flows.entity-event")).json()
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    assert "operationType" in json.dumps(schema)
+    missing = await client.get("/api/formats/nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("format_id", load_formats().ids)
+def test_every_format_is_in_the_readme_table(format_id):
+    assert any(line.startswith(f"| `{format_id}` ") for line in README.splitlines())
+
+
+async def test_validate_detects_then_validates(client):
+    body, content_type = _fixture("flows.entity-event", "invalid")
+    result = (await client.post("/api/validate", content=body,
+                                headers={"Content-Type": content_type})).json()
+    assert (result["format"], result["detected"], result["status"]) == (
+        "flows.entity-event", True, "invalid")
+    assert result["errors"] and all(e["path"].startswith("/") or e["path"] == ""
+                                    for e in result["errors"])
+    assert result["parsed"] == {"kind": "json", "error": None}
+
+
+async def test_validate_against_a_named_format(client):
+    body, content_type = _fixture("virtuoso.ping", "valid")
+    same = (await client.post("/api/validate?format=virtuoso.ping", content=body,
+                              headers={"Content-Type": content_type})).json()
+    assert (same["format"], same["status"]) == ("virtuoso.ping", "valid")
+    other = (await client.post("/api/validate?format=flows.entity-event", content=body,
+                               headers={"Content-Type": content_type})).json()
+    assert (other["format"], other["detected"], other["status"]) == (
+        "flows.entity-event", False, "invalid")
+
+
+async def test_validate_with_an_unknown_format_is_400(client):
+    response = await client.post("/api/validate?format=xml", content=b"{}")
+    assert response.status_code == 400
+    assert response.json()["error"]["details"][0]["field"] == "format"
+
+
+async def test_validate_something_unrecognisable_is_unknown(client):
+    result = (await client.post("/api/validate", content=b'{"hello": "world"}')).json()
+    assert (result["format"], result["status"], result["errors"]) == (None, "unknown", [])
+
+
+async def test_captures_carry_a_validation_verdict_and_filter_by_it(client, endpoint):
+    token = endpoint["token"]
+    good, content_type = _fixture("flows.entity-event", "valid")
+    bad, _ = _fixture("flows.entity-event", "invalid")
+    await client.post(f"/h/{token}", content=good, headers={"Content-Type": content_type})
+    response = await client.post(f"/h/{token}", content=bad,
+                                 headers={"Content-Type": content_type})
+    assert response.status_code == 200  # reject is off: the configured reply
+    await client.post(f"/h/{token}", content=b'{"other": 1}')
+    capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+               ).json()
+    assert capture["validation"]["format"] == "flows.entity-event"
+    assert capture["validation"]["status"] == "invalid"
+    invalid = (await client.get(f"/api/endpoints/{token}/captures?validation=invalid")).json()
+    assert [c["seq"] for c in invalid["captures"]] == [2]
+    flows = (await client.get(f"/api/endpoints/{token}/captures?format=flows.entity-event")
+             ).json()
+    assert [c["seq"] for c in flows["captures"]] == [2, 1]
+    unknown = (await client.get(f"/api/endpoints/{token}/captures?validation=unknown")).json()
+    assert [c["seq"] for c in unknown["captures"]] == [3]
+
+
+async def test_reject_invalid_payload_answers_422_and_still_records(client):
+    created = (await client.post("/api/endpoints", json={
+        "reject": {"invalid_payload": True}})).json()
+    bad, content_type = _fixture("flows.entity-event", "invalid")
+    response = await client.post(f"/h/{created['token']}", content=bad,
+                                 headers={"Content-Type": content_type})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_payload"
+    assert "flows.entity-event" in error["message"]
+    stored = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+              ).json()
+    assert stored["response"] == {"status": 422}
+    good, _ = _fixture("flows.entity-event", "valid")
+    ok = await client.post(f"/h/{created['token']}", content=good,
+                           headers={"Content-Type": content_type})
+    assert ok.status_code == 200
+
+
+async def test_endpoint_with_its_own_schema(client):
+    created = (await client.post("/api/endpoints", json={"schema": {
+        "type": "object", "required": ["order_id"]}})).json()
+    response = await client.post(f"/h/{created['token']}", json={"id": 1})
+    capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+               ).json()
+    assert capture["validation"] == {"format": "custom", "detected": False, "status": "invalid",
+                                     "errors": [{"path": "",
+                                                 "message": "'order_id' is a required property"}]}
+
+
+async def test_pinned_format_on_an_endpoint(client):
+    created = (await client.post("/api/endpoints", json={"format": "virtuoso.ping"})).json()
+    body, content_type = _fixture("flows.entity-event", "valid")
+    response = await client.post(f"/h/{created['token']}", content=body,
+                                 headers={"Content-Type": content_type})
+    capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+               ).json()
+    assert (capture["validation"]["format"], capture["validation"]["status"]) == (
+        "virtuoso.ping", "invalid")
+
+
+async def test_virtuoso_form_delivery_validates_the_inner_json(client, endpoint):
+    path = next(p for p in sorted((FIXTURES / "virtuoso.ping").glob("*.json"))
+                if "body_text" in json.loads(p.read_text()))
+    case = json.loads(path.read_text())
+    response = await client.post(f"/h/{endpoint['token']}", content=case["body_text"].encode(),
+                                 headers={"Content-Type": case["content_type"]})
+    capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+               ).json()
+    assert capture["parsed"]["kind"] == "form"
+    assert capture["validation"]["format"] == case["expect"]["format"]
+    assert capture["validation"]["status"] == case["expect"]["status"]
+
+
+async def test_webengage_xml_delivery_validates_the_parsed_view(client, endpoint):
+    path = next(p for p in sorted((FIXTURES / "webengage.feedback").glob("*.json"))
+                if "xml" in json.loads(p.read_text()).get("content_type", ""))
+    case = json.loads(path.read_text())
+    response = await client.post(f"/h/{endpoint['token']}", content=case["body_text"].encode(),
+                                 headers={"Content-Type": case["content_type"]})
+    capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+               ).json()
+    assert capture["parsed"]["kind"] == "xml"
+    assert (capture["validation"]["format"], capture["validation"]["status"]) == (
+        "webengage.feedback", "valid")
+
+
+async def test_duplicate_json_keys_are_noted_in_the_full_view(client, endpoint):
+    response = await client.post(f"/h/{endpoint['token']}", content=b'{"a": 1, "a": 2}',
+                                 headers={"Content-Type": "application/json"})
+    capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+               ).json()
+    assert capture["parsed"]["value"] == {"a": 2}
+    assert "'a' appears more than once" in capture["parsed"]["notes"][0]

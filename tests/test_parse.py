@@ -1,0 +1,102 @@
+"""Body parsing: every kind, sniffing, and hostile bodies that must not hurt the server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app.parse import duplicate_keys, parse_body
+
+MULTIPART = (b'--XX\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
+             b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
+             b"Content-Type: application/octet-stream\r\n\r\n\x00\x01\x02\r\n--XX--\r\n")
+
+
+@pytest.mark.parametrize(("body", "content_type", "kind", "value"), [
+    (b"", "application/json", "empty", None),
+    (b'{"a": [1, 2.5, null]}', "application/json", "json", {"a": [1, 2.5, None]}),
+    (b'{"a": 1}', "application/vnd.api+json", "json", {"a": 1}),
+    (b'{"a": 1}\n{"b": 2}\n', "application/x-ndjson", "ndjson", [{"a": 1}, {"b": 2}]),
+    (b"a=1&b=x%20y&a=3", "application/x-www-form-urlencoded", "form",
+     [["a", "1"], ["b", "x y"], ["a", "3"]]),
+    (b"<r><k>v</k></r>", "application/xml", "xml", {"k": "v"}),
+    (b"just words", "text/plain", "text", "just words"),
+    (b"\xff\xfe\x00", "application/octet-stream", "binary", None),
+])
+def test_each_kind_by_content_type(body, content_type, kind, value):
+    parsed = parse_body(body, content_type)
+    assert (parsed.kind, parsed.value, parsed.error) == (kind, value, None)
+
+
+@pytest.mark.parametrize(("body", "content_type", "kind"), [
+    (b'{"a": 1}', None, "json"),
+    (b'{"a": 1}', "text/plain", "json"),
+    (b'{"a": 1}\n{"a": 2}', "application/json", "ndjson"),  # declared wrong
+    (b"<a><b>1</b></a>", None, "xml"),
+    (b"<a><b>1</b></a>", "application/octet-stream", "xml"),
+    (b"{not json", None, "text"),
+])
+def test_sniffing_when_the_type_is_missing_or_wrong(body, content_type, kind):
+    assert parse_body(body, content_type).kind == kind
+
+
+def test_xml_to_dict_convention():
+    body = (b'<root><fields><id>1</id><value class="text">a</value></fields>'
+            b"<fields><id>2</id></fields><empty/></root>")
+    parsed = parse_body(body, "text/xml")
+    assert parsed.value == {"fields": [{"id": "1", "value": {"@class": "text", "#text": "a"}},
+                                       {"id": "2"}], "empty": ""}
+
+
+def test_multipart_fields_and_files():
+    parsed = parse_body(MULTIPART, "multipart/form-data; boundary=XX")
+    assert parsed.error is None
+    assert parsed.value == [
+        {"name": "note", "filename": None, "content_type": "text/plain", "size": 5,
+         "text": "hello"},
+        {"name": "file", "filename": "a.bin", "content_type": "application/octet-stream",
+         "size": 3, "text": None}]
+
+
+@pytest.mark.parametrize(("body", "content_type", "error"), [
+    (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+     b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+     b'<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>'
+     b"<lolz>&lol3;</lolz>", "application/xml", "XML refused"),
+    (b'<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>', "text/xml",
+     "XML refused"),
+    (b"<r><unclosed></r>", "application/xml", "invalid XML"),
+    (b"[" * 100_000 + b"]" * 100_000, "application/json", "invalid JSON"),
+    (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "application/json", "invalid JSON"),
+    (b"1" * 100_000, "application/json", "invalid JSON"),
+    (b"[NaN, Infinity]", "application/json", "invalid JSON"),
+    (b'{"a": 1}\n{broken\n', "application/x-ndjson", "line 2 is not JSON"),
+    (MULTIPART[:60], "multipart/form-data; boundary=XX", "malformed multipart"),
+    (MULTIPART, "multipart/form-data", "no boundary"),
+    (b"a=\xff", "application/x-www-form-urlencoded", "not UTF-8"),
+])
+def test_hostile_bodies_are_reported_not_raised(body, content_type, error):
+    started = time.monotonic()
+    parsed = parse_body(body, content_type)
+    assert parsed.error is not None and error in parsed.error
+    assert time.monotonic() - started < 5  # and they do not hang the server
+
+
+def test_deep_xml_is_refused_cleanly():
+    body = b"<a>" * 100_000 + b"</a>" * 100_000
+    parsed = parse_body(body, "application/xml")
+    assert parsed.kind == "xml" and parsed.error is not None
+
+
+def test_huge_number_with_fraction_parses_or_fails_quickly():
+    started = time.monotonic()
+    parsed = parse_body(b"[" + b"9" * 50_000 + b".5]", "application/json")
+    assert parsed.kind == "json"
+    assert time.monotonic() - started < 5
+
+
+def test_duplicate_keys_are_found_at_every_depth():
+    assert duplicate_keys(b'{"a": 1, "b": {"c": 1, "c": 2}, "a": 3}') == ["c", "a"]
+    assert duplicate_keys(b'{"a": 1}') == []
+    assert duplicate_keys(b"not json") == []
