@@ -31,6 +31,7 @@ lint: $(VENV)/.test-deps
 
 bench: $(VENV)/.run-deps
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/validate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
