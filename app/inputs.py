@@ -16,7 +16,7 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from app.errors import ApiError
-from app.formats import load_formats
+from app.formats import SchemaUnusable, compile_rust, load_formats
 from app.models import ALIAS_PATTERN, DEFAULT_REJECT, DEFAULT_RESPONSE, Endpoint, mask_secret
 from app.verify import COMMON_FIELDS, SCHEME_IDS, option_problems
 
@@ -179,6 +179,7 @@ def _schema(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
         raise _fail(problems, "schema", "schema must be a JSON Schema object, or null")
     try:
         validator_for(value).check_schema(value)
+        compile_rust(value)  # every $ref must resolve here, none off this machine
     except RecursionError:
         raise _fail(problems, "schema", "schema is nested too deeply to check") from None
     except SchemaError as exc:
@@ -186,6 +187,8 @@ def _schema(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
         raise _fail(problems, "schema",
                     f"not a valid JSON Schema{' at /' + where if where else ''}: {exc.message}"
                     ) from None
+    except SchemaUnusable as exc:
+        raise _fail(problems, "schema", f"schema cannot be used: {exc}") from None
     return value
 
 

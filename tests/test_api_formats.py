@@ -128,7 +128,7 @@ async def test_endpoint_with_its_own_schema(client):
                ).json()
     assert capture["validation"] == {"format": "custom", "detected": False, "status": "invalid",
                                      "errors": [{"path": "",
-                                                 "message": "'order_id' is a required property"}]}
+                                                 "message": '"order_id" is a required property'}]}
 
 
 async def test_pinned_format_on_an_endpoint(client):
@@ -175,3 +175,57 @@ async def test_duplicate_json_keys_are_noted_in_the_full_view(client, endpoint):
                ).json()
     assert capture["parsed"]["value"] == {"a": 2}
     assert "'a' appears more than once" in capture["parsed"]["notes"][0]
+
+
+async def test_a_schema_with_a_remote_ref_is_refused_and_never_fetched(client):
+    import http.server
+    import threading
+
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"type": "object"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/schema.json"
+        response = await client.post("/api/endpoints", json={"schema": {"$ref": url}})
+        assert response.status_code == 422
+        assert "is not fetched" in response.json()["error"]["message"]
+        assert hits == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_schema_whose_ref_does_not_resolve_is_refused(client):
+    response = await client.post("/api/endpoints",
+                                 json={"schema": {"$ref": "#/definitions/missing"}})
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "schema"
+
+
+async def test_a_schema_with_local_refs_works(client):
+    schema = {"definitions": {"id": {"type": "integer"}}, "type": "object",
+              "properties": {"id": {"$ref": "#/definitions/id"}}}
+    created = (await client.post("/api/endpoints", json={"schema": schema})).json()
+    response = await client.post(f"/h/{created['token']}", json={"id": "x"})
+    capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+               ).json()
+    assert capture["validation"]["status"] == "invalid"
+    assert capture["validation"]["errors"][0]["path"] == "/id"
+
+
+async def test_validate_refuses_a_body_over_the_limit(client, settings):
+    response = await client.post("/api/validate",
+                                 content=b"x" * (settings.max_body_bytes + 1))
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"

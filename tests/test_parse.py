@@ -89,10 +89,13 @@ def test_deep_xml_is_refused_cleanly():
     assert parsed.kind == "xml" and parsed.error is not None
 
 
-def test_huge_number_with_fraction_parses_or_fails_quickly():
+def test_huge_numbers_parse_or_fail_quickly_with_a_reason():
     started = time.monotonic()
-    parsed = parse_body(b"[" + b"9" * 50_000 + b".5]", "application/json")
-    assert parsed.kind == "json"
+    fraction = parse_body(b"[" + b"9" * 50_000 + b".5]", "application/json")
+    assert fraction.error is not None and "too large for a 64-bit float" in fraction.error
+    integer = parse_body(b"[" + b"9" * 50_000 + b"]", "application/json")
+    assert integer.error is not None and "4300" in integer.error
+    assert parse_body(b"[" + b"9" * 4000 + b"]", "application/json").value == [int("9" * 4000)]
     assert time.monotonic() - started < 5
 
 
@@ -100,3 +103,21 @@ def test_duplicate_keys_are_found_at_every_depth():
     assert duplicate_keys(b'{"a": 1, "b": {"c": 1, "c": 2}, "a": 3}') == ["c", "a"]
     assert duplicate_keys(b'{"a": 1}') == []
     assert duplicate_keys(b"not json") == []
+
+
+@pytest.mark.parametrize(("body", "content_type", "kind"), [
+    (b'{"type": "PING"}', "application/x-www-form-urlencoded", "json"),
+    (b"<r><a>1</a></r>", "application/json", "xml"),
+    (b"payload=%7B%22type%22%3A%22PING%22%7D", None, "form"),
+    (b"payload=%7B%22type%22%3A%22PING%22%7D", "text/plain", "form"),
+])
+def test_sniffing_corrects_a_wrong_or_missing_type(body, content_type, kind):
+    assert parse_body(body, content_type).kind == kind
+
+
+def test_a_multipart_body_of_very_many_parts_is_reported_quickly():
+    body = b"--XX\r\n\r\n\r\n" * 300_000 + b"--XX--\r\n"
+    started = time.monotonic()
+    parsed = parse_body(body, "multipart/form-data; boundary=XX")
+    assert time.monotonic() - started < 2
+    assert "more than 1000 are not parsed" in parsed.error

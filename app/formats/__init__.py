@@ -15,6 +15,7 @@ import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -29,27 +30,82 @@ SCHEMA_DIR = Path(__file__).parent / "schemas"
 MAX_ERRORS = 100
 
 
+MAX_MESSAGE = 300
+
+
+class SchemaUnusable(ValueError):
+    """A schema that cannot be compiled: a $ref that does not resolve or points off this
+    machine, a pattern that is not a regex, ..."""
+
+
+def refuse_remote(uri: str) -> Any:
+    raise ValueError(f"$ref {uri} is not fetched: Hookscope never loads schemas from the network")
+
+
+def compile_rust(schema: Mapping[str, Any]) -> Any:
+    """jsonschema-rs validator; every $ref resolved now, none fetched from the network."""
+    try:
+        return jsonschema_rs.validator_for(dict(schema), retriever=refuse_remote)
+    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError,
+            TypeError) as exc:
+        raise SchemaUnusable(_short(str(exc).split("\n", 1)[0])) from None
+
+
 @dataclass(frozen=True)
 class Checker:
-    """A compiled schema: the fast yes/no and the full error list."""
+    """A compiled schema: the fast yes/no (jsonschema-rs) and the full error list.
 
-    fast: Callable[[Any], bool] | None
-    full: Validator
+    For the documented formats the full list comes from python-jsonschema, whose messages the
+    fixtures and users read; should it find nothing where the fast road found a problem (the two
+    regex dialects differ: Python's `$` accepts a trailing newline, its `\\d` any Unicode digit),
+    jsonschema-rs's own errors are reported, so a disagreement never turns into "valid". A
+    user's own schema is judged by jsonschema-rs alone: its regexes cannot backtrack
+    catastrophically, and one draft default applies everywhere.
+    """
+
+    rust: Any
+    full: Validator | None
 
     @classmethod
     def compile(cls, schema: Mapping[str, Any]) -> Checker:
-        return cls(_fast(schema), validator_for(schema, default=Draft7Validator)(schema))
+        return cls(compile_rust(schema), validator_for(schema, default=Draft7Validator)(schema))
+
+    @classmethod
+    def compile_custom(cls, schema: Mapping[str, Any]) -> Checker:
+        return cls(compile_rust(schema), None)
 
     def errors(self, document: Any, prefix: str = "") -> list[dict[str, str]]:
-        if self.fast is not None and _fast_says_valid(self.fast, document):
-            return []
         try:
-            found = sorted(self.full.iter_errors(document),
-                           key=lambda e: (list(map(str, e.absolute_path)), e.message))
+            if self.rust.is_valid(document):
+                return []
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            pass  # e.g. an integer beyond 64 bits: the Python road decides
+        found: list[dict[str, str]] = []
+        try:
+            if self.full is not None:
+                found = [_error(prefix, e.absolute_path, e.message)
+                         for e in islice(self.full.iter_errors(document), MAX_ERRORS)]
+            if not found:
+                found = [_error(prefix, e.instance_path, e.message)
+                         for e in islice(self.rust.iter_errors(document), MAX_ERRORS)]
         except RecursionError:
-            return [{"path": prefix or "/", "message": "document is nested too deeply"}]
-        return [{"path": prefix + pointer(e.absolute_path), "message": e.message}
-                for e in found[:MAX_ERRORS]]
+            return [_error(prefix, (), "document is nested too deeply to validate")]
+        except (ValueError, TypeError, OverflowError) as exc:
+            return [_error(prefix, (), f"could not validate: {_short(str(exc))}")]
+        found.sort(key=lambda e: e["path"])
+        return found
+
+
+def _error(prefix: str, path: Iterable[Any], message: str) -> dict[str, str]:
+    return {"path": prefix + pointer(path), "message": _short(message)}
+
+
+def _short(text: str) -> str:
+    """Messages quote the offending value first and say what is wrong last ("[...] is not of
+    type 'string'"): a long value is cut in the middle so the verdict stays readable."""
+    if len(text) <= MAX_MESSAGE:
+        return text
+    return text[:100] + " ... " + text[-(MAX_MESSAGE - 105):]
 
 
 def pointer(parts: Iterable[Any]) -> str:
@@ -77,7 +133,7 @@ class Format:
     # Compiled `definitions` named *Line: row schemas of line-based fields (Avo NDJSON), and a
     # fast check of all rows at once.
     lines: Mapping[str, Checker]
-    line_arrays: Mapping[str, Callable[[Any], bool] | None]
+    line_arrays: Mapping[str, Callable[[Any], bool]]
 
     def as_json(self) -> dict[str, str]:
         return {"id": self.id, "title": self.title, "vendor": self.vendor,
@@ -137,18 +193,15 @@ def _load_format(path: Path) -> Format:
         id=path.stem, title=schema.get("title", path.stem), vendor=meta.get("vendor", ""),
         description=schema.get("description", ""), priority=int(meta.get("priority", 0)),
         schema=schema, checker=Checker.compile(schema),
-        identify=_fast(identify) or (lambda document: False),
+        identify=_fast(identify),
         key_sets=tuple((frozenset(path[0] for path in paths if len(path) == 1),
                         tuple(path for path in paths if len(path) > 1))
                        for paths in _key_sets(identify)),
         lines=lines, line_arrays=line_arrays)
 
 
-def _fast(schema: Mapping[str, Any]) -> Callable[[Any], bool] | None:
-    try:
-        return jsonschema_rs.validator_for(dict(schema)).is_valid  # type: ignore[no-any-return]
-    except (ValueError, TypeError):  # a schema it cannot compile: the full road alone
-        return None
+def _fast(schema: Mapping[str, Any]) -> Callable[[Any], bool]:
+    return compile_rust(schema).is_valid  # type: ignore[no-any-return]
 
 
 def _fast_says_valid(is_valid: Callable[[Any], bool], document: Any) -> bool:
@@ -207,37 +260,26 @@ def _ndjson_rows(fmt: Format, envelope: dict[str, Any]) -> list[dict[str, str]]:
     errors: list[dict[str, str]] = []
     for field, definition in (("events", "eventLine"), ("properties", "propertyLine")):
         text = envelope.get(field)
-        if not isinstance(text, str):
-            continue  # the envelope's own schema already reports it
         checker = fmt.lines.get(definition)
-        if checker is None:
-            continue
-        if _all_rows_valid(text, fmt.line_arrays.get(definition)):
-            continue
+        if not isinstance(text, str) or checker is None:
+            continue  # the envelope's own schema already reports a wrong type
+        rows: list[tuple[int, Any]] = []
         for number, line in enumerate(text.splitlines()):
             if not line.strip():
                 continue
             try:
-                row = STRICT_JSON.decode(line)
+                rows.append((number, STRICT_JSON.decode(line)))
             except (ValueError, RecursionError) as exc:
-                errors.append({"path": f"/{field}/{number}",
-                               "message": f"line {number} is not valid JSON: {exc}"})
-                continue
+                errors.append(_error(f"/{field}/{number}", (),
+                                     f"line {number} is not valid JSON: {exc}"))
+        # All rows in one fast call; only a refusal takes the row-by-row road.
+        if _fast_says_valid(fmt.line_arrays[definition], [row for _, row in rows]):
+            continue
+        for number, row in rows:
+            if len(errors) >= MAX_ERRORS:
+                break
             errors += checker.errors(row, prefix=f"/{field}/{number}")
-    return errors
-
-
-def _all_rows_valid(text: str, is_valid: Callable[[Any], bool] | None) -> bool:
-    """The fast road for NDJSON: all lines decoded as one JSON array and checked in one call.
-    Anything unusual (a bad line, two objects on one line) takes the line-by-line road."""
-    if is_valid is None:
-        return False
-    lines = [line for line in text.splitlines() if line.strip()]
-    try:
-        rows = STRICT_JSON.decode("[" + ",".join(lines) + "]")
-    except (ValueError, RecursionError):
-        return False
-    return len(rows) == len(lines) and _fast_says_valid(is_valid, rows)
+    return errors[:MAX_ERRORS]
 
 
 _EXTRA_CHECKS: dict[str, Callable[[Format, dict[str, Any]], list[dict[str, str]]]] = {
@@ -302,9 +344,14 @@ class Validation:
         key = json.dumps(schema, sort_keys=True)
         checker = self._custom.get(key)
         if checker is None:
+            try:
+                checker = Checker.compile_custom(schema)
+            except SchemaUnusable as exc:
+                return verdict("custom", False, [{"path": "", "message": f"the endpoint's "
+                                                  f"schema cannot be used: {exc}"}])
             if len(self._custom) > 256:
                 self._custom.clear()
-            checker = self._custom[key] = Checker.compile(schema)
+            self._custom[key] = checker
         return verdict("custom", False, checker.errors(document))
 
 

@@ -39,10 +39,19 @@ def base_url(request: Request) -> str:
     return (_settings(request).public_url or str(request.base_url)).rstrip("/")
 
 
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` (never buffered whole)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_json(request: Request) -> Any:
-    body = await request.body()
-    if len(body) > MAX_JSON_BODY:
-        raise ApiError(413, f"request body is larger than {MAX_JSON_BODY} bytes")
+    body = await read_limited(request, MAX_JSON_BODY)
     if not body.strip():
         return {}
     try:
@@ -245,9 +254,7 @@ async def validate_payload(request: Request) -> Response:
     if mode != "auto" and validation.registry.get(mode) is None:
         raise ApiError(400, f"format must be a format id (GET /api/formats), got {mode!r}",
                        details=[{"field": "format", "message": "unknown format"}])
-    body = await request.body()
-    if len(body) > _settings(request).max_body_bytes:
-        raise ApiError(413, f"body is larger than {_settings(request).max_body_bytes} bytes")
+    body = await read_limited(request, _settings(request).max_body_bytes)
     parsed = parse_body(body, request.headers.get("content-type"))
     result = validation.check(parsed, mode, None) or verdict(None, False, None, "unknown")
     return JSONResponse({**result, "parsed": {"kind": parsed.kind, "error": parsed.error}})

@@ -64,8 +64,7 @@ class CaptureMiddleware:
             capture.signature = check_signature(endpoint.verify, signed_request(capture),
                                                 received_at / 1_000_000, truncated=truncated)
         if capture.parsed is not None and not truncated:
-            capture.validation = self.validation.check(capture.parsed, endpoint.format,
-                                                       endpoint.schema)
+            capture.validation = self._validate(endpoint, capture)
         refusal = self._refusal(endpoint, capture)
         capture.response_status = refusal[0] if refusal else endpoint.response["status"]
         try:
@@ -85,6 +84,15 @@ class CaptureMiddleware:
             await asyncio.sleep(endpoint.response["delay_ms"] / 1000)
         await _reply(send, endpoint, capture.id)
 
+
+    def _validate(self, endpoint: Endpoint, capture: Capture) -> dict[str, Any] | None:
+        try:
+            return self.validation.check(capture.parsed, endpoint.format, endpoint.schema)
+        except Exception as exc:  # a validator bug must never cost a capture
+            log.exception("validation failed for endpoint %s", endpoint.token)
+            message = f"could not validate ({type(exc).__name__})"
+            return {"format": None, "detected": False, "status": "unknown",
+                    "errors": [{"path": "", "message": message}]}
 
     def _refusal(self, endpoint: Endpoint, capture: Capture) -> tuple[int, str, str] | None:
         """(status, code, message) when the capture is answered with an error, not the
