@@ -9,17 +9,20 @@ from starlette.applications import Starlette
 
 from app.errors import EXCEPTION_HANDLERS
 from app.formats import Validation, load_formats
+from app.hub import Hub
 from app.routes import build_middleware, build_routes
 from app.settings import Settings
 from app.store import SQLiteStore, Store
 
 
-def create_app(settings: Settings | None = None, *, store: Store | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, store: Store | None = None,
+               hub: Hub | None = None) -> Starlette:
     """Build the ASGI app. A store passed in is the caller's to open and close (tests do that);
     otherwise the app opens its SQLite store at startup and closes it at shutdown."""
     settings = settings or Settings()
     owns_store = store is None
     active: Store = store if store is not None else SQLiteStore(settings.db)
+    live = hub if hub is not None else Hub()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -28,15 +31,17 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         try:
             yield
         finally:
+            live.close()  # end open streams first, so none holds the exit
             if owns_store:
                 await active.close()
 
     validation = Validation(load_formats())
     app = Starlette(routes=build_routes(),
-                    middleware=build_middleware(active, settings, validation),
+                    middleware=build_middleware(active, settings, validation, live),
                     exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
                     lifespan=lifespan)
     app.state.settings = settings
     app.state.store = active
     app.state.validation = validation
+    app.state.hub = live
     return app

@@ -11,16 +11,17 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
 from app.formats import Validation
-from app.routes import api
+from app.hub import Publisher
+from app.routes import api, stream
 from app.routes.capture import CaptureMiddleware
 from app.settings import Settings
 from app.store import Store
 
 
-def build_middleware(store: Store, settings: Settings,
-                     validation: Validation) -> list[Middleware]:
+def build_middleware(store: Store, settings: Settings, validation: Validation,
+                     hub: Publisher) -> list[Middleware]:
     return [Middleware(CaptureMiddleware, store=store, settings=settings,
-                       validation=validation)]
+                       validation=validation, hub=hub)]
 
 
 def build_routes() -> list[BaseRoute]:
@@ -32,6 +33,7 @@ def build_routes() -> list[BaseRoute]:
         Route("/api/endpoints/{key}", api.delete_endpoint, methods=["DELETE"]),
         Route("/api/endpoints/{key}/captures", api.list_captures, methods=["GET"]),
         Route("/api/endpoints/{key}/captures", api.clear_captures, methods=["DELETE"]),
+        Route("/api/endpoints/{key}/stream", stream.stream, methods=["GET"]),
         Route("/api/captures/{id}", api.get_capture, methods=["GET"]),
         Route("/api/captures/{id}", api.delete_capture, methods=["DELETE"]),
         Route("/api/captures/{id}/body", api.capture_body, methods=["GET"]),

@@ -20,6 +20,7 @@ from typing import Any
 
 from app.capture import Disconnected, build_capture, read_body, signed_request
 from app.formats import Validation
+from app.hub import Publisher
 from app.models import Capture, Endpoint, now_us
 from app.settings import Settings
 from app.store import Gone, Store
@@ -31,11 +32,12 @@ log = logging.getLogger("hookscope.capture")
 
 class CaptureMiddleware:
     def __init__(self, app: Any, store: Store, settings: Settings,
-                 validation: Validation) -> None:
+                 validation: Validation, hub: Publisher) -> None:
         self.app = app
         self.store = store
         self.settings = settings
         self.validation = validation
+        self.hub = hub
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/h/"):
@@ -77,6 +79,9 @@ class CaptureMiddleware:
             await _error(send, 503, "unavailable",
                          "the request could not be stored and was NOT captured; try again")
             return
+        # Published after the commit, never before; skipped when nobody is watching.
+        if self.hub.wanted(endpoint.id):
+            self.hub.publish(endpoint.id, capture.seq, json.dumps(capture.as_json(full=False)))
         if refusal:
             await _error(send, *refusal, capture_id=capture.id)
             return

@@ -1,0 +1,226 @@
+"""The live stream against a real uvicorn on 127.0.0.1 (ASGITransport buffers whole responses, so
+an endless stream needs a socket): order, resume, many subscribers, slow ones, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from sse_starlette.sse import AppStatus
+
+from app.hub import Hub
+from app.main import create_app
+from app.settings import Settings
+from tests.serverproc import ServerProcess
+
+
+class ThreadedServer:
+    """uvicorn in a thread on a free port, the way httpx's own tests run a server."""
+
+    def __init__(self, app) -> None:
+        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                     lifespan="on")
+        self.server = uvicorn.Server(self.config)
+        self.thread: threading.Thread | None = None
+        self.url = ""
+
+    def __enter__(self) -> ThreadedServer:
+        sock = self.config.bind_socket()
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                       daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        assert self.thread is not None
+        self.thread.join(15)
+        AppStatus.should_exit = False
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[ThreadedServer]:
+    app = create_app(Settings(db=str(tmp_path / "stream.db")))
+    with ThreadedServer(app) as server:
+        yield server
+
+
+def _endpoint(url: str) -> str:
+    return httpx.post(url + "/api/endpoints", json={}).json()["token"]
+
+
+def _send(url: str, token: str, n: int, start: int = 0) -> list[str]:
+    return [httpx.post(f"{url}/h/{token}", content=f"body {start + i}").headers[
+        "x-hookscope-capture"] for i in range(n)]
+
+
+def read_events(response: httpx.Response, count: int) -> list[dict]:
+    """Parse the next `count` SSE events off a streaming response (its lines can be iterated
+    only once, so the iterator is kept on the response between calls)."""
+    lines = getattr(response, "sse_lines", None)
+    if lines is None:
+        lines = response.sse_lines = response.iter_lines()
+    events, current = [], {}
+    for line in lines:
+        if line == "":
+            if "data" in current:
+                events.append(current)
+                if len(events) == count:
+                    return events
+            current = {}
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            current[field] = value[1:] if value.startswith(" ") else value
+    return events
+
+
+def _stream(url: str, token: str, **headers: str):
+    return httpx.stream("GET", f"{url}/api/endpoints/{token}/stream", headers=headers,
+                        timeout=httpx.Timeout(10, read=10))
+
+
+def test_replays_from_the_start_in_order_then_goes_live(live):
+    token = _endpoint(live.url)
+    ids = _send(live.url, token, 3)
+    with _stream(live.url, token, **{"Last-Event-ID": "0"}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        first = read_events(response, 3)
+        ids += _send(live.url, token, 2, start=3)
+        later = read_events(response, 2)
+    events = first + later
+    assert [e["event"] for e in events] == ["capture"] * 5
+    assert [e["id"] for e in events] == ["1", "2", "3", "4", "5"]
+    summaries = [json.loads(e["data"]) for e in events]
+    assert [s["id"] for s in summaries] == ids
+    assert summaries[0]["endpoint"] == token and "body_text" not in summaries[0]
+
+
+def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(live):
+    token = _endpoint(live.url)
+    _send(live.url, token, 4)
+    with _stream(live.url, token, **{"Last-Event-ID": "0"}) as response:
+        seen = read_events(response, 2)  # then the connection drops
+    _send(live.url, token, 3, start=4)  # sent while disconnected
+    with _stream(live.url, token, **{"Last-Event-ID": seen[-1]["id"]}) as response:
+        resumed = read_events(response, 5)
+        _send(live.url, token, 1, start=7)
+        resumed += read_events(response, 1)
+    assert [e["id"] for e in seen + resumed] == [str(n) for n in range(1, 9)]
+
+
+def test_without_a_resume_point_only_new_captures_arrive(live):
+    token = _endpoint(live.url)
+    _send(live.url, token, 2)
+    with _stream(live.url, token) as response:
+        time.sleep(0.2)
+        _send(live.url, token, 1, start=2)
+        [event] = read_events(response, 1)
+    assert event["id"] == "3"
+
+
+def test_many_subscribers_each_get_every_capture(live):
+    token = _endpoint(live.url)
+    results: list[list[str]] = []
+
+    def watch() -> None:
+        with _stream(live.url, token, **{"Last-Event-ID": "0"}) as response:
+            results.append([e["id"] for e in read_events(response, 6)])
+
+    watchers = [threading.Thread(target=watch) for _ in range(20)]
+    for thread in watchers:
+        thread.start()
+    _send(live.url, token, 6)
+    for thread in watchers:
+        thread.join(20)
+    assert len(results) == 20
+    assert all(ids == ["1", "2", "3", "4", "5", "6"] for ids in results)
+
+
+def test_bad_resume_point_is_400_in_the_error_shape(live):
+    token = _endpoint(live.url)
+    response = httpx.get(f"{live.url}/api/endpoints/{token}/stream",
+                         headers={"Last-Event-ID": "yesterday"})
+    assert response.status_code == 400
+    assert response.json()["error"]["details"][0]["field"] == "Last-Event-ID"
+    assert httpx.get(f"{live.url}/api/endpoints/nope/stream").status_code == 404
+
+
+@pytest.mark.anyio
+async def test_a_slow_subscriber_is_dropped_without_touching_captures(tmp_path):
+    from app.store import SQLiteStore
+
+    settings = Settings(db=str(tmp_path / "slow.db"))
+    store = SQLiteStore(settings.db)
+    await store.open()
+    hub = Hub(queue_size=3)
+    app = create_app(settings, store=store, hub=hub)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://t") as client:
+            token = (await client.post("/api/endpoints")).json()["token"]
+            endpoint = await store.get_endpoint(token)
+            slow = hub.subscribe(endpoint.id)  # never reads
+            fast = hub.subscribe(endpoint.id)
+            seen = []
+
+            async def read_fast() -> None:
+                async for seq, _ in fast:
+                    seen.append(seq)
+                    if seq == 10:
+                        return
+
+            reader = asyncio.create_task(read_fast())
+            statuses = []
+            for i in range(10):
+                statuses.append((await client.post(f"/h/{token}", content=str(i))).status_code)
+                await asyncio.sleep(0)
+            await asyncio.wait_for(reader, 5)
+            assert statuses == [200] * 10
+            assert slow.dropped and not fast.dropped
+            assert seen == list(range(1, 11))
+            assert hub.count(endpoint.id) == 1
+            listing = (await client.get(f"/api/endpoints/{token}/captures?limit=100")).json()
+            assert listing["total"] == 10
+    finally:
+        await store.close()
+
+
+def test_open_streams_do_not_hold_up_shutdown(tmp_path):
+    proc = ServerProcess(tmp_path / "shut.db", tmp_path / "shut.log")
+    url = proc.start()
+    token = _endpoint(url)
+    opened = threading.Event()
+    ended = threading.Event()
+
+    def watch() -> None:
+        try:
+            with _stream(url, token, **{"Last-Event-ID": "0"}) as response:
+                opened.set()
+                for _ in response.iter_lines():
+                    pass
+        except httpx.HTTPError:
+            pass
+        ended.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    assert opened.wait(10)
+    started = time.monotonic()
+    assert proc.proc is not None
+    proc.proc.send_signal(signal.SIGTERM)
+    proc.proc.wait(15)
+    assert time.monotonic() - started < 8, "an open stream held up the exit"
+    assert ended.wait(5)
+    assert "Application shutdown complete" in proc.output()
