@@ -2,17 +2,19 @@
 
     ANY /h/{key} and /h/{key}/{rest:path}   capture URLs: app.routes.capture.CaptureMiddleware
                                             takes them ahead of the router (the hot path)
+    /, /e/{key}, /static                    the browser pages (app.routes.pages)
     everything else                         the routes below
 """
 
 from __future__ import annotations
 
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from app.formats import Validation
 from app.hub import Publisher
-from app.routes import api, stream
+from app.routes import api, pages, stream
 from app.routes.capture import CaptureMiddleware
 from app.settings import Settings
 from app.store import Store
@@ -43,4 +45,7 @@ def build_routes() -> list[BaseRoute]:
         Route("/api/formats/{id}", api.get_format, methods=["GET"]),
         Route("/api/validate", api.validate_payload, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/", pages.home, methods=["GET"]),
+        Route("/e/{key}", pages.inspector, methods=["GET"]),
+        Mount("/static", app=StaticFiles(directory=str(pages.ROOT / "static")), name="static"),
     ]

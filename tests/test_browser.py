@@ -1,0 +1,158 @@
+"""The pages in real Chromium (Debian's /usr/bin/chromium, driven by Playwright; no browser is
+ever downloaded). Screenshots go to tests/artifacts/ (not committed)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.serverproc import ServerProcess
+
+CHROMIUM = os.environ.get("HOOKSCOPE_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+FIXTURES = Path(__file__).parent / "fixtures" / "formats"
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no Chromium at {CHROMIUM}: .ci/run installs Debian's chromium",
+                allow_module_level=True)
+
+HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[ServerProcess]:
+    folder = tmp_path_factory.mktemp("browser")
+    proc = ServerProcess(folder / "browser.db", folder / "browser.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.problems = []
+    page.on("console", lambda m: page.problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: page.problems.append(str(e)))
+    yield page
+    context.close()
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def test_create_an_endpoint_from_the_home_page(server, page):
+    page.goto(server.url + "/")
+    _shot(page, "home")
+    page.get_by_role("button", name="New endpoint").click()
+    page.wait_for_url("**/e/*")
+    url = page.locator("#capture-url").inner_text()
+    assert url.startswith(server.url + "/h/")
+    token = page.url.rsplit("/", 1)[1]
+    assert httpx.get(f"{server.url}/api/endpoints/{token}").status_code == 200
+    page.wait_for_selector("#conn[data-state='live']")
+    assert page.problems == []
+
+
+def test_a_capture_appears_live_and_shows_its_headers_and_body(server, page):
+    token = httpx.post(server.url + "/api/endpoints", json={"name": "live test"}).json()["token"]
+    page.goto(f"{server.url}/e/{token}")
+    page.wait_for_selector("#conn[data-state='live']")
+    httpx.post(f"{server.url}/h/{token}/orders?id=7", json={"order": {"id": 7, "total": 42}},
+               headers={"X-Trace": "trace-123"})
+    row = page.locator(".capture-row").first
+    row.wait_for()
+    assert "/orders?id=7" in row.inner_text()
+    row.click()
+    page.wait_for_selector(".verdicts")
+    detail = page.locator("#detail")
+    detail.get_by_text("trace-123").wait_for()
+    assert "x-trace" in detail.inner_text()
+    assert "total" in detail.locator(".tree").inner_text()
+    _shot(page, "inspector")
+    assert page.problems == []
+
+
+def test_a_validation_error_is_shown_at_its_pointer(server, page):
+    case = next(json.loads(p.read_text()) for p in sorted((FIXTURES / "flows.entity-event")
+                                                          .glob("invalid-*.json"))
+                if "renamed" in p.read_text())
+    token = httpx.post(server.url + "/api/endpoints", json={}).json()["token"]
+    httpx.post(f"{server.url}/h/{token}", json=case["body"])
+    page.goto(f"{server.url}/e/{token}")
+    page.wait_for_selector(".errors li")
+    errors = page.locator(".errors").inner_text()
+    assert "/operationType" in errors and "renamed" in errors
+    marked = page.locator(".tree .has-error").first
+    assert "operationType" in marked.inner_text()
+    assert page.locator(".capture-row .badge.bad").first.inner_text().startswith("invalid")
+    assert "null" not in page.locator("#detail").inner_text().split()
+    _shot(page, "validation")
+    assert page.problems == []
+
+
+def test_a_verified_signature_is_shown(server, page):
+    created = httpx.post(server.url + "/api/endpoints",
+                         json={"verify": {"scheme": "github", "secrets": ["browser-secret"]}})
+    token = created.json()["token"]
+    body = b'{"ok": true}'
+    signature = "sha256=" + hmac.new(b"browser-secret", body, "sha256").hexdigest()
+    httpx.post(f"{server.url}/h/{token}", content=body,
+               headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"})
+    page.goto(f"{server.url}/e/{token}")
+    page.wait_for_selector(".verdicts")
+    assert "verified" in page.locator(".verdict").first.inner_text()
+    assert "github" in page.locator(".verdict").first.inner_text()
+
+
+def test_hostile_payloads_stay_inert(server, page):
+    token = httpx.post(server.url + "/api/endpoints", json={"name": HOSTILE}).json()["token"]
+    page.goto(f"{server.url}/e/{token}")
+    page.wait_for_selector("#conn[data-state='live']")
+    httpx.post(f"{server.url}/h/{token}/%3Cscript%3Ewindow.__pwned=1%3C%2Fscript%3E",
+               content=HOSTILE.encode(), headers={"Content-Type": "text/html",
+                                                  "X-Evil": HOSTILE})
+    httpx.post(f"{server.url}/h/{token}", json={HOSTILE: HOSTILE, "nested": [HOSTILE]})
+    page.wait_for_function("document.querySelectorAll('.capture-row').length >= 2")
+    for index in range(2):
+        page.locator(".capture-row").nth(index).click()
+        page.wait_for_selector(".verdicts")
+        for tab in page.locator(".tabs button").all():
+            tab.click()
+    page.goto(f"{server.url}/")
+    page.wait_for_selector(".endpoint-card")
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("img[src='x']").count() == 0
+    assert HOSTILE in page.locator(".endpoint-list").inner_text()  # shown, as text
+    _shot(page, "hostile")
+
+
+def test_pages_send_a_strict_content_security_policy(server):
+    for path in ("/", "/static/hookscope.css"):
+        response = httpx.get(server.url + path)
+        assert response.status_code == 200
+    policy = httpx.get(server.url + "/").headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert httpx.get(server.url + "/e/no-such-endpoint").status_code == 404
