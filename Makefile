@@ -32,6 +32,7 @@ lint: $(VENV)/.test-deps
 bench: $(VENV)/.run-deps
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/stream.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app.errors import ApiError
-from app.hub import Hub
+from app.hub import Hub, sse_frame
 from app.routes.api import _store, endpoint_or_404
 from app.store import CaptureQuery
 
@@ -51,20 +51,20 @@ async def stream(request: Request) -> Response:
         current = await store.get_endpoint(endpoint.token)
         after = current.last_seq if current is not None else endpoint.last_seq
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
+    async def events() -> AsyncIterator[bytes]:
         sent = after
         try:
             while True:
                 page = await store.list_captures(endpoint, CaptureQuery(after=sent,
                                                                         limit=REPLAY_PAGE))
                 for capture in page:
-                    yield _event(capture.seq, json.dumps(capture.as_json(full=False)))
+                    yield sse_frame(capture.seq, json.dumps(capture.as_json(full=False)))
                     sent = capture.seq
                 if len(page) < REPLAY_PAGE:
                     break
-            async for seq, data in subscription:
+            async for seq, frame in subscription:
                 if seq > sent:
-                    yield _event(seq, data)
+                    yield frame  # already encoded once for every viewer
                     sent = seq
             # The hub dropped us (too slow, or shutting down): the client resumes from `sent`.
         finally:
@@ -73,6 +73,3 @@ async def stream(request: Request) -> Response:
     return EventSourceResponse(events(), ping=KEEPALIVE_S,
                                headers={"Cache-Control": "no-store"})
 
-
-def _event(seq: int, data: str) -> ServerSentEvent:
-    return ServerSentEvent(data=data, event="capture", id=str(seq))
