@@ -135,7 +135,9 @@ def test_hostile_payloads_stay_inert(server, page):
                content=HOSTILE.encode(), headers={"Content-Type": "text/html",
                                                   "X-Evil": HOSTILE})
     httpx.post(f"{server.url}/h/{token}", json={HOSTILE: HOSTILE, "nested": [HOSTILE]})
-    page.wait_for_function("document.querySelectorAll('.capture-row').length >= 2")
+    # A locator wait, not wait_for_function: that evaluates a string in the page, which the
+    # page's CSP rightly refuses (no unsafe-eval).
+    page.locator(".capture-row").nth(1).wait_for()
     for index in range(2):
         page.locator(".capture-row").nth(index).click()
         page.wait_for_selector(".verdicts")
