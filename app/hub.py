@@ -101,6 +101,11 @@ class Hub:
             return len(self._subscribers.get(endpoint_id, ()))
         return sum(len(s) for s in self._subscribers.values())
 
+    def close_endpoint(self, endpoint_id: int) -> None:
+        """End the streams of a deleted endpoint (their reconnect then gets a 404)."""
+        for subscription in list(self._subscribers.get(endpoint_id, ())):
+            subscription.drop()
+
     def close(self) -> None:
         """End every stream (shutdown), so no open stream holds the server's exit."""
         for subscribers in list(self._subscribers.values()):

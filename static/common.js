@@ -90,10 +90,7 @@ const HS = (() => {
   async function fillOptions(select, path, key, label) {
     try {
       const data = await api("GET", path);
-      for (const item of data[key]) {
-        if (item.id === "auto" && key === "schemes") continue;
-        select.append(el("option", { value: item.id }, label(item)));
-      }
+      for (const item of data[key]) select.append(el("option", { value: item.id }, label(item)));
     } catch (e) { /* the form still works without the list */ }
   }
 

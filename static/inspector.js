@@ -176,6 +176,8 @@
     if (!confirm("Delete every capture of this endpoint?")) return;
     await api("DELETE", `/api/endpoints/${token}/captures`);
     state.captures = [];
+    state.held = [];
+    $("paused-note").hidden = true;
     state.selected = null;
     renderList();
     detail.replaceChildren(el("p", { class: "muted detail-empty" }, "All captures deleted."));
@@ -194,7 +196,18 @@
     const source = new EventSource(`/api/endpoints/${token}/stream?after=${state.nextAfter}`);
     state.source = source;
     source.addEventListener("open", () => setConnection(state.paused ? "paused" : "live"));
-    source.addEventListener("error", () => setConnection("reconnecting"));
+    source.addEventListener("error", async () => {
+      setConnection("reconnecting");
+      try {
+        await api("GET", `/api/endpoints/${token}`);
+      } catch (e) {
+        if (/no endpoint/.test(e.message)) {  // deleted: stop trying
+          source.close();
+          conn.dataset.state = "reconnecting";
+          conn.textContent = "endpoint deleted";
+        }
+      }
+    });
     source.addEventListener("capture", (event) => arrive(JSON.parse(event.data)));
   }
 
@@ -210,19 +223,33 @@
     return el("span", { class: "lit" }, String(value));
   }
 
+  // A hostile sender can post megabytes of JSON: nodes are built while a budget lasts, and a
+  // closed branch is built only when it is first opened.
+  const TREE_BUDGET = 3000;
+  let budget = TREE_BUDGET;
+
   function tree(value, key, pointer, depth) {
+    budget -= 1;
     const label = key === null ? null : el("span", { class: "key" }, `${key}: `);
     if (value === null || typeof value !== "object") {
       return el("div", { class: "row", dataset: { pointer } }, label, scalar(value));
     }
     const entries = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
     const note = Array.isArray(value) ? `[${entries.length}]` : `{${entries.length}}`;
-    const node = el("details", { dataset: { pointer }, open: depth < 3 && entries.length <= 200 },
+    const open = depth < 3 && entries.length <= 200 && budget > entries.length;
+    const node = el("details", { dataset: { pointer }, open },
       el("summary", {}, label, el("span", { class: "note" }, note)));
-    for (const [childKey, child] of entries.slice(0, 2000)) {
-      node.append(tree(child, childKey, pointerOf(pointer, childKey), depth + 1));
-    }
-    if (entries.length > 2000) node.append(el("div", { class: "note" }, `… ${entries.length - 2000} more`));
+    let filled = false;
+    const fill = () => {
+      if (filled) return;
+      filled = true;
+      for (const [childKey, child] of entries.slice(0, 2000)) {
+        node.append(tree(child, childKey, pointerOf(pointer, childKey), depth + 1));
+      }
+      if (entries.length > 2000) node.append(el("div", { class: "note" }, `… ${entries.length - 2000} more`));
+    };
+    if (open) fill();
+    else node.addEventListener("toggle", () => { if (node.open) { budget = TREE_BUDGET; fill(); } });
     return node;
   }
 
@@ -272,17 +299,41 @@
     return `$'${out}'`;
   }
 
+  function latin1(text) {
+    return Uint8Array.from(text, (c) => c.charCodeAt(0) & 0xff);
+  }
+
+  function base64Lines(bytes) {
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(binary).match(/.{1,76}/g) || [];
+  }
+
   function curlFor(capture) {
+    // The body travels through base64 in a here-document: byte for byte (NUL bytes included)
+    // and with no limit on its size; -g keeps curl from globbing [] and {} in the URL.
     const skip = new Set(["host", "content-length", "connection", "accept-encoding", "transfer-encoding"]);
     const url = location.origin + capture.path + (capture.query ? `?${capture.query}` : "");
-    const parts = [`curl -X ${capture.method} ${ansiQuote(new TextEncoder().encode(url))}`];
+    const method = capture.method === "HEAD" ? "-I" : `-X ${ansiQuote(latin1(capture.method))}`;
+    const parts = [`curl -g ${method} ${ansiQuote(latin1(url))}`];
+    let typed = false;
     for (const [name, value] of capture.headers) {
       if (skip.has(name)) continue;
-      const latin1 = Uint8Array.from(`${name}: ${value}`, (c) => c.charCodeAt(0) & 0xff);
-      parts.push(`-H ${ansiQuote(latin1)}`);
+      typed = typed || name === "content-type";
+      // curl drops a header given as "name:", and sends an empty one given as "name;".
+      parts.push(`-H ${ansiQuote(latin1(value === "" ? `${name};` : `${name}: ${value}`))}`);
     }
-    if (capture.body_size > 0) parts.push(`--data-binary ${ansiQuote(bytesOf(capture))}`);
-    return parts.join(" \\\n  ");
+    const lines = [];
+    if (capture.truncated) lines.push(`# Note: only the first ${capture.body_size} bytes of this body were captured.`);
+    if (capture.body_size === 0) {
+      lines.push(parts.join(" \\\n  "));
+      return lines.join("\n");
+    }
+    if (!typed) parts.push("-H 'Content-Type:'");  // else curl would add a form type
+    parts.push("--data-binary @-");
+    lines.push(`base64 -d <<'HOOKSCOPE_BODY' | ${parts.join(" \\\n  ")}`);
+    lines.push(...base64Lines(bytesOf(capture)), "HOOKSCOPE_BODY");
+    return lines.join("\n");
   }
 
   function table(rows) {
@@ -301,6 +352,7 @@
     if (parsed.kind === "empty") return el("p", { class: "muted" }, "Empty body.");
     if (parsed.value !== null && ["json", "ndjson", "xml"].includes(parsed.kind)) {
       views.push([parsed.kind === "json" ? "Pretty" : parsed.kind.toUpperCase(), () => {
+        budget = TREE_BUDGET;
         const view = el("div", { class: "body-view tree" }, tree(parsed.value, null, "", 0));
         markErrors(view, capture.validation.errors);
         return view;
@@ -418,6 +470,9 @@
       }
     }
   });
+
+  // For the browser tests: the command that "Copy as curl" puts on the clipboard.
+  window.HookscopeInspector = { curlFor };
 
   // -- start ------------------------------------------------------------------------------------
 

@@ -143,6 +143,11 @@ def test_hostile_payloads_stay_inert(server, page):
         page.wait_for_selector(".verdicts")
         for tab in page.locator(".tabs button").all():
             tab.click()
+    # Checked on the inspector itself, before any navigation resets the window.
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#detail img, .capture-list img").count() == 0
+    assert HOSTILE in page.locator("#endpoint-name").inner_text()
+    assert page.problems == []
     page.goto(f"{server.url}/")
     page.wait_for_selector(".endpoint-card")
     assert page.evaluate("window.__pwned") is None
@@ -158,3 +163,42 @@ def test_pages_send_a_strict_content_security_policy(server):
     policy = httpx.get(server.url + "/").headers["content-security-policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
     assert httpx.get(server.url + "/e/no-such-endpoint").status_code == 404
+
+
+def test_copy_as_curl_reproduces_the_request_byte_for_byte(server, page):
+    import subprocess
+
+    token = httpx.post(server.url + "/api/endpoints", json={}).json()["token"]
+    body = bytes(range(256)) * 2  # NUL bytes and every other byte value
+    first = httpx.post(f"{server.url}/h/{token}/x?y={{a}}&z=[1-3]", content=body,
+                       headers={"X-Empty": "", "X-Dup": "1", "x-dup": "2"})
+    capture_id = first.headers["x-hookscope-capture"]
+    page.goto(f"{server.url}/e/{token}")
+    page.wait_for_selector(".verdicts")
+    capture = httpx.get(f"{server.url}/api/captures/{capture_id}").json()
+    command = page.evaluate("(c) => window.HookscopeInspector.curlFor(c)", capture)
+    subprocess.run(["bash", "-c", command], check=True, timeout=30, capture_output=True)
+    listing = httpx.get(f"{server.url}/api/endpoints/{token}/captures?after=0").json()
+    again = httpx.get(f"{server.url}/api/captures/{listing['captures'][1]['id']}").json()
+    assert httpx.get(f"{server.url}/api/captures/{again['id']}/body").content == body
+    assert (again["method"], again["path"], again["query"]) == (
+        capture["method"], capture["path"], capture["query"])
+    mine = [h for h in again["headers"] if h[0].startswith("x-")]
+    assert mine == [h for h in capture["headers"] if h[0].startswith("x-")]
+    assert again["content_type"] is None  # curl added no type of its own
+
+
+def test_a_huge_json_body_does_not_freeze_the_page(server, page):
+    import time
+
+    token = httpx.post(server.url + "/api/endpoints", json={}).json()["token"]
+    httpx.post(f"{server.url}/h/{token}", json=[[0] * 1000 for _ in range(1000)], timeout=30)
+    started = time.monotonic()
+    page.goto(f"{server.url}/e/{token}")
+    page.wait_for_selector(".tree", timeout=15_000)
+    assert time.monotonic() - started < 15
+    assert page.locator(".tree .row").count() < 5000  # built lazily, within a budget
+    page.locator(".tree details").first.locator("summary").first.click()  # built when opened
+    page.locator(".tree details details").first.wait_for()
+    assert page.locator(".tree details details").count() == 1000
+    assert page.problems == []

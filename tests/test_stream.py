@@ -26,6 +26,7 @@ class ThreadedServer:
     """uvicorn in a thread on a free port, the way httpx's own tests run a server."""
 
     def __init__(self, app) -> None:
+        self.app = app
         self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                      lifespan="on")
         self.server = uvicorn.Server(self.config)
@@ -224,3 +225,43 @@ def test_open_streams_do_not_hold_up_shutdown(tmp_path):
     assert time.monotonic() - started < 8, "an open stream held up the exit"
     assert ended.wait(5)
     assert "Application shutdown complete" in proc.output()
+
+
+def _wait_for(condition, timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_closed_streams_and_head_requests_leave_no_subscription(live):
+    token = _endpoint(live.url)
+    hub = live.app.state.hub
+    with _stream(live.url, token, **{"Last-Event-ID": "0"}) as response:
+        _send(live.url, token, 1)
+        read_events(response, 1)
+        assert hub.count() == 1
+    assert _wait_for(lambda: hub.count() == 0), "a closed stream kept its subscription"
+    for _ in range(20):
+        head = httpx.head(f"{live.url}/api/endpoints/{token}/stream")
+        assert head.status_code == 200
+    assert _wait_for(lambda: hub.count() == 0), "HEAD requests leaked subscriptions"
+
+
+def test_deleting_the_endpoint_ends_its_streams(live):
+    token = _endpoint(live.url)
+    ended = threading.Event()
+
+    def watch() -> None:
+        with _stream(live.url, token, **{"Last-Event-ID": "0"}) as response:
+            for _ in response.iter_lines():
+                pass
+        ended.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    assert _wait_for(lambda: live.app.state.hub.count() == 1)
+    assert httpx.delete(f"{live.url}/api/endpoints/{token}").status_code == 200
+    assert ended.wait(5), "the stream outlived its endpoint"
+    assert httpx.get(f"{live.url}/api/endpoints/{token}/stream").status_code == 404

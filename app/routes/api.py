@@ -141,6 +141,7 @@ async def update_endpoint(request: Request) -> Response:
 async def delete_endpoint(request: Request) -> Response:
     endpoint = await endpoint_or_404(request)
     deleted = await _store(request).delete_endpoint(endpoint)
+    request.app.state.hub.close_endpoint(endpoint.id)
     return JSONResponse({"ok": True, "token": endpoint.token, "captures_deleted": deleted})
 
 

@@ -23,6 +23,7 @@ from app.store import CaptureQuery
 
 KEEPALIVE_S = 15
 REPLAY_PAGE = 500
+MAX_STREAMS_PER_ENDPOINT = 5000
 
 
 def _resume_point(request: Request) -> int | None:
@@ -43,17 +44,21 @@ def _resume_point(request: Request) -> int | None:
 
 async def stream(request: Request) -> Response:
     endpoint = await endpoint_or_404(request)
-    after = _resume_point(request)
+    resume = _resume_point(request)
     hub: Hub = request.app.state.hub
     store = _store(request)
-    subscription = hub.subscribe(endpoint.id)
-    if after is None:
-        current = await store.get_endpoint(endpoint.token)
-        after = current.last_seq if current is not None else endpoint.last_seq
+    if hub.count(endpoint.id) >= MAX_STREAMS_PER_ENDPOINT:
+        raise ApiError(429, f"this endpoint already has {MAX_STREAMS_PER_ENDPOINT} open streams")
 
     async def events() -> AsyncIterator[bytes]:
-        sent = after
+        # Subscribed here, where the `finally` below is sure to run: a request whose stream
+        # never starts (HEAD) must not leave a subscription behind.
+        subscription = hub.subscribe(endpoint.id)
+        sent = resume
         try:
+            if sent is None:
+                current = await store.get_endpoint(endpoint.token)
+                sent = current.last_seq if current is not None else endpoint.last_seq
             while True:
                 page = await store.list_captures(endpoint, CaptureQuery(after=sent,
                                                                         limit=REPLAY_PAGE))
