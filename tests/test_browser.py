@@ -202,3 +202,67 @@ def test_a_huge_json_body_does_not_freeze_the_page(server, page):
     page.locator(".tree details details").first.wait_for()
     assert page.locator(".tree details details").count() == 1000
     assert page.problems == []
+
+
+def test_the_inspector_controls_work(server, page):
+    created = httpx.post(server.url + "/api/endpoints",
+                         json={"verify": {"scheme": "auto", "secrets": ["keep-me-secret"]}})
+    token = created.json()["token"]
+    page.goto(f"{server.url}/e/{token}")
+    page.wait_for_selector("#conn[data-state='live']")
+
+    # Pause holds new captures back; Resume shows them.
+    page.get_by_role("button", name="Pause").click()
+    httpx.post(f"{server.url}/h/{token}/one", content=b"1")
+    page.locator("#paused-note").wait_for()
+    sync_api.expect(page.locator(".capture-row")).to_have_count(0)
+    page.get_by_role("button", name="Resume").click()
+    page.locator(".capture-row").first.wait_for()
+
+    # A filter narrows the list; clearing it brings everything back.
+    httpx.put(f"{server.url}/h/{token}/two", content=b"2")
+    page.locator(".capture-row").nth(1).wait_for()
+    page.select_option("#filter-method", "PUT")
+    expect = sync_api.expect
+    expect(page.locator(".capture-row")).to_have_count(1)
+    assert "/two" in page.locator(".capture-row").first.inner_text()
+    page.select_option("#filter-method", "")
+    page.locator(".capture-row").nth(1).wait_for()
+
+    # j / k move the selection.
+    rows = page.locator(".capture-row")
+    rows.nth(0).click()
+    selected = page.locator(".capture-row[aria-selected='true']")
+    expect(selected).to_have_attribute("data-id", rows.nth(0).get_attribute("data-id"))
+    page.locator("body").press("j")
+    expect(selected).to_have_attribute("data-id", rows.nth(1).get_attribute("data-id"))
+    page.locator("body").press("k")
+    expect(selected).to_have_attribute("data-id", rows.nth(0).get_attribute("data-id"))
+
+    # Delete one, then Clear all.
+    page.get_by_role("button", name="Delete").click()
+    page.get_by_text("Deleted.").wait_for()
+    expect(page.locator(".capture-row")).to_have_count(1)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Clear all").click()
+    page.get_by_text("All captures deleted.").wait_for()
+    listing = httpx.get(f"{server.url}/api/endpoints/{token}/captures").json()
+    assert listing["captures"] == []
+
+    # Settings save through PATCH and keep the auto scheme and its (masked) secret.
+    page.get_by_role("button", name="Settings").click()
+    page.fill("input[name='status']", "202")
+    page.get_by_role("button", name="Save settings").click()
+    page.get_by_text("Settings saved").wait_for()
+    endpoint = httpx.get(f"{server.url}/api/endpoints/{token}").json()
+    assert endpoint["response"]["status"] == 202
+    assert endpoint["verify"]["scheme"] == "auto"
+    assert endpoint["verify"]["secrets"] == ["ke****"]
+
+    # The theme toggle flips the page and remembers it.
+    page.locator("#theme-toggle").click()
+    theme = page.evaluate("document.documentElement.dataset.theme")
+    assert theme in ("light", "dark")
+    page.reload()
+    assert page.evaluate("document.documentElement.dataset.theme") == theme
+    assert page.problems == []
