@@ -75,6 +75,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
     logging.getLogger("uvicorn.error").setLevel(settings.log_level.upper())
     sock = config.bind_socket()
+    # Listening now makes the line below true at once: the kernel queues connections until the
+    # event loop accepts them, so a client that reads the address can connect straight away.
+    sock.listen(config.backlog)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"hookscope {__version__} listening on http://{shown}:{port} (database {settings.db})",
