@@ -139,6 +139,7 @@ async def test_body_over_the_limit_is_413_and_stored_cut_at_the_limit(client, en
     response = await client.post(f"/h/{endpoint['token']}", content=body)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_large"
+    assert response.headers["content-security-policy"] == "sandbox"
     capture_id = response.headers["x-hookscope-capture"]
     capture = (await client.get(f"/api/captures/{capture_id}")).json()
     assert capture["truncated"] is True

@@ -155,7 +155,7 @@ async def _error(send: Send, status: int, code: str, message: str,
                  capture_id: str | None = None) -> None:
     content = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
     headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(content)).encode())]
+               (b"content-length", str(len(content)).encode()), *_INERT]
     if capture_id is not None:
         headers.append((b"x-hookscope-capture", capture_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
