@@ -23,6 +23,7 @@ UNCHECKED_SIGNATURE: dict[str, Any] = {
 UNKNOWN_VALIDATION: dict[str, Any] = {
     "format": None, "detected": False, "status": "unknown", "errors": []}
 
+
 class _RandomPool:
     """Cryptographic random bytes, fetched 4 KiB at a time: a getrandom() call per capture
     cost more than the rest of the id (measured: 10 us of 46 us on the 2-core CI machine)."""

@@ -301,8 +301,8 @@ class SQLiteStore:
             capture.query, _HEADERS_JSON.encode(capture.headers), capture.remote_addr,
             capture.content_type, capture.body_size, int(capture.truncated),
             capture.response_status, capture.parsed_kind, capture.parsed_error,
-            *_verdict(capture.signature, "status", "unchecked"),
-            *_verdict(capture.validation, "status", "unknown"),
+            *_verdict(capture.signature, "unchecked"),
+            *_verdict(capture.validation, "unknown"),
             (capture.validation or {}).get("format"), capture.body or b"")
 
         def op(conn: sqlite3.Connection) -> int:
@@ -376,7 +376,7 @@ class SQLiteStore:
 
     async def set_signature(self, capture_id: str, verdict: dict[str, Any] | None) -> bool:
         """Replace a capture's signature verdict (re-verification asked for by a user)."""
-        status, verdict_json = _verdict(verdict, "status", "unchecked")
+        status, verdict_json = _verdict(verdict, "unchecked")
 
         def op(conn: sqlite3.Connection) -> bool:
             return conn.execute(
@@ -434,11 +434,11 @@ def check_writable(path: str) -> None:
         os.close(fd)
 
 
-def _verdict(verdict: dict[str, Any] | None, key: str, default: str) -> tuple[str, str | None]:
+def _verdict(verdict: dict[str, Any] | None, default: str) -> tuple[str, str | None]:
     """(status column, JSON column) of a signature or validation verdict; NULL when unchecked."""
     if verdict is None:
         return default, None
-    return verdict[key], json.dumps(verdict)
+    return verdict["status"], json.dumps(verdict)
 
 
 def _check_alias_free(conn: sqlite3.Connection, alias: str | None, own_id: int | None) -> None:

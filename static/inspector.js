@@ -71,15 +71,18 @@
     return el("span", { class: `badge ${kind}`, title }, text);
   }
 
+  // Badge colour of a verdict status (signature or validation).
+  const KIND = { verified: "good", valid: "good", failed: "bad", invalid: "bad", missing: "warn" };
+  const kindOf = (status) => KIND[status] || "";
+
   function signatureBadge(signature) {
-    const kind = { verified: "good", failed: "bad", missing: "warn" }[signature.status] || "";
     return signature.status === "unchecked" ? null
-      : badge(kind, `sig ${signature.status}`, signature.reason || signature.scheme || "");
+      : badge(kindOf(signature.status), `sig ${signature.status}`, signature.reason || signature.scheme || "");
   }
 
   function validationBadge(validation) {
     if (validation.status === "unknown") return null;
-    const kind = validation.status === "valid" ? "good" : "bad";
+    const kind = kindOf(validation.status);
     return badge(kind, validation.status === "valid" ? validation.format : `invalid ${validation.format}`,
                  validation.errors.length ? `${validation.errors.length} errors` : "");
   }
@@ -386,8 +389,8 @@
     state.current = capture;
     const sig = capture.signature;
     const val = capture.validation;
-    const sigKind = { verified: "good", failed: "bad", missing: "warn" }[sig.status] || "";
-    const valKind = { valid: "good", invalid: "bad" }[val.status] || "";
+    const sigKind = kindOf(sig.status);
+    const valKind = kindOf(val.status);
     const query = new URLSearchParams(capture.query);
     const errors = val.errors.length
       ? el("ul", { class: "errors" }, val.errors.map((e) => el("li", {}, el("code", {}, e.path || "/"), e.message)))

@@ -229,3 +229,20 @@ async def test_validate_refuses_a_body_over_the_limit(client, settings):
                                  content=b"x" * (settings.max_body_bytes + 1))
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_large"
+
+
+async def test_a_changed_schema_applies_to_the_next_capture(client):
+    created = (await client.post("/api/endpoints", json={"schema": {
+        "type": "object", "required": ["a"]}})).json()
+    token = created["token"]
+
+    async def status() -> str:
+        response = await client.post(f"/h/{token}", json={"a": 1})
+        capture_id = response.headers["x-hookscope-capture"]
+        return (await client.get(f"/api/captures/{capture_id}")).json()["validation"]["status"]
+
+    assert await status() == "valid"
+    assert await status() == "valid"  # the compiled schema is reused
+    await client.patch(f"/api/endpoints/{token}", json={"schema": {
+        "type": "object", "required": ["b"]}})
+    assert await status() == "invalid"

@@ -316,7 +316,10 @@ class Validation:
 
     def __init__(self, registry: FormatRegistry) -> None:
         self.registry = registry
-        self._custom: dict[str, Checker] = {}
+        # Keyed by the schema object (held here, so its id cannot be reused while cached): the
+        # capture path sees the same Endpoint object until it changes, and serialising the
+        # schema for a key on every capture would cost more than validating.
+        self._custom: dict[int, tuple[Mapping[str, Any], Checker]] = {}
 
     def check(self, parsed: Parsed, mode: str, schema: Mapping[str, Any] | None
               ) -> dict[str, Any] | None:
@@ -341,9 +344,10 @@ class Validation:
                         schema: Mapping[str, Any]) -> dict[str, Any]:
         if not found:
             return verdict("custom", False, [{"path": "", "message": _no_document(parsed)}])
-        key = json.dumps(schema, sort_keys=True)
-        checker = self._custom.get(key)
-        if checker is None:
+        cached = self._custom.get(id(schema))
+        if cached is not None and cached[0] is schema:
+            checker = cached[1]
+        else:
             try:
                 checker = Checker.compile_custom(schema)
             except SchemaUnusable as exc:
@@ -351,7 +355,7 @@ class Validation:
                                                   f"schema cannot be used: {exc}"}])
             if len(self._custom) > 256:
                 self._custom.clear()
-            self._custom[key] = checker
+            self._custom[id(schema)] = (schema, checker)
         return verdict("custom", False, checker.errors(document))
 
 

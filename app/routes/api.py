@@ -13,7 +13,7 @@ from app.capture import signed_request
 from app.errors import ApiError
 from app.formats import Validation, verdict
 from app.inputs import check_endpoint_fields
-from app.models import UNCHECKED_SIGNATURE, Endpoint, now_us
+from app.models import Capture, Endpoint, now_us
 from app.parse import loads_strict, parse_body
 from app.responses import JSONResponse
 from app.settings import Settings
@@ -27,7 +27,7 @@ CAPTURE_LIST_PARAMS = ("method", "signature", "validation", "format", "q", "befo
                        "limit")
 
 
-def _store(request: Request) -> Store:
+def store_of(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
@@ -67,9 +67,13 @@ async def read_json(request: Request) -> Any:
     return value
 
 
+def _conflict(exc: Conflict) -> ApiError:
+    return ApiError(409, str(exc), details=[{"field": exc.field, "message": str(exc)}])
+
+
 async def endpoint_or_404(request: Request) -> Endpoint:
     key = request.path_params["key"]
-    endpoint = await _store(request).get_endpoint(key)
+    endpoint = await store_of(request).get_endpoint(key)
     if endpoint is None:
         raise ApiError(404, f"no endpoint with token or alias {key!r}")
     return endpoint
@@ -108,15 +112,15 @@ async def create_endpoint(request: Request) -> Response:
         default_max_captures=_settings(request).default_max_captures)
     fields["created_at"] = now_us()
     try:
-        endpoint = await _store(request).create_endpoint(fields)
+        endpoint = await store_of(request).create_endpoint(fields)
     except Conflict as exc:
-        raise ApiError(409, str(exc), details=[{"field": exc.field, "message": str(exc)}]) from None
+        raise _conflict(exc) from None
     return JSONResponse(endpoint.as_json(base_url(request)), status_code=201)
 
 
 async def list_endpoints(request: Request) -> Response:
-    limit = _int_param(request, "limit", 100, 1, 1000)
-    endpoints = await _store(request).list_endpoints(limit or 100)
+    limit = _int_param(request, "limit", 100, 1, 1000) or 100
+    endpoints = await store_of(request).list_endpoints(limit)
     base = base_url(request)
     return JSONResponse({"endpoints": [e.as_json(base) for e in endpoints]})
 
@@ -130,9 +134,9 @@ async def update_endpoint(request: Request) -> Response:
     endpoint = await endpoint_or_404(request)
     fields = check_endpoint_fields(await read_json(request), current=endpoint)
     try:
-        updated = await _store(request).update_endpoint(endpoint, fields)
+        updated = await store_of(request).update_endpoint(endpoint, fields)
     except Conflict as exc:
-        raise ApiError(409, str(exc), details=[{"field": exc.field, "message": str(exc)}]) from None
+        raise _conflict(exc) from None
     except Gone:
         raise ApiError(404, "the endpoint was deleted meanwhile") from None
     return JSONResponse(updated.as_json(base_url(request)))
@@ -140,7 +144,7 @@ async def update_endpoint(request: Request) -> Response:
 
 async def delete_endpoint(request: Request) -> Response:
     endpoint = await endpoint_or_404(request)
-    deleted = await _store(request).delete_endpoint(endpoint)
+    deleted = await store_of(request).delete_endpoint(endpoint)
     request.app.state.hub.close_endpoint(endpoint.id)
     return JSONResponse({"ok": True, "token": endpoint.token, "captures_deleted": deleted})
 
@@ -167,7 +171,7 @@ async def list_captures(request: Request) -> Response:
         after=_int_param(request, "after", None, 0),
         limit=_int_param(request, "limit", 50, 1, 1000) or 50,
     )
-    captures = await _store(request).list_captures(endpoint, query)
+    captures = await store_of(request).list_captures(endpoint, query)
     seqs = [c.seq for c in captures]
     return JSONResponse({
         "endpoint": endpoint.token,
@@ -180,13 +184,13 @@ async def list_captures(request: Request) -> Response:
 
 async def clear_captures(request: Request) -> Response:
     endpoint = await endpoint_or_404(request)
-    deleted = await _store(request).clear_captures(endpoint)
+    deleted = await store_of(request).clear_captures(endpoint)
     return JSONResponse({"ok": True, "captures_deleted": deleted})
 
 
-async def _capture_or_404(request: Request, *, body: bool = True) -> Any:
+async def _capture_or_404(request: Request) -> Capture:
     capture_id = request.path_params["id"]
-    capture = await _store(request).get_capture(capture_id, body=body)
+    capture = await store_of(request).get_capture(capture_id)
     if capture is None:
         raise ApiError(404, f"no capture with id {capture_id!r}")
     return capture
@@ -215,19 +219,18 @@ async def reverify_capture(request: Request) -> Response:
     """Check a capture's signature again with its endpoint's current secrets, judging timestamps
     against the moment it arrived, and keep the new verdict."""
     capture = await _capture_or_404(request)
-    endpoint = await _store(request).get_endpoint(capture.endpoint_token)
+    endpoint = await store_of(request).get_endpoint(capture.endpoint_token)
     if endpoint is None:
         raise ApiError(404, f"capture {capture.id!r} no longer has an endpoint")
     if endpoint.verify is None:
         raise ApiError(409, "the endpoint has no verify config to check against; set one with "
                             "PATCH /api/endpoints/{key}")
     previous = capture.as_json(full=False)["signature"]
-    verdict = check_signature(endpoint.verify, signed_request(capture),
-                              capture.received_at / 1_000_000, truncated=capture.truncated)
-    if not await _store(request).set_signature(capture.id, verdict):
+    signature = check_signature(endpoint.verify, signed_request(capture),
+                                capture.received_at / 1_000_000, truncated=capture.truncated)
+    if not await store_of(request).set_signature(capture.id, signature):
         raise ApiError(404, f"no capture with id {capture.id!r}")
-    current = verdict or UNCHECKED_SIGNATURE
-    return JSONResponse({"id": capture.id, "signature": current, "previous": previous})
+    return JSONResponse({"id": capture.id, "signature": signature, "previous": previous})
 
 
 def _validation(request: Request) -> Validation:
@@ -267,7 +270,7 @@ async def list_schemes(request: Request) -> Response:
 
 async def delete_capture(request: Request) -> Response:
     capture_id = request.path_params["id"]
-    if not await _store(request).delete_capture(capture_id):
+    if not await store_of(request).delete_capture(capture_id):
         raise ApiError(404, f"no capture with id {capture_id!r}")
     return JSONResponse({"ok": True, "id": capture_id})
 

@@ -89,7 +89,6 @@ class CaptureMiddleware:
             await asyncio.sleep(endpoint.response["delay_ms"] / 1000)
         await _reply(send, endpoint, capture.id)
 
-
     def _validate(self, endpoint: Endpoint, capture: Capture) -> dict[str, Any] | None:
         try:
             return self.validation.check(capture.parsed, endpoint.format, endpoint.schema)

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
-from app.routes.api import _store, base_url
+from app.routes.api import base_url, store_of
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = Jinja2Templates(directory=str(ROOT / "templates"))
@@ -34,7 +34,7 @@ async def home(request: Request) -> Response:
 
 async def inspector(request: Request) -> Response:
     key = request.path_params["key"]
-    endpoint = await _store(request).get_endpoint(key)
+    endpoint = await store_of(request).get_endpoint(key)
     if endpoint is None:
         return TEMPLATES.TemplateResponse(
             request, "not_found.html", {"message": f"No endpoint with token or alias “{key}”."},

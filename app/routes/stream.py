@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from app.errors import ApiError
 from app.hub import Hub, sse_frame
-from app.routes.api import _store, endpoint_or_404
+from app.routes.api import endpoint_or_404, store_of
 from app.store import CaptureQuery
 
 KEEPALIVE_S = 15
@@ -46,7 +46,7 @@ async def stream(request: Request) -> Response:
     endpoint = await endpoint_or_404(request)
     resume = _resume_point(request)
     hub: Hub = request.app.state.hub
-    store = _store(request)
+    store = store_of(request)
     if hub.count(endpoint.id) >= MAX_STREAMS_PER_ENDPOINT:
         raise ApiError(429, f"this endpoint already has {MAX_STREAMS_PER_ENDPOINT} open streams")
 
