@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -85,5 +86,10 @@ def _serve(args: argparse.Namespace) -> int:
     # The writer thread shares the GIL with the event loop; a shorter switch interval than
     # Python's 5 ms keeps the loop from waiting that long for it (measured in bench/stream).
     sys.setswitchinterval(0.0005)
+    # The ~40,000 objects of the loaded app (modules, compiled format schemas) live as long as
+    # the process: out of the collector's sight, each full collection has that much less to
+    # scan while captures wait (bench/stream).
+    gc.collect()
+    gc.freeze()
     uvicorn.Server(config).run(sockets=[sock])
     return 0

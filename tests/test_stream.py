@@ -160,6 +160,29 @@ def test_bad_resume_point_is_400_in_the_error_shape(live):
 
 
 @pytest.mark.anyio
+async def test_a_waiting_subscriber_gets_items_in_order_and_ends_when_dropped():
+    hub = Hub(queue_size=8)
+    subscription = hub.subscribe(7)
+    received = []
+
+    async def read() -> None:
+        async for seq, frame in subscription:
+            received.append((seq, frame))
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0)  # the reader is now waiting on an empty subscription
+    hub.publish(7, 1, '{"a": 1}')
+    hub.publish(7, 2, '{"a": 2}')
+    hub.publish(8, 3, '{"other": true}')  # another endpoint: not ours
+    await asyncio.sleep(0)
+    hub.close()
+    await asyncio.wait_for(reader, 2)
+    assert received == [(1, b'event: capture\nid: 1\ndata: {"a": 1}\n\n'),
+                        (2, b'event: capture\nid: 2\ndata: {"a": 2}\n\n')]
+    assert hub.count() == 0
+
+
+@pytest.mark.anyio
 async def test_a_slow_subscriber_is_dropped_without_touching_captures(tmp_path):
     from app.store import SQLiteStore
 
@@ -191,6 +214,8 @@ async def test_a_slow_subscriber_is_dropped_without_touching_captures(tmp_path):
             await asyncio.wait_for(reader, 5)
             assert statuses == [200] * 10
             assert slow.dropped and not fast.dropped
+            # What the slow one had waiting is discarded: its stream ends, nothing more comes.
+            assert [item async for item in slow] == []
             assert seen == list(range(1, 11))
             assert hub.count(endpoint.id) == 1
             listing = (await client.get(f"/api/endpoints/{token}/captures?limit=100")).json()
