@@ -1,4 +1,10 @@
-"""The `hookscope` command. Exit codes: 0 success, 1 failure, 2 usage error."""
+"""The `hookscope` command: the argument map. `serve` runs the server; the other commands are
+clients of its JSON API (app/commands), except `validate`, which works offline.
+
+Exit codes (stable, documented in the README; app/commands says which failure gets which):
+0 success, 1 an expectation or validation failed, 2 usage error, 3 timeout with nothing
+received, 4 server unreachable. `serve` exits 1 when it cannot start.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,21 @@ import gc
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from app import __version__
+from app.client import DEFAULT_SERVER
+from app.commands import captures, endpoints, formats, replay
 from app.settings import SETTINGS, Settings, SettingsError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hookscope", description="Self-hosted webhook inspector.")
+        prog="hookscope", description="Self-hosted webhook inspector.",
+        epilog="Exit codes: 0 success, 1 an expectation or validation failed, 2 usage error, "
+               "3 timeout with nothing received, 4 server unreachable.")
     parser.add_argument("--version", action="version", version=f"hookscope {__version__}")
+    parser.add_argument("--server", metavar="URL", default=None, help=SERVER_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -30,7 +42,116 @@ def build_parser() -> argparse.ArgumentParser:
                                help=f"{f.metadata['help']} [env {f.metadata['env']}, "
                                     f"default {f.default!r}]")
     serve.set_defaults(run=_serve)
+    _client_commands(commands)
     return parser
+
+
+SERVER_HELP = f"the Hookscope server [env HOOKSCOPE_URL, default {DEFAULT_SERVER}]"
+
+
+def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # Also accepted after the command; SUPPRESS keeps an absent one from hiding the global one.
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--server", metavar="URL", default=argparse.SUPPRESS, help=SERVER_HELP)
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON (never coloured)")
+
+    def command(name: str, run: Any, summary: str, description: str, *,
+                offline: bool = False) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=description,
+                                  parents=[as_json] if offline else [remote, as_json])
+        sub.set_defaults(run=run)
+        return sub
+
+    new = command("new", endpoints.new, "create an endpoint",
+                  "Create an endpoint and print its capture URL (--json: the endpoint). Every "
+                  "option is optional; the server's defaults apply to what is left out.")
+    for option in endpoints.OPTIONS:
+        new.add_argument(option.flag, **option.argparse)
+
+    listing = command("list", endpoints.list_endpoints, "list endpoints",
+                      "List endpoints, newest first: token, alias, name, capture count, last "
+                      "capture and checks.")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (1..1000)")
+
+    show = command("show", captures.show, "show a capture in full",
+                   "Show one capture: overview, signature and validation verdicts, headers in "
+                   "order, and the body (JSON pretty-printed).")
+    show.add_argument("id", metavar="ID", help="capture id (c_...)")
+
+    tail = command("tail", captures.tail, "follow an endpoint's captures live",
+                   "Print one line per new capture (time, sequence number, method, path, size, "
+                   "signature, validation) as they arrive; reconnects and resumes without gaps "
+                   "when the stream drops. --json prints each capture summary as one line of "
+                   "JSON. Ctrl-C stops (exit 0).")
+    tail.add_argument("key", metavar="KEY", help="endpoint token or alias")
+    tail.add_argument("--after", type=int, metavar="SEQ",
+                      help="first print the captures after this sequence number (0: all)")
+
+    wait = command("wait", captures.wait, "wait for a capture and check it",
+                   "Wait for the first capture after --after (default 0: a capture that arrived "
+                   "before the wait began counts), print it, and check the expectations. Exit 0 "
+                   "when met, 1 when one fails (saying which field and why), 3 when nothing "
+                   "arrives within --timeout.")
+    wait.add_argument("key", metavar="KEY", help="endpoint token or alias")
+    wait.add_argument("--after", type=int, default=0, metavar="SEQ",
+                      help="only a capture with a higher sequence number counts (default 0)")
+    wait.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+                      help="give up after this many seconds (default 30)")
+    wait.add_argument("--expect-verified", action="store_true",
+                      help="the signature must be verified")
+    wait.add_argument("--expect-valid", action="store_true",
+                      help="the payload must be valid")
+    wait.add_argument("--expect-format", metavar="ID",
+                      help="the payload must be validated as this format")
+
+    validate = command("validate", formats.validate, "validate a payload file (offline)",
+                       "Validate a payload against the documented formats, offline: no server "
+                       "needed. FILE is a raw body (JSON, NDJSON, XML, form...) or a capture "
+                       "exported with `export --as json`; `-` reads stdin. Exit 0 valid, 1 "
+                       "invalid or not recognised (each error as `pointer: message`), 2 unknown "
+                       "--format.", offline=True)
+    validate.add_argument("file", metavar="FILE", help="payload file, export fixture, or -")
+    validate.add_argument("--format", metavar="ID",
+                          help="check against this format instead of detecting it")
+    validate.add_argument("--content-type", metavar="TYPE",
+                          help="how to parse FILE (default: from the fixture or the file name, "
+                               "else sniffed)")
+
+    resend = command("replay", replay.replay, "send a capture again to a URL",
+                     "Send a capture again to --to: same method, headers (in order, minus "
+                     "hop-by-hop ones) and raw body. ID is a capture id (the server sends it) or "
+                     "a file made by `export --as json` (sent from here). Exit 0 when the target "
+                     "answers 2xx, 1 when it answers anything else or cannot be reached.")
+    resend.add_argument("id", metavar="ID", help="capture id, or an exported .json file")
+    resend.add_argument("--to", required=True, metavar="URL", help="where to send it")
+    resend.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="set or replace a header (repeatable)")
+    resend.add_argument("--remove-header", action="append", default=[], metavar="NAME",
+                        help="leave this header out (repeatable)")
+    resend.add_argument("--timeout", type=_seconds, metavar="S",
+                        help="seconds to wait for the target (at most 60, default 10)")
+
+    export = command("export", captures.export, "export a capture as curl, HAR or JSON",
+                     "Write a capture as a curl command that sends it again, a HAR 1.2 file, or "
+                     "JSON (a fixture that `validate` and `replay` accept).")
+    export.add_argument("id", metavar="ID", help="capture id (c_...)")
+    export.add_argument("--as", dest="as_", required=True, choices=("curl", "har", "json"),
+                        help="what to write")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+    command("formats", formats.formats, "list the payload formats",
+            "List the payload formats the server validates: id, vendor and title.")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"a number of seconds, 0 or more, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

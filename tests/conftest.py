@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -53,11 +54,24 @@ async def endpoint(client: httpx.AsyncClient) -> dict:
     return response.json()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "server.db", tmp_path / "server.log")
+@contextmanager
+def _serving(folder: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(folder / "server.db", folder / "server.log")
     proc.start()
     try:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with _serving(tmp_path) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real server for a module whose tests each make their own endpoints."""
+    with _serving(tmp_path_factory.mktemp("shared-server")) as proc:
+        yield proc
