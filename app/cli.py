@@ -43,11 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from app.inputs import MAX_DELAY_MS
-    from app.main import create_app
     from app.migrations import SchemaTooNew
+    from app.server import build_server
     from app.store import StoreLocked, check_writable
 
     overrides = {f.name: getattr(args, f.name) for f in SETTINGS if f.metadata["cli"]}
@@ -57,23 +54,8 @@ def _serve(args: argparse.Namespace) -> int:
     except (SettingsError, StoreLocked, SchemaTooNew, OSError) as exc:
         print(f"hookscope: {exc}", file=sys.stderr)
         return 1
-    trusted = settings.forwarded_allow_ips
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http=settings.http,
-        lifespan="on",
-        access_log=settings.access_log,
-        log_level=settings.log_level,
-        # X-Forwarded-For is never trusted unless the operator names the proxies.
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
-        server_header=False,
-        # Longer than the longest configurable reply delay, so in-flight captures are answered.
-        timeout_graceful_shutdown=MAX_DELAY_MS // 1000 + 10,
-    )
+    server = build_server(settings)
+    config = server.config
     logging.getLogger("uvicorn.error").setLevel(settings.log_level.upper())
     sock = config.bind_socket()
     # Listening now makes the line below true at once: the kernel queues connections until the
@@ -91,5 +73,5 @@ def _serve(args: argparse.Namespace) -> int:
     # scan while captures wait (bench/stream).
     gc.collect()
     gc.freeze()
-    uvicorn.Server(config).run(sockets=[sock])
+    server.run(sockets=[sock])
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from app import __version__
 from app.capture import signed_request
 from app.errors import ApiError
 from app.formats import Validation, verdict
+from app.hub import MAX_SUBSCRIBERS_PER_ENDPOINT
 from app.inputs import check_endpoint_fields
 from app.models import Capture, Endpoint, now_us
 from app.parse import loads_strict, parse_body
@@ -24,7 +26,8 @@ MAX_JSON_BODY = 2 * 1024 * 1024
 SIGNATURE_STATUSES = ("verified", "failed", "missing", "unchecked")
 VALIDATION_STATUSES = ("valid", "invalid", "unknown")
 CAPTURE_LIST_PARAMS = ("method", "signature", "validation", "format", "q", "before", "after",
-                       "limit")
+                       "limit", "wait")
+MAX_WAIT_S = 60
 
 
 def store_of(request: Request) -> Store:
@@ -79,19 +82,20 @@ async def endpoint_or_404(request: Request) -> Endpoint:
     return endpoint
 
 
-def _int_param(request: Request, name: str, default: int | None, low: int,
-               high: int = 2**63 - 1) -> int | None:
+def _number_param(request: Request, name: str, default: int | None, low: int,
+                  high: int = 2**63 - 1, *, kind: type = int,
+                  what: str = "a whole number") -> Any:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
         value = None
-    if value is None or not low <= value <= high:
+    if value is None or not low <= value <= high:  # NaN fails this too
         bounds = f"from {low} to {high}"
-        raise ApiError(400, f"{name} must be a whole number {bounds}, got {raw!r}",
-                       details=[{"field": name, "message": f"a whole number {bounds}"}])
+        raise ApiError(400, f"{name} must be {what} {bounds}, got {raw!r}",
+                       details=[{"field": name, "message": f"{what} {bounds}"}])
     return value
 
 
@@ -119,7 +123,7 @@ async def create_endpoint(request: Request) -> Response:
 
 
 async def list_endpoints(request: Request) -> Response:
-    limit = _int_param(request, "limit", 100, 1, 1000) or 100
+    limit = _number_param(request, "limit", 100, 1, 1000) or 100
     endpoints = await store_of(request).list_endpoints(limit)
     base = base_url(request)
     return JSONResponse({"endpoints": [e.as_json(base) for e in endpoints]})
@@ -161,17 +165,26 @@ async def list_captures(request: Request) -> Response:
                        details=[{"field": name, "message": "unknown parameter"}
                                 for name in unknown])
     method = request.query_params.get("method") or None
+    wait = _number_param(request, "wait", None, 0, MAX_WAIT_S, kind=float,
+                         what="a number of seconds")
+    after = _number_param(request, "after", None, 0)
     query = CaptureQuery(
         method=method.upper() if method else None,
         signature=_choice_param(request, "signature", SIGNATURE_STATUSES),
         validation=_choice_param(request, "validation", VALIDATION_STATUSES),
         format=request.query_params.get("format") or None,
         q=request.query_params.get("q") or None,
-        before=_int_param(request, "before", None, 0),
-        after=_int_param(request, "after", None, 0),
-        limit=_int_param(request, "limit", 50, 1, 1000) or 50,
+        before=_number_param(request, "before", None, 0),
+        # A long-poll walks forward from the start unless told otherwise: a capture that
+        # arrived before the wait began is still found (API.md: race-free by construction).
+        after=0 if after is None and wait is not None else after,
+        limit=_number_param(request, "limit", 50, 1, 1000) or 50,
     )
-    captures = await store_of(request).list_captures(endpoint, query)
+    if wait:
+        captures = await _long_poll(request, endpoint, query, wait)
+        endpoint = await store_of(request).get_endpoint(endpoint.token) or endpoint
+    else:
+        captures = await store_of(request).list_captures(endpoint, query)
     seqs = [c.seq for c in captures]
     return JSONResponse({
         "endpoint": endpoint.token,
@@ -180,6 +193,52 @@ async def list_captures(request: Request) -> Response:
         "next_before": min(seqs) if seqs else None,
         "total": endpoint.capture_count,
     })
+
+
+async def _long_poll(request: Request, endpoint: Endpoint, query: CaptureQuery,
+                     wait: float) -> list[Capture]:
+    """The matching captures after `query.after`, waiting up to `wait` seconds for the first.
+
+    Subscribed before the first look, so a capture committed between the look and the wait
+    still wakes it; every wake-up looks again in the store (the filters decide, not the event).
+    Ends early, with what it has, when the client goes away or the server shuts down."""
+    store, hub = store_of(request), request.app.state.hub
+    if hub.count(endpoint.id) >= MAX_SUBSCRIBERS_PER_ENDPOINT:
+        raise ApiError(429, f"this endpoint already has {MAX_SUBSCRIBERS_PER_ENDPOINT} open "
+                            "streams and waits")
+    deadline = asyncio.get_running_loop().time() + wait
+    gone = asyncio.ensure_future(_disconnected(request))
+    subscription = hub.subscribe(endpoint.id)
+    try:
+        while True:
+            captures = await store.list_captures(endpoint, query)
+            if captures or gone.done() or hub.closed:
+                return captures
+            if subscription.dropped:  # too many events unread, or the endpoint was deleted
+                if await store.get_endpoint(endpoint.token) is None:
+                    raise ApiError(404, f"endpoint {endpoint.token!r} was deleted while waiting")
+                subscription.close()
+                subscription = hub.subscribe(endpoint.id)
+                continue
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return []
+            arrival = asyncio.ensure_future(subscription.__anext__())
+            done, _ = await asyncio.wait((arrival, gone), timeout=remaining,
+                                        return_when=asyncio.FIRST_COMPLETED)
+            if arrival not in done:
+                arrival.cancel()
+            elif arrival.exception() is None:  # StopAsyncIteration: dropped, handled above
+                subscription.skip_waiting()  # one look in the store covers them all
+    finally:
+        subscription.close()
+        gone.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client hangs up (the request body, if any, is consumed first)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def clear_captures(request: Request) -> Response:
