@@ -22,12 +22,14 @@ from app.verify import COMMON_FIELDS, SCHEME_IDS, option_problems
 
 MAX_DELAY_MS = 30_000
 MAX_MAX_CAPTURES = 1_000_000
+MAX_MAX_BYTES = 2**50  # a petabyte: "no practical limit" without an unbounded integer
+MAX_RATE_LIMIT = 100_000  # requests per second
 MAX_RESPONSE_BODY = 1024 * 1024
 MAX_NAME = 200
 MAX_SECRETS = 10  # each one costs an HMAC over every captured body
 MAX_SECRET_LENGTH = 1024
 READ_ONLY = ("token", "url", "alias_url", "inspect_url", "stream_url", "captures_url",
-             "created_at", "capture_count", "last_seq", "last_capture_at")
+             "created_at", "capture_count", "stored_bytes", "last_seq", "last_capture_at")
 _ALIAS = re.compile(ALIAS_PATTERN)
 _TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # always fullmatch: `$` allows "\n"
 # Framing is the server's; cookies and security headers would act on Hookscope's own origin.
@@ -47,7 +49,8 @@ class _Problems:
 
 
 def check_endpoint_fields(body: Any, *, current: Endpoint | None = None,
-                          default_max_captures: int = 10_000) -> dict[str, Any]:
+                          default_max_captures: int = 10_000,
+                          default_max_bytes: int = 0) -> dict[str, Any]:
     """Validate a create (current=None) or patch body; return the fields to store."""
     if not isinstance(body, dict):
         raise ApiError(422, "expected a JSON object of endpoint fields")
@@ -68,6 +71,7 @@ def check_endpoint_fields(body: Any, *, current: Endpoint | None = None,
                        details=problems.details)
     if current is None:
         out.setdefault("max_captures", default_max_captures)
+        out.setdefault("max_bytes", default_max_bytes or None)
         out.setdefault("response", dict(DEFAULT_RESPONSE))
         out.setdefault("reject", dict(DEFAULT_REJECT))
     return out
@@ -263,6 +267,26 @@ def _max_captures(value: Any, current: Endpoint | None, problems: _Problems) -> 
     return int(value)
 
 
+def _max_bytes(value: Any, current: Endpoint | None, problems: _Problems) -> int | None:
+    if value is None:
+        return None
+    if not _whole(value) or not 1 <= value <= MAX_MAX_BYTES:
+        raise _fail(problems, "max_bytes", f"max_bytes must be a whole number of bytes from 1 to "
+                                           f"{MAX_MAX_BYTES}, or null for no limit")
+    return int(value)
+
+
+def _rate_limit(value: Any, current: Endpoint | None, problems: _Problems) -> float | None:
+    if value is None:
+        return None
+    if (not isinstance(value, int | float) or isinstance(value, bool)
+            or not 0 < value <= MAX_RATE_LIMIT):
+        raise _fail(problems, "rate_limit", f"rate_limit must be a number of requests per second "
+                                            f"above 0 and at most {MAX_RATE_LIMIT} (0.5: one "
+                                            f"every 2 s), or null for no limit")
+    return float(value)
+
+
 def _expires_at(value: Any, current: Endpoint | None, problems: _Problems) -> int | None:
     if value is None:
         return None
@@ -292,5 +316,7 @@ _CHECKERS: dict[str, Callable[[Any, Endpoint | None, _Problems], Any]] = {
     "response": _response,
     "reject": _reject,
     "max_captures": _max_captures,
+    "max_bytes": _max_bytes,
+    "rate_limit": _rate_limit,
     "expires_at": _expires_at,
 }

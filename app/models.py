@@ -88,14 +88,17 @@ class Endpoint:
     schema: dict[str, Any] | None = None
     response: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_RESPONSE))
     reject: dict[str, bool] = field(default_factory=lambda: dict(DEFAULT_REJECT))
+    max_bytes: int | None = None
+    rate_limit: float | None = None
     capture_count: int = 0
+    stored_bytes: int = 0
     last_seq: int = 0
     last_capture_at: int | None = None
 
     def config(self) -> dict[str, Any]:
         """The JSON-stored part: what the capture path reads besides identity and limits."""
         return {"verify": self.verify, "format": self.format, "schema": self.schema,
-                "response": self.response, "reject": self.reject}
+                "response": self.response, "reject": self.reject, "rate_limit": self.rate_limit}
 
     def is_expired(self, at_us: int) -> bool:
         return self.expires_at is not None and at_us >= self.expires_at
@@ -115,9 +118,12 @@ class Endpoint:
             "response": self.response,
             "reject": self.reject,
             "max_captures": self.max_captures,
+            "max_bytes": self.max_bytes,
+            "rate_limit": self.rate_limit,
             "expires_at": format_time(self.expires_at),
             "created_at": format_time(self.created_at),
             "capture_count": self.capture_count,
+            "stored_bytes": self.stored_bytes,
             "last_seq": self.last_seq,
             "last_capture_at": format_time(self.last_capture_at),
             "url": f"{base_url}/h/{self.token}",

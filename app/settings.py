@@ -39,6 +39,24 @@ class Settings:
         10_000, "HOOKSCOPE_DEFAULT_MAX_CAPTURES",
         "max_captures of a new endpoint that does not set its own; beyond it the oldest captures "
         "are pruned.")
+    default_max_bytes: int = _setting(
+        0, "HOOKSCOPE_DEFAULT_MAX_BYTES",
+        "max_bytes of a new endpoint that does not set its own: the body bytes it keeps before "
+        "its oldest captures are pruned. 0: no limit.")
+    max_total_bytes: int = _setting(
+        0, "HOOKSCOPE_MAX_TOTAL_BYTES",
+        "Body bytes kept across all endpoints together; beyond it the oldest captures of any "
+        "endpoint are pruned. 0: no limit.")
+    rate_limit: int = _setting(
+        0, "HOOKSCOPE_RATE_LIMIT",
+        "Requests per second that all capture URLs together accept; beyond it they answer 429 "
+        "with Retry-After and store nothing. 0: no limit.")
+    default_ttl: int = _setting(
+        0, "HOOKSCOPE_DEFAULT_TTL",
+        "Seconds until a new endpoint expires when it sets no expires_at. 0: never.")
+    sweep_interval: int = _setting(
+        60, "HOOKSCOPE_SWEEP_INTERVAL",
+        "Seconds between sweeps that delete expired endpoints together with their captures.")
     http: str = _setting(
         "httptools", "HOOKSCOPE_HTTP",
         "HTTP parser: httptools (fastest; accepts the methods llhttp knows, which include WebDAV's "
@@ -73,6 +91,11 @@ class Settings:
             raise SettingsError("HOOKSCOPE_MAX_BODY_BYTES must be at least 1")
         if self.default_max_captures < 1:
             raise SettingsError("HOOKSCOPE_DEFAULT_MAX_CAPTURES must be at least 1")
+        for f in ("default_max_bytes", "max_total_bytes", "rate_limit", "default_ttl"):
+            if getattr(self, f) < 0:
+                raise SettingsError(f"HOOKSCOPE_{f.upper()} must be 0 (off) or more")
+        if self.sweep_interval < 1:
+            raise SettingsError("HOOKSCOPE_SWEEP_INTERVAL must be at least 1 second")
         if self.http not in ("httptools", "h11"):
             raise SettingsError(f"HOOKSCOPE_HTTP must be httptools or h11, got {self.http!r}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):

@@ -252,10 +252,14 @@ def test_the_inspector_controls_work(server, page):
     # Settings save through PATCH and keep the auto scheme and its (masked) secret.
     page.get_by_role("button", name="Settings").click()
     page.fill("input[name='status']", "202")
+    page.fill("input[name='max_bytes']", "5000")
+    page.fill("input[name='rate_limit']", "2.5")
     page.get_by_role("button", name="Save settings").click()
     page.get_by_text("Settings saved").wait_for()
     endpoint = httpx.get(f"{server.url}/api/endpoints/{token}").json()
     assert endpoint["response"]["status"] == 202
+    assert (endpoint["max_bytes"], endpoint["rate_limit"], endpoint["max_captures"]) == (
+        5000, 2.5, 10000)
     assert endpoint["verify"]["scheme"] == "auto"
     assert endpoint["verify"]["secrets"] == ["ke****"]
 

@@ -111,10 +111,13 @@ def _choice_param(request: Request, name: str, choices: tuple[str, ...]) -> str 
 
 
 async def create_endpoint(request: Request) -> Response:
-    fields = check_endpoint_fields(
-        await read_json(request),
-        default_max_captures=_settings(request).default_max_captures)
+    settings = _settings(request)
+    fields = check_endpoint_fields(await read_json(request),
+                                   default_max_captures=settings.default_max_captures,
+                                   default_max_bytes=settings.default_max_bytes)
     fields["created_at"] = now_us()
+    if settings.default_ttl and "expires_at" not in fields:
+        fields["expires_at"] = fields["created_at"] + settings.default_ttl * 1_000_000
     try:
         endpoint = await store_of(request).create_endpoint(fields)
     except Conflict as exc:
