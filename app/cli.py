@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
@@ -54,6 +55,9 @@ def _serve(args: argparse.Namespace) -> int:
     except (SettingsError, StoreLocked, SchemaTooNew, OSError) as exc:
         print(f"hookscope: {exc}", file=sys.stderr)
         return 1
+    warning = startup_warning(settings)
+    if warning:
+        print(f"hookscope: warning: {warning}", file=sys.stderr, flush=True)
     server = build_server(settings)
     config = server.config
     logging.getLogger("uvicorn.error").setLevel(settings.log_level.upper())
@@ -75,3 +79,21 @@ def _serve(args: argparse.Namespace) -> int:
     gc.freeze()
     server.run(sockets=[sock])
     return 0
+
+
+def startup_warning(settings: Settings) -> str | None:
+    """What an operator must hear before anything else: an open door."""
+    if settings.token or _loopback(settings.host):
+        return None
+    return (f"listening on {settings.host} without HOOKSCOPE_TOKEN: anyone who can reach this "
+            "address can read every capture and change every endpoint. Set HOOKSCOPE_TOKEN, or "
+            "bind to 127.0.0.1.")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -9,7 +9,8 @@ Installed with Hookscope (entry point `pytest11`), so any test can ask for it:
         assert capture["signature"]["status"] == "verified"
 
 The fixture starts one Hookscope server per test session, in this process, on a free
-127.0.0.1 port with a temporary database; with `HOOKSCOPE_URL` set it uses that server instead.
+127.0.0.1 port with a temporary database; with `HOOKSCOPE_URL` set it uses that server instead
+(sending `HOOKSCOPE_TOKEN` as a Bearer token when that is set too).
 This module imports nothing heavy until the fixture is first used: pytest loads it for every
 test run in an environment where Hookscope is installed.
 """
@@ -112,9 +113,11 @@ class Endpoint:
 class Hookscope:
     """A Hookscope server for the test session: `endpoint(**fields)` makes capture URLs."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str = "") -> None:
         self.url = url.rstrip("/")
-        self.client = httpx.Client(base_url=self.url, timeout=30, trust_env=False)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=self.url, timeout=30, trust_env=False,
+                                   headers=headers)
 
     def endpoint(self, **fields: Any) -> Endpoint:
         """A new endpoint. Fields as in POST /api/endpoints: name, alias, verify, format,
@@ -176,14 +179,15 @@ class _InProcessServer:
 
 @pytest.fixture(scope="session")
 def hookscope() -> Iterator[Hookscope]:
-    """A Hookscope server for this test session (or the one at HOOKSCOPE_URL)."""
+    """A Hookscope server for this test session (or the one at HOOKSCOPE_URL, with
+    HOOKSCOPE_TOKEN if that server needs it)."""
     url = os.environ.get("HOOKSCOPE_URL")
     server = None
     if not url:
         server = _InProcessServer()
         server.start()
         url = server.url
-    session = Hookscope(url)
+    session = Hookscope(url, os.environ.get("HOOKSCOPE_TOKEN", "") if server is None else "")
     try:
         yield session
     finally:

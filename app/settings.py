@@ -31,6 +31,10 @@ class Settings:
         "", "HOOKSCOPE_PUBLIC_URL",
         "Base of the absolute URLs Hookscope hands out (e.g. https://hooks.example.com behind a "
         "proxy). Empty: taken from each request's Host.", cli="--public-url")
+    token: str = _setting(
+        "", "HOOKSCOPE_TOKEN",
+        "When set, the API, the live stream and the pages need it (Authorization: Bearer, or the "
+        "login page's cookie); capture URLs stay open. Empty: no login.")
     max_body_bytes: int = _setting(
         10 * MIB, "HOOKSCOPE_MAX_BODY_BYTES",
         "Largest body stored per capture; a larger one is answered 413 and stored cut at this size "

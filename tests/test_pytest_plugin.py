@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.serverproc import ServerProcess
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -106,7 +108,7 @@ def test_wait_filters_order_and_timeout_message(tmp_path):
     assert "def wait(" not in result.stdout  # the plugin's own frames are hidden
 
 
-def test_hookscope_url_uses_that_server_instead(tmp_path, server):
+def test_hookscope_url_and_token_use_that_server_instead(tmp_path):
     (tmp_path / "test_remote.py").write_text(textwrap.dedent('''
         import httpx
 
@@ -115,7 +117,15 @@ def test_hookscope_url_uses_that_server_instead(tmp_path, server):
             httpx.post(endpoint.url, content=b"hello")
             assert endpoint.wait(timeout=5)["body_text"] == "hello"
     '''))
-    result = _run_pytest(tmp_path, env={"HOOKSCOPE_URL": server.url})
-    assert result.returncode == 0, result.stdout + result.stderr
-    listing = httpx.get(server.url + "/api/endpoints/from-the-plugin/captures").json()
-    assert [c["body_size"] for c in listing["captures"]] == [5]
+    server = ServerProcess(tmp_path / "remote.db", tmp_path / "remote.log",
+                           env={"HOOKSCOPE_TOKEN": "plugin-token"})
+    server.start()
+    try:
+        result = _run_pytest(tmp_path, env={"HOOKSCOPE_URL": server.url,
+                                            "HOOKSCOPE_TOKEN": "plugin-token"})
+        assert result.returncode == 0, result.stdout + result.stderr
+        listing = httpx.get(server.url + "/api/endpoints/from-the-plugin/captures",
+                            headers={"Authorization": "Bearer plugin-token"}).json()
+        assert [c["body_size"] for c in listing["captures"]] == [5]
+    finally:
+        server.stop()
