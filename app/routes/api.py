@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
-from app import __version__
+from app import __version__, export
 from app.capture import signed_request
 from app.errors import ApiError
 from app.formats import Validation, verdict
@@ -95,12 +95,14 @@ def _int_param(request: Request, name: str, default: int | None, low: int,
     return value
 
 
-def _choice_param(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
+def _choice_param(request: Request, name: str, choices: tuple[str, ...], *,
+                  required: bool = False) -> str | None:
     value = request.query_params.get(name) or None
-    if value is not None and value not in choices:
-        raise ApiError(400, f"{name} must be one of {', '.join(choices)}, got {value!r}",
-                       details=[{"field": name, "message": f"one of {', '.join(choices)}"}])
-    return value
+    if value in choices or (value is None and not required):
+        return value
+    given = " (it is required)" if value is None else f", got {value!r}"
+    raise ApiError(400, f"{name} must be one of {', '.join(choices)}{given}",
+                   details=[{"field": name, "message": f"one of {', '.join(choices)}"}])
 
 
 # -- endpoints ---------------------------------------------------------------------------------
@@ -213,6 +215,19 @@ async def capture_body(request: Request) -> Response:
     if request.query_params.get("download"):
         headers["content-disposition"] = f'attachment; filename="{capture.id}.bin"'
     return Response(capture.body, headers=headers)
+
+
+async def export_capture(request: Request) -> Response:
+    kind = _choice_param(request, "as", export.FORMATS, required=True)
+    capture = await _capture_or_404(request)
+    if kind == "curl":
+        # The command holds whatever the sender sent: never let a browser sniff it into a page.
+        return PlainTextResponse(export.curl(capture, base_url(request)),
+                                 headers={"x-content-type-options": "nosniff"})
+    if kind == "har":
+        return JSONResponse(export.har(capture, base_url(request)))
+    return JSONResponse(export.fixture(capture), headers={
+        "content-disposition": f'attachment; filename="{capture.id}.json"'})
 
 
 async def reverify_capture(request: Request) -> Response:
