@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from app import __version__, export
+from app import __version__, diff, export
 from app.capture import signed_request
 from app.errors import ApiError
 from app.formats import Validation, verdict
@@ -190,8 +190,8 @@ async def clear_captures(request: Request) -> Response:
     return JSONResponse({"ok": True, "captures_deleted": deleted})
 
 
-async def _capture_or_404(request: Request) -> Capture:
-    capture_id = request.path_params["id"]
+async def _capture_or_404(request: Request, param: str = "id") -> Capture:
+    capture_id = request.path_params[param]
     capture = await store_of(request).get_capture(capture_id)
     if capture is None:
         raise ApiError(404, f"no capture with id {capture_id!r}")
@@ -228,6 +228,12 @@ async def export_capture(request: Request) -> Response:
         return JSONResponse(export.har(capture, base_url(request)))
     return JSONResponse(export.fixture(capture), headers={
         "content-disposition": f'attachment; filename="{capture.id}.json"'})
+
+
+async def diff_captures(request: Request) -> Response:
+    a = await _capture_or_404(request, "a")
+    b = await _capture_or_404(request, "b")
+    return JSONResponse(diff.diff_captures(a, b))
 
 
 async def reverify_capture(request: Request) -> Response:
