@@ -41,6 +41,7 @@ def build_routes() -> list[BaseRoute]:
         Route("/api/captures/{id}/body", api.capture_body, methods=["GET"]),
         Route("/api/captures/{id}/export", api.export_capture, methods=["GET"]),
         Route("/api/captures/{a}/diff/{b}", api.diff_captures, methods=["GET"]),
+        Route("/api/captures/{id}/replay", api.replay_capture, methods=["POST"]),
         Route("/api/captures/{id}/verify", api.reverify_capture, methods=["POST"]),
         Route("/api/schemes", api.list_schemes, methods=["GET"]),
         Route("/api/formats", api.list_formats, methods=["GET"]),

@@ -12,9 +12,10 @@ from app import __version__, diff, export
 from app.capture import signed_request
 from app.errors import ApiError
 from app.formats import Validation, verdict
-from app.inputs import check_endpoint_fields
+from app.inputs import check_endpoint_fields, check_replay_fields
 from app.models import Capture, Endpoint, now_us
 from app.parse import loads_strict, parse_body
+from app.replay import replay
 from app.responses import JSONResponse
 from app.settings import Settings
 from app.store import CaptureQuery, Conflict, Gone, Store
@@ -234,6 +235,13 @@ async def diff_captures(request: Request) -> Response:
     a = await _capture_or_404(request, "a")
     b = await _capture_or_404(request, "b")
     return JSONResponse(diff.diff_captures(a, b))
+
+
+async def replay_capture(request: Request) -> Response:
+    """Send the capture again to the URL given; the reply reports what the target answered."""
+    capture = await _capture_or_404(request)
+    options = check_replay_fields(await read_json(request))
+    return JSONResponse(await replay(capture, options))
 
 
 async def reverify_capture(request: Request) -> Response:
