@@ -190,7 +190,6 @@ class Capture:
             data["parsed"] = {"kind": self.parsed_kind, "error": self.parsed_error}
         return data
 
-
     def resent_headers(self) -> list[list[str]]:
         """The headers to send when this request is sent again (replay, curl export), in order
         with duplicates. Hop-by-hop headers belonged to the sender's connection and Host to

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.replay import MAX_RESPONSE_BODY
+from app.models import Capture
+from app.replay import MAX_RESPONSE_BODY, replay_headers
 
 pytestmark = pytest.mark.anyio
 
@@ -266,3 +267,17 @@ async def test_replay_of_an_unknown_capture_is_404(client, receiver):
     assert response.status_code == 404
     assert response.json()["error"]["message"] == "no capture with id 'c_nope'"
     assert receiver.requests == []
+
+
+def test_resent_headers_drop_connection_headers_and_restate_a_cut_length():
+    capture = Capture(
+        id="c_1", endpoint_id=1, endpoint_token="tok", received_at=0, method="POST",
+        path="/h/tok", query="", remote_addr=None, content_type=None, body_size=10,
+        truncated=True, response_status=413, body=b"0123456789",
+        headers=[["host", "hookscope.test"], ["content-length", "1000"], ["connection", "close"],
+                 ["x-a", "a"], ["Content-Length", "1000"], ["te", "trailers"], ["x-b", "1"],
+                 ["X-B", "2"], ["keep-alive", "5"], ["upgrade", "h2c"]])
+    assert replay_headers(capture, {}) == [["content-length", "10"], ["x-a", "a"],
+                                           ["x-b", "1"], ["X-B", "2"]]
+    assert replay_headers(capture, {"X-b": "new", "x-c": "c", "X-A": None}) == [
+        ["content-length", "10"], ["X-b", "new"], ["x-c", "c"]]
