@@ -7,16 +7,17 @@ import json
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
-from app import __version__
+from app import __version__, diff, export
 from app.capture import signed_request
 from app.errors import ApiError
 from app.formats import Validation, verdict
 from app.hub import MAX_SUBSCRIBERS_PER_ENDPOINT
-from app.inputs import check_endpoint_fields
+from app.inputs import check_endpoint_fields, check_replay_fields
 from app.models import Capture, Endpoint, now_us
 from app.parse import loads_strict, parse_body
+from app.replay import replay
 from app.responses import JSONResponse
 from app.settings import Settings
 from app.store import CaptureQuery, Conflict, Gone, Store
@@ -99,12 +100,14 @@ def _number_param(request: Request, name: str, default: int | None, low: int,
     return value
 
 
-def _choice_param(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
+def _choice_param(request: Request, name: str, choices: tuple[str, ...], *,
+                  required: bool = False) -> str | None:
     value = request.query_params.get(name) or None
-    if value is not None and value not in choices:
-        raise ApiError(400, f"{name} must be one of {', '.join(choices)}, got {value!r}",
-                       details=[{"field": name, "message": f"one of {', '.join(choices)}"}])
-    return value
+    if value in choices or (value is None and not required):
+        return value
+    given = " (it is required)" if value is None else f", got {value!r}"
+    raise ApiError(400, f"{name} must be one of {', '.join(choices)}{given}",
+                   details=[{"field": name, "message": f"one of {', '.join(choices)}"}])
 
 
 # -- endpoints ---------------------------------------------------------------------------------
@@ -250,8 +253,8 @@ async def clear_captures(request: Request) -> Response:
     return JSONResponse({"ok": True, "captures_deleted": deleted})
 
 
-async def _capture_or_404(request: Request) -> Capture:
-    capture_id = request.path_params["id"]
+async def _capture_or_404(request: Request, param: str = "id") -> Capture:
+    capture_id = request.path_params[param]
     capture = await store_of(request).get_capture(capture_id)
     if capture is None:
         raise ApiError(404, f"no capture with id {capture_id!r}")
@@ -275,6 +278,32 @@ async def capture_body(request: Request) -> Response:
     if request.query_params.get("download"):
         headers["content-disposition"] = f'attachment; filename="{capture.id}.bin"'
     return Response(capture.body, headers=headers)
+
+
+async def export_capture(request: Request) -> Response:
+    kind = _choice_param(request, "as", export.FORMATS, required=True)
+    capture = await _capture_or_404(request)
+    if kind == "curl":
+        # The command holds whatever the sender sent: never let a browser sniff it into a page.
+        return PlainTextResponse(export.curl(capture, base_url(request)),
+                                 headers={"x-content-type-options": "nosniff"})
+    if kind == "har":
+        return JSONResponse(export.har(capture, base_url(request)))
+    return JSONResponse(export.fixture(capture), headers={
+        "content-disposition": f'attachment; filename="{capture.id}.json"'})
+
+
+async def diff_captures(request: Request) -> Response:
+    a = await _capture_or_404(request, "a")
+    b = await _capture_or_404(request, "b")
+    return JSONResponse(diff.diff_captures(a, b))
+
+
+async def replay_capture(request: Request) -> Response:
+    """Send the capture again to the URL given; the reply reports what the target answered."""
+    capture = await _capture_or_404(request)
+    options = check_replay_fields(await read_json(request))
+    return JSONResponse(await replay(capture, options))
 
 
 async def reverify_capture(request: Request) -> Response:
