@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
@@ -164,11 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from app.inputs import MAX_DELAY_MS
-    from app.main import create_app
     from app.migrations import SchemaTooNew
+    from app.server import build_server
     from app.store import StoreLocked, check_writable
 
     overrides = {f.name: getattr(args, f.name) for f in SETTINGS if f.metadata["cli"]}
@@ -178,23 +176,11 @@ def _serve(args: argparse.Namespace) -> int:
     except (SettingsError, StoreLocked, SchemaTooNew, OSError) as exc:
         print(f"hookscope: {exc}", file=sys.stderr)
         return 1
-    trusted = settings.forwarded_allow_ips
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http=settings.http,
-        lifespan="on",
-        access_log=settings.access_log,
-        log_level=settings.log_level,
-        # X-Forwarded-For is never trusted unless the operator names the proxies.
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
-        server_header=False,
-        # Longer than the longest configurable reply delay, so in-flight captures are answered.
-        timeout_graceful_shutdown=MAX_DELAY_MS // 1000 + 10,
-    )
+    warning = startup_warning(settings)
+    if warning:
+        print(f"hookscope: warning: {warning}", file=sys.stderr, flush=True)
+    server = build_server(settings)
+    config = server.config
     logging.getLogger("uvicorn.error").setLevel(settings.log_level.upper())
     sock = config.bind_socket()
     # Listening now makes the line below true at once: the kernel queues connections until the
@@ -212,5 +198,23 @@ def _serve(args: argparse.Namespace) -> int:
     # scan while captures wait (bench/stream).
     gc.collect()
     gc.freeze()
-    uvicorn.Server(config).run(sockets=[sock])
+    server.run(sockets=[sock])
     return 0
+
+
+def startup_warning(settings: Settings) -> str | None:
+    """What an operator must hear before anything else: an open door."""
+    if settings.token or _loopback(settings.host):
+        return None
+    return (f"listening on {settings.host} without HOOKSCOPE_TOKEN: anyone who can reach this "
+            "address can read every capture and change every endpoint. Set HOOKSCOPE_TOKEN, or "
+            "bind to 127.0.0.1.")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -12,7 +12,8 @@ from app.responses import JSONResponse
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 410: "gone", 413: "too_large",
-          422: "invalid", 429: "rate_limited", 500: "internal", 503: "unavailable"}
+          422: "invalid", 429: "rate_limited", 500: "internal", 502: "bad_gateway",
+          503: "unavailable", 504: "gateway_timeout"}
 
 
 class ApiError(Exception):

@@ -14,6 +14,7 @@ from collections import deque
 from typing import Protocol
 
 QUEUE_SIZE = 256
+MAX_SUBSCRIBERS_PER_ENDPOINT = 5000  # live streams and long-polls of one endpoint together
 
 
 class Publisher(Protocol):
@@ -64,6 +65,10 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def skip_waiting(self) -> None:
+        """Forget what is waiting (a long-poll looks in the store instead, once for all)."""
+        self.items.clear()
+
     def __aiter__(self) -> Subscription:
         return self
 
@@ -86,9 +91,13 @@ class Hub:
     def __init__(self, queue_size: int = QUEUE_SIZE) -> None:
         self.queue_size = queue_size
         self._subscribers: dict[int, set[Subscription]] = {}
+        self.closed = False
 
     def subscribe(self, endpoint_id: int) -> Subscription:
         subscription = Subscription(self, endpoint_id, self.queue_size)
+        if self.closed:  # shutting down: a stream or wait that starts now ends at once
+            subscription.dropped = True
+            return subscription
         self._subscribers.setdefault(endpoint_id, set()).add(subscription)
         return subscription
 
@@ -123,6 +132,7 @@ class Hub:
 
     def close(self) -> None:
         """End every stream (shutdown), so no open stream holds the server's exit."""
+        self.closed = True
         for subscribers in list(self._subscribers.values()):
             for subscription in list(subscribers):
                 subscription.drop()

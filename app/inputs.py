@@ -1,7 +1,8 @@
-"""Checking endpoint fields sent to the API: every problem found, each naming its field.
+"""Checking fields sent to the API: every problem found, each naming its field.
 
-`check_endpoint_fields` turns a create or patch body into values the store can write, or raises
-one ApiError(422) listing every problem, so a user fixes them all in one go.
+`check_endpoint_fields` turns a create or patch body into values the store can write, and
+`check_replay_fields` a replay request into ReplayOptions; each raises one ApiError(422) listing
+every problem, so a user fixes them all in one go.
 """
 
 from __future__ import annotations
@@ -12,22 +13,33 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from app.errors import ApiError
 from app.formats import SchemaUnusable, compile_rust, load_formats
-from app.models import ALIAS_PATTERN, DEFAULT_REJECT, DEFAULT_RESPONSE, Endpoint, mask_secret
+from app.models import (
+    ALIAS_PATTERN,
+    DEFAULT_REJECT,
+    DEFAULT_RESPONSE,
+    HOP_BY_HOP,
+    Endpoint,
+    mask_secret,
+)
+from app.replay import DEFAULT_TIMEOUT, MAX_TIMEOUT, ReplayOptions
 from app.verify import COMMON_FIELDS, SCHEME_IDS, option_problems
 
 MAX_DELAY_MS = 30_000
 MAX_MAX_CAPTURES = 1_000_000
+MAX_MAX_BYTES = 2**50  # a petabyte: "no practical limit" without an unbounded integer
+MAX_RATE_LIMIT = 100_000  # requests per second
 MAX_RESPONSE_BODY = 1024 * 1024
 MAX_NAME = 200
 MAX_SECRETS = 10  # each one costs an HMAC over every captured body
 MAX_SECRET_LENGTH = 1024
 READ_ONLY = ("token", "url", "alias_url", "inspect_url", "stream_url", "captures_url",
-             "created_at", "capture_count", "last_seq", "last_capture_at")
+             "created_at", "capture_count", "stored_bytes", "last_seq", "last_capture_at")
 _ALIAS = re.compile(ALIAS_PATTERN)
 _TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # always fullmatch: `$` allows "\n"
 # Framing is the server's; cookies and security headers would act on Hookscope's own origin.
@@ -45,9 +57,17 @@ class _Problems:
     def add(self, field: str, message: str) -> None:
         self.details.append({"field": field, "message": message})
 
+    def raise_any(self) -> None:
+        if self.details:
+            first = self.details[0]
+            more = f" (and {len(self.details) - 1} more)" if len(self.details) > 1 else ""
+            raise ApiError(422, f"{first['field']}: {first['message']}{more}",
+                           details=self.details)
+
 
 def check_endpoint_fields(body: Any, *, current: Endpoint | None = None,
-                          default_max_captures: int = 10_000) -> dict[str, Any]:
+                          default_max_captures: int = 10_000,
+                          default_max_bytes: int = 0) -> dict[str, Any]:
     """Validate a create (current=None) or patch body; return the fields to store."""
     if not isinstance(body, dict):
         raise ApiError(422, "expected a JSON object of endpoint fields")
@@ -61,13 +81,10 @@ def check_endpoint_fields(body: Any, *, current: Endpoint | None = None,
             continue
         with contextlib.suppress(_Invalid):
             out[key] = checker(value, current, problems)
-    if problems.details:
-        first = problems.details[0]
-        more = f" (and {len(problems.details) - 1} more)" if len(problems.details) > 1 else ""
-        raise ApiError(422, f"{first['field']}: {first['message']}{more}",
-                       details=problems.details)
+    problems.raise_any()
     if current is None:
         out.setdefault("max_captures", default_max_captures)
+        out.setdefault("max_bytes", default_max_bytes or None)
         out.setdefault("response", dict(DEFAULT_RESPONSE))
         out.setdefault("reject", dict(DEFAULT_REJECT))
     return out
@@ -224,11 +241,8 @@ def _response(value: Any, current: Endpoint | None, problems: _Problems) -> dict
                              "controls (Content-Length, Connection, Set-Cookie, "
                              "Content-Security-Policy, X-Hookscope-Capture...)")
                 ok = False
-            elif not isinstance(header_value, str) or any(
-                    (ord(c) < 32 and c != "\t") or ord(c) == 127 or ord(c) > 255
-                    for c in header_value):
-                problems.add(f"response.headers.{name}",
-                             "header values must be strings of printable Latin-1 characters")
+            elif not _header_value_ok(header_value):
+                problems.add(f"response.headers.{name}", _HEADER_VALUE)
                 ok = False
     body = value.get("body", base["body"])
     if body is not None and (not isinstance(body, str) or len(body) > MAX_RESPONSE_BODY):
@@ -243,6 +257,14 @@ def _response(value: Any, current: Endpoint | None, problems: _Problems) -> dict
     if not ok:
         raise _Invalid()
     return {"status": status, "headers": headers, "body": body, "delay_ms": delay}
+
+
+def _header_value_ok(value: Any) -> bool:
+    return isinstance(value, str) and not any(
+        (ord(c) < 32 and c != "\t") or ord(c) == 127 or ord(c) > 255 for c in value)
+
+
+_HEADER_VALUE = "header values must be strings of printable Latin-1 characters"
 
 
 def _reject(value: Any, current: Endpoint | None, problems: _Problems) -> dict[str, bool]:
@@ -261,6 +283,26 @@ def _max_captures(value: Any, current: Endpoint | None, problems: _Problems) -> 
         raise _fail(problems, "max_captures",
                     f"max_captures must be a whole number from 1 to {MAX_MAX_CAPTURES}")
     return int(value)
+
+
+def _max_bytes(value: Any, current: Endpoint | None, problems: _Problems) -> int | None:
+    if value is None:
+        return None
+    if not _whole(value) or not 1 <= value <= MAX_MAX_BYTES:
+        raise _fail(problems, "max_bytes", f"max_bytes must be a whole number of bytes from 1 to "
+                                           f"{MAX_MAX_BYTES}, or null for no limit")
+    return int(value)
+
+
+def _rate_limit(value: Any, current: Endpoint | None, problems: _Problems) -> float | None:
+    if value is None:
+        return None
+    if (not isinstance(value, int | float) or isinstance(value, bool)
+            or not 0 < value <= MAX_RATE_LIMIT):
+        raise _fail(problems, "rate_limit", f"rate_limit must be a number of requests per second "
+                                            f"above 0 and at most {MAX_RATE_LIMIT} (0.5: one "
+                                            f"every 2 s), or null for no limit")
+    return float(value)
 
 
 def _expires_at(value: Any, current: Endpoint | None, problems: _Problems) -> int | None:
@@ -292,5 +334,75 @@ _CHECKERS: dict[str, Callable[[Any, Endpoint | None, _Problems], Any]] = {
     "response": _response,
     "reject": _reject,
     "max_captures": _max_captures,
+    "max_bytes": _max_bytes,
+    "rate_limit": _rate_limit,
     "expires_at": _expires_at,
 }
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+REPLAY_FIELDS = ("url", "headers", "timeout")
+MAX_URL = 8192
+MAX_OVERRIDES = 100
+# The framing is the HTTP client's to write for the new body; Host may be set on purpose.
+_NOT_OVERRIDABLE = HOP_BY_HOP | {"content-length"}
+
+
+def check_replay_fields(body: Any) -> ReplayOptions:
+    if not isinstance(body, dict):
+        raise ApiError(422, 'expected a JSON object such as {"url": "http://127.0.0.1:9000/hook"}')
+    problems = _Problems()
+    for key in body:
+        if key not in REPLAY_FIELDS:
+            problems.add(key, f"unknown field {key!r}; known: {', '.join(REPLAY_FIELDS)}")
+    url = _replay_url(body.get("url"), problems)
+    headers = _replay_headers(body.get("headers"), problems)
+    timeout = body.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
+            0 < timeout <= MAX_TIMEOUT):
+        problems.add("timeout", f"timeout must be a number of seconds, more than 0 and at most "
+                                f"{MAX_TIMEOUT:g}")
+    problems.raise_any()
+    return ReplayOptions(url=url, headers=headers, timeout=float(timeout))
+
+
+def _replay_url(value: Any, problems: _Problems) -> str:
+    example = "such as http://127.0.0.1:9000/hook"
+    if value is None:
+        problems.add("url", f"url is required: the http:// or https:// URL to send to, {example}")
+        return ""
+    if not isinstance(value, str) or not value or len(value) > MAX_URL:
+        problems.add("url", f"url must be a string of at most {MAX_URL} characters, {example}")
+        return ""
+    try:
+        url = httpx.URL(value)
+        port = url.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        problems.add("url", f"url is not a valid URL ({exc}); expected one {example}")
+        return ""
+    if url.scheme not in ("http", "https"):
+        given = f"not {url.scheme}://" if url.scheme else "and be absolute"
+        problems.add("url", f"url must start with http:// or https://, {given}; {example}")
+    elif not url.host:
+        problems.add("url", f"url must name a host, {example}")
+    elif port is not None and not 0 < port < 65536:
+        problems.add("url", f"url's port must be from 1 to 65535, got {port}")
+    return value
+
+
+def _replay_headers(value: Any, problems: _Problems) -> dict[str, str | None]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_OVERRIDES:
+        problems.add("headers", f"headers must be an object of at most {MAX_OVERRIDES} "
+                                'names, such as {"X-Extra": "1", "User-Agent": null}')
+        return {}
+    for name, header_value in value.items():
+        if not _TOKEN_CHARS.fullmatch(name) or name.lower() in _NOT_OVERRIDABLE:
+            problems.add(f"headers.{name}", f"{name!r} cannot be set: not a header name, or one "
+                                            "the HTTP client writes (Content-Length, "
+                                            "Transfer-Encoding, Connection...)")
+        elif header_value is not None and not _header_value_ok(header_value):
+            problems.add(f"headers.{name}", _HEADER_VALUE + ", or null to remove the header")
+    return value

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,9 +13,12 @@ from starlette.applications import Starlette
 from app.errors import EXCEPTION_HANDLERS
 from app.formats import Validation, load_formats
 from app.hub import Hub
+from app.models import now_us
 from app.routes import build_middleware, build_routes
 from app.settings import Settings
 from app.store import SQLiteStore, Store
+
+log = logging.getLogger("hookscope")
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
@@ -21,17 +27,22 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     otherwise the app opens its SQLite store at startup and closes it at shutdown."""
     settings = settings or Settings()
     owns_store = store is None
-    active: Store = store if store is not None else SQLiteStore(settings.db)
+    active: Store = store if store is not None else SQLiteStore(
+        settings.db, max_total_bytes=settings.max_total_bytes)
     live = hub if hub is not None else Hub()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if owns_store:
             await active.open()
+        sweeper = asyncio.create_task(sweep_expired(active, live, settings.sweep_interval))
         try:
             yield
         finally:
+            sweeper.cancel()
             live.close()  # end open streams first, so none holds the exit
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             if owns_store:
                 await active.close()
 
@@ -45,3 +56,14 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.state.validation = validation
     app.state.hub = live
     return app
+
+
+async def sweep_expired(store: Store, hub: Hub, interval: float) -> None:
+    """Delete expired endpoints with their captures now, then every `interval` seconds."""
+    while True:
+        try:
+            for endpoint_id in await store.delete_expired(now_us()):
+                hub.close_endpoint(endpoint_id)
+        except Exception:  # a full disk must not end the sweeps for good
+            log.exception("expiry sweep failed; next try in %s s", interval)
+        await asyncio.sleep(interval)

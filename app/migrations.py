@@ -54,6 +54,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE UNIQUE INDEX captures_endpoint_seq ON captures(endpoint_id, seq);
     """,
+    # 2: a cap on an endpoint's stored body bytes, and the running total it is checked against.
+    """
+    ALTER TABLE endpoints ADD COLUMN max_bytes INTEGER;
+    ALTER TABLE endpoints ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
+    UPDATE endpoints SET stored_bytes = (
+        SELECT COALESCE(SUM(length(body)), 0) FROM captures WHERE endpoint_id = endpoints.id);
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -23,6 +23,9 @@ UNCHECKED_SIGNATURE: dict[str, Any] = {
 UNKNOWN_VALIDATION: dict[str, Any] = {
     "format": None, "detected": False, "status": "unknown", "errors": []}
 
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
+                        "transfer-encoding", "upgrade"})
+
 
 class _RandomPool:
     """Cryptographic random bytes, fetched 4 KiB at a time: a getrandom() call per capture
@@ -88,14 +91,17 @@ class Endpoint:
     schema: dict[str, Any] | None = None
     response: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_RESPONSE))
     reject: dict[str, bool] = field(default_factory=lambda: dict(DEFAULT_REJECT))
+    max_bytes: int | None = None
+    rate_limit: float | None = None
     capture_count: int = 0
+    stored_bytes: int = 0
     last_seq: int = 0
     last_capture_at: int | None = None
 
     def config(self) -> dict[str, Any]:
         """The JSON-stored part: what the capture path reads besides identity and limits."""
         return {"verify": self.verify, "format": self.format, "schema": self.schema,
-                "response": self.response, "reject": self.reject}
+                "response": self.response, "reject": self.reject, "rate_limit": self.rate_limit}
 
     def is_expired(self, at_us: int) -> bool:
         return self.expires_at is not None and at_us >= self.expires_at
@@ -115,9 +121,12 @@ class Endpoint:
             "response": self.response,
             "reject": self.reject,
             "max_captures": self.max_captures,
+            "max_bytes": self.max_bytes,
+            "rate_limit": self.rate_limit,
             "expires_at": format_time(self.expires_at),
             "created_at": format_time(self.created_at),
             "capture_count": self.capture_count,
+            "stored_bytes": self.stored_bytes,
             "last_seq": self.last_seq,
             "last_capture_at": format_time(self.last_capture_at),
             "url": f"{base_url}/h/{self.token}",
@@ -174,10 +183,7 @@ class Capture:
             "response": {"status": self.response_status},
         }
         if full and self.body is not None:
-            text = _utf8_or_none(self.body)
-            data["body_text"] = text
-            data["body_base64"] = None if text is not None else base64.b64encode(
-                self.body).decode("ascii")
+            data.update(body_fields(self.body))
             parsed = parse_body(self.body, self.content_type)
             data["parsed"] = parsed.as_json()
             if parsed.kind == "json" and parsed.error is None:
@@ -190,9 +196,28 @@ class Capture:
             data["parsed"] = {"kind": self.parsed_kind, "error": self.parsed_error}
         return data
 
+    def resent_headers(self) -> list[list[str]]:
+        """The headers to send when this request is sent again (replay, curl export), in order
+        with duplicates. Hop-by-hop headers belonged to the sender's connection and Host to
+        Hookscope, so they go; Content-Length stays where it stood but states the stored body's
+        length (a body cut at the size limit is shorter than its sender said)."""
+        headers: list[list[str]] = []
+        length_seen = False
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower in HOP_BY_HOP or lower == "host" or (lower == "content-length"
+                                                          and length_seen):
+                continue
+            if lower == "content-length":
+                length_seen = True
+                value = str(len(self.body or b""))
+            headers.append([name, value])
+        return headers
 
-def _utf8_or_none(body: bytes) -> str | None:
+
+def body_fields(body: bytes) -> dict[str, str | None]:
+    """`body_text` when the bytes are UTF-8, else `body_base64`: either way, byte for byte."""
     try:
-        return body.decode("utf-8")
+        return {"body_text": body.decode("utf-8"), "body_base64": None}
     except UnicodeDecodeError:
-        return None
+        return {"body_text": None, "body_base64": base64.b64encode(body).decode("ascii")}

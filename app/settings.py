@@ -31,6 +31,10 @@ class Settings:
         "", "HOOKSCOPE_PUBLIC_URL",
         "Base of the absolute URLs Hookscope hands out (e.g. https://hooks.example.com behind a "
         "proxy). Empty: taken from each request's Host.", cli="--public-url")
+    token: str = _setting(
+        "", "HOOKSCOPE_TOKEN",
+        "When set, the API, the live stream and the pages need it (Authorization: Bearer, or the "
+        "login page's cookie); capture URLs stay open. Empty: no login.")
     max_body_bytes: int = _setting(
         10 * MIB, "HOOKSCOPE_MAX_BODY_BYTES",
         "Largest body stored per capture; a larger one is answered 413 and stored cut at this size "
@@ -39,6 +43,24 @@ class Settings:
         10_000, "HOOKSCOPE_DEFAULT_MAX_CAPTURES",
         "max_captures of a new endpoint that does not set its own; beyond it the oldest captures "
         "are pruned.")
+    default_max_bytes: int = _setting(
+        0, "HOOKSCOPE_DEFAULT_MAX_BYTES",
+        "max_bytes of a new endpoint that does not set its own: the body bytes it keeps before "
+        "its oldest captures are pruned. 0: no limit.")
+    max_total_bytes: int = _setting(
+        0, "HOOKSCOPE_MAX_TOTAL_BYTES",
+        "Body bytes kept across all endpoints together; beyond it the oldest captures of any "
+        "endpoint are pruned. 0: no limit.")
+    rate_limit: int = _setting(
+        0, "HOOKSCOPE_RATE_LIMIT",
+        "Requests per second that all capture URLs together accept; beyond it they answer 429 "
+        "with Retry-After and store nothing. 0: no limit.")
+    default_ttl: int = _setting(
+        0, "HOOKSCOPE_DEFAULT_TTL",
+        "Seconds until a new endpoint expires when it sets no expires_at. 0: never.")
+    sweep_interval: int = _setting(
+        60, "HOOKSCOPE_SWEEP_INTERVAL",
+        "Seconds between sweeps that delete expired endpoints together with their captures.")
     http: str = _setting(
         "httptools", "HOOKSCOPE_HTTP",
         "HTTP parser: httptools (fastest; accepts the methods llhttp knows, which include WebDAV's "
@@ -73,6 +95,11 @@ class Settings:
             raise SettingsError("HOOKSCOPE_MAX_BODY_BYTES must be at least 1")
         if self.default_max_captures < 1:
             raise SettingsError("HOOKSCOPE_DEFAULT_MAX_CAPTURES must be at least 1")
+        for f in ("default_max_bytes", "max_total_bytes", "rate_limit", "default_ttl"):
+            if getattr(self, f) < 0:
+                raise SettingsError(f"HOOKSCOPE_{f.upper()} must be 0 (off) or more")
+        if self.sweep_interval < 1:
+            raise SettingsError("HOOKSCOPE_SWEEP_INTERVAL must be at least 1 second")
         if self.http not in ("httptools", "h11"):
             raise SettingsError(f"HOOKSCOPE_HTTP must be httptools or h11, got {self.http!r}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):

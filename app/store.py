@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,7 +34,7 @@ SUMMARY_COLUMNS = (
 )
 ENDPOINT_COLUMNS = (
     "id, token, alias, name, created_at, expires_at, max_captures, config, last_seq, "
-    "capture_count, last_capture_at"
+    "capture_count, last_capture_at, max_bytes, stored_bytes"
 )
 TARGET_CACHE_SIZE = 10_000
 # Reused: json.dumps() with any non-default argument builds a new encoder per call (hot path).
@@ -86,6 +87,7 @@ class Store(Protocol):
     async def delete_capture(self, capture_id: str) -> bool: ...
     async def set_signature(self, capture_id: str, verdict: dict[str, Any] | None) -> bool: ...
     async def clear_captures(self, endpoint: Endpoint) -> int: ...
+    async def delete_expired(self, now: int) -> list[int]: ...
 
 
 @dataclass
@@ -94,59 +96,121 @@ class _Counter:
     count: int
     last_at: int | None
     max_captures: int
+    bytes: int
+    max_bytes: int | None
 
 
 @dataclass
 class _WriterState:
-    """Per-endpoint counters, touched only in the writer thread."""
+    """Per-endpoint counters and the limits they are held to, touched only in the writer
+    thread. `max_total_bytes` (0: none) caps the body bytes of all endpoints together."""
 
+    max_total_bytes: int = 0
     counters: dict[int, _Counter] = field(default_factory=dict)
     dirty: set[int] = field(default_factory=set)
+    total_bytes: int | None = None  # loaded on first use
 
     def counter(self, conn: sqlite3.Connection, endpoint_id: int) -> _Counter:
         counter = self.counters.get(endpoint_id)
         if counter is None:
             row = conn.execute(
-                "SELECT last_seq, capture_count, last_capture_at, max_captures FROM endpoints "
-                "WHERE id = ?", (endpoint_id,)).fetchone()
+                "SELECT last_seq, capture_count, last_capture_at, max_captures, stored_bytes, "
+                "max_bytes FROM endpoints WHERE id = ?", (endpoint_id,)).fetchone()
             if row is None:
                 raise Gone(f"endpoint {endpoint_id} no longer exists")
             counter = self.counters[endpoint_id] = _Counter(*row)
         return counter
 
+    def stored(self, conn: sqlite3.Connection, endpoint_id: int, count: int, size: int) -> None:
+        """Count captures in (positive) or out (negative) of an endpoint's totals."""
+        counter = self.counter(conn, endpoint_id)
+        counter.count += count
+        counter.bytes += size
+        self.dirty.add(endpoint_id)
+        if self.total_bytes is not None:
+            self.total_bytes += size
+
     def before_commit(self, conn: sqlite3.Connection) -> None:
+        # The newest capture of an endpoint is never pruned, even when it alone is over a limit.
+        for endpoint_id in list(self.dirty):
+            counter = self.counters.get(endpoint_id)
+            if counter is None:
+                continue
+            if counter.count > counter.max_captures:
+                self._prune(conn, "WHERE endpoint_id = ? ORDER BY seq", (endpoint_id,),
+                             count=counter.count - counter.max_captures)
+            if counter.max_bytes is not None and counter.bytes > counter.max_bytes:
+                self._prune(conn, "WHERE endpoint_id = ? AND seq < ? ORDER BY seq",
+                            (endpoint_id, counter.last_seq),
+                            size=counter.bytes - counter.max_bytes)
+        if self.max_total_bytes and self.dirty:
+            if self.total_bytes is None:
+                self.total_bytes = self._load_total(conn)
+            if self.total_bytes > self.max_total_bytes:
+                newest = conn.execute("SELECT MAX(rowid) FROM captures").fetchone()[0]
+                self._prune(conn, "WHERE rowid < ? ORDER BY rowid", (newest,),
+                            size=self.total_bytes - self.max_total_bytes)
         for endpoint_id in self.dirty:
             counter = self.counters.get(endpoint_id)
             if counter is None:
                 continue
-            excess = counter.count - counter.max_captures
-            if excess > 0:
-                _prune_oldest(conn, endpoint_id, excess)
-                counter.count -= excess
             conn.execute(
-                "UPDATE endpoints SET last_seq = ?, capture_count = ?, last_capture_at = ? "
-                "WHERE id = ?", (counter.last_seq, counter.count, counter.last_at, endpoint_id))
+                "UPDATE endpoints SET last_seq = ?, capture_count = ?, last_capture_at = ?, "
+                "stored_bytes = ? WHERE id = ?",
+                (counter.last_seq, counter.count, counter.last_at, counter.bytes, endpoint_id))
         self.dirty.clear()
+
+    def _load_total(self, conn: sqlite3.Connection) -> int:
+        # The table's figures, corrected by what this batch has counted and not yet written.
+        total: int = conn.execute("SELECT COALESCE(SUM(stored_bytes), 0) FROM endpoints"
+                                  ).fetchone()[0]
+        for endpoint_id in self.dirty:
+            row = conn.execute("SELECT stored_bytes FROM endpoints WHERE id = ?",
+                               (endpoint_id,)).fetchone()
+            if row is not None and endpoint_id in self.counters:
+                total += self.counters[endpoint_id].bytes - row[0]
+        return total
+
+    def _prune(self, conn: sqlite3.Connection, where: str, params: tuple[Any, ...], *,
+               count: int = 0, size: int = 0) -> None:
+        """Delete the oldest captures `where` selects, until `count` captures or `size` body
+        bytes are gone (whichever is asked), keeping the counters in step."""
+        doomed: list[int] = []
+        freed = 0
+        for rowid, endpoint_id, length in conn.execute(
+                f"SELECT rowid, endpoint_id, length(body) FROM captures {where}", params):
+            if (count and len(doomed) >= count) or (size and freed >= size):
+                break
+            doomed.append(rowid)
+            freed += length
+            self.stored(conn, endpoint_id, -1, -length)
+        for start in range(0, len(doomed), 500):
+            chunk = doomed[start:start + 500]
+            conn.execute(f"DELETE FROM captures WHERE rowid IN ({','.join('?' * len(chunk))})",
+                         chunk)
+
+    def delete_endpoint(self, conn: sqlite3.Connection, endpoint_id: int) -> int:
+        count, size = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM captures "
+            "WHERE endpoint_id = ?", (endpoint_id,)).fetchone()
+        conn.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
+        self.counters.pop(endpoint_id, None)
+        self.dirty.discard(endpoint_id)
+        if self.total_bytes is not None:
+            self.total_bytes -= size
+        return int(count)
 
     def after_rollback(self) -> None:
         # Our copies may be ahead of what was committed: reload from the database on next use.
         self.counters.clear()
         self.dirty.clear()
-
-
-def _prune_oldest(conn: sqlite3.Connection, endpoint_id: int, excess: int) -> None:
-    row = conn.execute(
-        "SELECT seq FROM captures WHERE endpoint_id = ? ORDER BY seq LIMIT 1 OFFSET ?",
-        (endpoint_id, excess - 1)).fetchone()
-    if row is not None:
-        conn.execute("DELETE FROM captures WHERE endpoint_id = ? AND seq <= ?",
-                     (endpoint_id, row[0]))
+        self.total_bytes = None
 
 
 class SQLiteStore:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, max_total_bytes: int = 0) -> None:
         self.path = str(path)
-        self._state = _WriterState()
+        self._state = _WriterState(max_total_bytes)
         self._writer = Writer(self.path, self._state)
         self._read: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
@@ -201,9 +265,9 @@ class SQLiteStore:
             endpoint.token = token
             cursor = conn.execute(
                 "INSERT INTO endpoints (token, alias, name, created_at, expires_at, max_captures, "
-                "config) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "max_bytes, config) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (token, endpoint.alias, endpoint.name, endpoint.created_at, endpoint.expires_at,
-                 endpoint.max_captures, json.dumps(endpoint.config())))
+                 endpoint.max_captures, endpoint.max_bytes, json.dumps(endpoint.config())))
             endpoint.id = cursor.lastrowid or 0
             return endpoint
 
@@ -253,14 +317,15 @@ class SQLiteStore:
                 setattr(current, name, value)
             conn.execute(
                 "UPDATE endpoints SET alias = ?, name = ?, expires_at = ?, max_captures = ?, "
-                "config = ? WHERE id = ?",
+                "max_bytes = ?, config = ? WHERE id = ?",
                 (current.alias, current.name, current.expires_at, current.max_captures,
-                 json.dumps(current.config()), endpoint_id))
+                 current.max_bytes, json.dumps(current.config()), endpoint_id))
             counter = state.counter(conn, endpoint_id)
             counter.max_captures = current.max_captures
-            if counter.count > counter.max_captures:
-                state.dirty.add(endpoint_id)  # pruned before this batch commits
-            current.capture_count = min(counter.count, counter.max_captures)
+            counter.max_bytes = current.max_bytes
+            state.dirty.add(endpoint_id)  # pruned to the new limits before this batch commits
+            state.before_commit(conn)
+            current.capture_count, current.stored_bytes = counter.count, counter.bytes
             current.last_seq = counter.last_seq
             return current
 
@@ -270,16 +335,23 @@ class SQLiteStore:
             self._forget_targets()
 
     async def delete_endpoint(self, endpoint: Endpoint) -> int:
-        endpoint_id = endpoint.id
+        """Delete an endpoint with its captures; returns how many captures went with it."""
+        try:
+            return await self._writer.run(partial(self._state.delete_endpoint,
+                                                  endpoint_id=endpoint.id))
+        finally:
+            self._forget_targets()
+
+    async def delete_expired(self, now: int) -> list[int]:
+        """Delete every endpoint that expired by `now` (µs), with its captures; their ids."""
         state = self._state
 
-        def op(conn: sqlite3.Connection) -> int:
-            count = conn.execute("SELECT COUNT(*) FROM captures WHERE endpoint_id = ?",
-                                 (endpoint_id,)).fetchone()[0]
-            conn.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
-            state.counters.pop(endpoint_id, None)
-            state.dirty.discard(endpoint_id)
-            return int(count)
+        def op(conn: sqlite3.Connection) -> list[int]:
+            expired = [row[0] for row in conn.execute(
+                "SELECT id FROM endpoints WHERE expires_at <= ?", (now,))]
+            for endpoint_id in expired:
+                state.delete_endpoint(conn, endpoint_id)
+            return expired
 
         try:
             return await self._writer.run(op)
@@ -315,9 +387,8 @@ class SQLiteStore:
                 "format, body, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                 "?, ?, ?, ?, ?)", (*values, seq))
             counter.last_seq = seq
-            counter.count += 1
             counter.last_at = capture.received_at
-            state.dirty.add(capture.endpoint_id)
+            state.stored(conn, capture.endpoint_id, 1, len(values[-1]))
             return seq
 
         capture.seq = await self._writer.run(op, single=True)
@@ -364,12 +435,11 @@ class SQLiteStore:
         state = self._state
 
         def op(conn: sqlite3.Connection) -> bool:
-            row = conn.execute("DELETE FROM captures WHERE id = ? RETURNING endpoint_id",
-                               (capture_id,)).fetchone()
+            row = conn.execute("DELETE FROM captures WHERE id = ? RETURNING endpoint_id, "
+                               "length(body)", (capture_id,)).fetchone()
             if row is None:
                 return False
-            state.counter(conn, row[0]).count -= 1
-            state.dirty.add(row[0])
+            state.stored(conn, row[0], -1, -row[1])
             return True
 
         return await self._writer.run(op)
@@ -393,8 +463,7 @@ class SQLiteStore:
             counter = state.counter(conn, endpoint_id)
             deleted = conn.execute("DELETE FROM captures WHERE endpoint_id = ?",
                                    (endpoint_id,)).rowcount
-            counter.count = 0
-            state.dirty.add(endpoint_id)
+            state.stored(conn, endpoint_id, -counter.count, -counter.bytes)
             return int(deleted)
 
         return await self._writer.run(op)
@@ -452,11 +521,11 @@ def _check_alias_free(conn: sqlite3.Connection, alias: str | None, own_id: int |
 
 def _endpoint(row: sqlite3.Row | tuple[Any, ...]) -> Endpoint:
     (id_, token, alias, name, created_at, expires_at, max_captures, config, last_seq,
-     capture_count, last_capture_at) = row
+     capture_count, last_capture_at, max_bytes, stored_bytes) = row
     return Endpoint(id=id_, token=token, alias=alias, name=name, created_at=created_at,
                     expires_at=expires_at, max_captures=max_captures, last_seq=last_seq,
                     capture_count=capture_count, last_capture_at=last_capture_at,
-                    **json.loads(config))
+                    max_bytes=max_bytes, stored_bytes=stored_bytes, **json.loads(config))
 
 
 def _capture(row: sqlite3.Row | tuple[Any, ...]) -> Capture:

@@ -18,6 +18,11 @@
     return `curl -X POST '${url}' -H 'Content-Type: application/json' -d '{"hello": "hookscope"}'`;
   }
 
+  // An empty box means "no limit" (null); 0 too, for the rate, as the placeholder says.
+  function optionalNumber(text) {
+    return text === "" || Number(text) === 0 ? null : Number(text);
+  }
+
   function showEndpoint(endpoint) {
     state.endpoint = endpoint;
     $("endpoint-name").textContent = endpoint.name || endpoint.alias || "Endpoint";
@@ -33,6 +38,9 @@
     form.elements.status.value = endpoint.response.status;
     form.elements.delay_ms.value = endpoint.response.delay_ms;
     form.elements.body.value = endpoint.response.body || "";
+    form.elements.max_captures.value = endpoint.max_captures;
+    form.elements.max_bytes.value = endpoint.max_bytes ?? "";
+    form.elements.rate_limit.value = endpoint.rate_limit ?? "";
   }
 
   $("copy-url").addEventListener("click", () => copy($("capture-url").textContent, "URL"));
@@ -56,6 +64,9 @@
       response: { status: Number(form.elements.status.value || 200),
                   delay_ms: Number(form.elements.delay_ms.value || 0),
                   body: form.elements.body.value === "" ? null : form.elements.body.value },
+      max_captures: Number(form.elements.max_captures.value || 10000),
+      max_bytes: optionalNumber(form.elements.max_bytes.value),
+      rate_limit: optionalNumber(form.elements.rate_limit.value),
     };
     try {
       showEndpoint(await api("PATCH", `/api/endpoints/${token}`, body));

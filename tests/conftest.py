@@ -31,7 +31,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(settings.db)
+    store = SQLiteStore(settings.db, max_total_bytes=settings.max_total_bytes)
     await store.open()
     try:
         yield store

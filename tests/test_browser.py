@@ -252,10 +252,14 @@ def test_the_inspector_controls_work(server, page):
     # Settings save through PATCH and keep the auto scheme and its (masked) secret.
     page.get_by_role("button", name="Settings").click()
     page.fill("input[name='status']", "202")
+    page.fill("input[name='max_bytes']", "5000")
+    page.fill("input[name='rate_limit']", "2.5")
     page.get_by_role("button", name="Save settings").click()
     page.get_by_text("Settings saved").wait_for()
     endpoint = httpx.get(f"{server.url}/api/endpoints/{token}").json()
     assert endpoint["response"]["status"] == 202
+    assert (endpoint["max_bytes"], endpoint["rate_limit"], endpoint["max_captures"]) == (
+        5000, 2.5, 10000)
     assert endpoint["verify"]["scheme"] == "auto"
     assert endpoint["verify"]["secrets"] == ["ke****"]
 
@@ -266,3 +270,32 @@ def test_the_inspector_controls_work(server, page):
     page.reload()
     assert page.evaluate("document.documentElement.dataset.theme") == theme
     assert page.problems == []
+
+
+def test_with_a_token_the_browser_logs_in_and_works_through_its_cookie(tmp_path, page):
+    server = ServerProcess(tmp_path / "token.db", tmp_path / "token.log",
+                           env={"HOOKSCOPE_TOKEN": "browser-secret-token"})
+    server.start()
+    try:
+        page.goto(server.url + "/")
+        page.wait_for_url("**/login?next=%2F")
+        page.fill("input[name='token']", "not it")
+        page.get_by_role("button", name="Log in").click()
+        sync_api.expect(page.get_by_text("That is not the token.")).to_be_visible()
+        page.fill("input[name='token']", "browser-secret-token")
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(server.url + "/")
+        page.get_by_role("button", name="New endpoint").click()
+        page.wait_for_url("**/e/*")
+        page.wait_for_selector("#conn[data-state='live']")  # the stream works with the cookie
+        token = page.url.rsplit("/", 1)[1]
+        httpx.post(f"{server.url}/h/{token}", content=b'{"via": "token"}')
+        sync_api.expect(page.locator(".capture-row")).to_have_count(1)
+        _shot(page, "login-inspector")
+        page.get_by_role("button", name="Log out").click()
+        page.wait_for_url("**/login")
+        assert httpx.get(f"{server.url}/api/endpoints/{token}").status_code == 401
+        # The console shows the expected 401 of the failed login; nothing else.
+        assert [p for p in page.problems if "401" not in p] == []
+    finally:
+        server.stop()

@@ -110,3 +110,61 @@ def test_sigterm_shuts_down_cleanly_and_data_survives(server, tmp_path: Path):
         assert bodies == ["0", "1", "2", "3", "4"]
     finally:
         again.stop()
+
+
+def test_sigterm_answers_in_flight_captures_ends_streams_and_closes_the_database(
+        server, tmp_path: Path):
+    import threading
+    import time
+
+    token = _new_endpoint(server.url)
+    slow = httpx.post(server.url + "/api/endpoints", json={
+        "response": {"status": 202, "delay_ms": 1500}}).json()["token"]
+    parts = urlsplit(server.url)
+    # One request half-sent (its body still arriving), three waiting on their reply delay,
+    # and a live stream open, when SIGTERM comes.
+    half = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    half.sendall(f"POST /h/{token} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+                 "Connection: close\r\n\r\nhello".encode())
+    replies: list[int] = []
+    delayed = [threading.Thread(target=lambda i=i: replies.append(httpx.post(
+        f"{server.url}/h/{slow}", content=f"slow {i}", timeout=20).status_code))
+        for i in range(3)]
+    for thread in delayed:
+        thread.start()
+    stream_ended = threading.Event()
+
+    def watch() -> None:
+        with httpx.stream("GET", f"{server.url}/api/endpoints/{token}/stream", timeout=20) as r:
+            for _ in r.iter_bytes():
+                pass
+        stream_ended.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    time.sleep(0.5)
+    assert server.proc is not None
+    server.proc.send_signal(15)
+    time.sleep(0.3)
+    half.sendall(b"world")  # the rest of the body, after shutdown began
+    answer = b""
+    while chunk := half.recv(65536):
+        answer += chunk
+    half.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    for thread in delayed:
+        thread.join(20)
+    assert replies == [202, 202, 202]
+    assert stream_ended.wait(10), "the live stream held on through shutdown"
+    assert server.proc.wait(20) in (0, -15)
+    assert "Application shutdown complete" in server.output()
+    wal = Path(str(server.db) + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0, "the database was not closed cleanly"
+
+    again = ServerProcess(server.db, tmp_path / "again.log")
+    again.start()
+    try:
+        assert [c["body_text"] for c in _captures(again.url, token)] == ["helloworld"]
+        assert sorted(c["body_text"] for c in _captures(again.url, slow)) == [
+            "slow 0", "slow 1", "slow 2"]
+    finally:
+        again.stop()

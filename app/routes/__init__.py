@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from app.access import AccessMiddleware
 from app.formats import Validation
 from app.hub import Publisher
 from app.routes import api, pages, stream
@@ -23,7 +24,8 @@ from app.store import Store
 def build_middleware(store: Store, settings: Settings, validation: Validation,
                      hub: Publisher) -> list[Middleware]:
     return [Middleware(CaptureMiddleware, store=store, settings=settings,
-                       validation=validation, hub=hub)]
+                       validation=validation, hub=hub),
+            Middleware(AccessMiddleware, token=settings.token, public_url=settings.public_url)]
 
 
 def build_routes() -> list[BaseRoute]:
@@ -39,6 +41,9 @@ def build_routes() -> list[BaseRoute]:
         Route("/api/captures/{id}", api.get_capture, methods=["GET"]),
         Route("/api/captures/{id}", api.delete_capture, methods=["DELETE"]),
         Route("/api/captures/{id}/body", api.capture_body, methods=["GET"]),
+        Route("/api/captures/{id}/export", api.export_capture, methods=["GET"]),
+        Route("/api/captures/{a}/diff/{b}", api.diff_captures, methods=["GET"]),
+        Route("/api/captures/{id}/replay", api.replay_capture, methods=["POST"]),
         Route("/api/captures/{id}/verify", api.reverify_capture, methods=["POST"]),
         Route("/api/schemes", api.list_schemes, methods=["GET"]),
         Route("/api/formats", api.list_formats, methods=["GET"]),
@@ -47,5 +52,8 @@ def build_routes() -> list[BaseRoute]:
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/", pages.home, methods=["GET"]),
         Route("/e/{key}", pages.inspector, methods=["GET"]),
+        Route("/login", pages.login_page, methods=["GET"]),
+        Route("/login", pages.login, methods=["POST"]),
+        Route("/logout", pages.logout, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(pages.ROOT / "static")), name="static"),
     ]

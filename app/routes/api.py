@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
-from app import __version__
+from app import __version__, diff, export
 from app.capture import signed_request
 from app.errors import ApiError
 from app.formats import Validation, verdict
-from app.inputs import check_endpoint_fields
+from app.hub import MAX_SUBSCRIBERS_PER_ENDPOINT
+from app.inputs import check_endpoint_fields, check_replay_fields
 from app.models import Capture, Endpoint, now_us
 from app.parse import loads_strict, parse_body
+from app.replay import replay
 from app.responses import JSONResponse
 from app.settings import Settings
 from app.store import CaptureQuery, Conflict, Gone, Store
@@ -24,7 +27,8 @@ MAX_JSON_BODY = 2 * 1024 * 1024
 SIGNATURE_STATUSES = ("verified", "failed", "missing", "unchecked")
 VALIDATION_STATUSES = ("valid", "invalid", "unknown")
 CAPTURE_LIST_PARAMS = ("method", "signature", "validation", "format", "q", "before", "after",
-                       "limit")
+                       "limit", "wait")
+MAX_WAIT_S = 60
 
 
 def store_of(request: Request) -> Store:
@@ -79,38 +83,44 @@ async def endpoint_or_404(request: Request) -> Endpoint:
     return endpoint
 
 
-def _int_param(request: Request, name: str, default: int | None, low: int,
-               high: int = 2**63 - 1) -> int | None:
+def _number_param(request: Request, name: str, default: int | None, low: int,
+                  high: int = 2**63 - 1, *, kind: type = int,
+                  what: str = "a whole number") -> Any:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
         value = None
-    if value is None or not low <= value <= high:
+    if value is None or not low <= value <= high:  # NaN fails this too
         bounds = f"from {low} to {high}"
-        raise ApiError(400, f"{name} must be a whole number {bounds}, got {raw!r}",
-                       details=[{"field": name, "message": f"a whole number {bounds}"}])
+        raise ApiError(400, f"{name} must be {what} {bounds}, got {raw!r}",
+                       details=[{"field": name, "message": f"{what} {bounds}"}])
     return value
 
 
-def _choice_param(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
+def _choice_param(request: Request, name: str, choices: tuple[str, ...], *,
+                  required: bool = False) -> str | None:
     value = request.query_params.get(name) or None
-    if value is not None and value not in choices:
-        raise ApiError(400, f"{name} must be one of {', '.join(choices)}, got {value!r}",
-                       details=[{"field": name, "message": f"one of {', '.join(choices)}"}])
-    return value
+    if value in choices or (value is None and not required):
+        return value
+    given = " (it is required)" if value is None else f", got {value!r}"
+    raise ApiError(400, f"{name} must be one of {', '.join(choices)}{given}",
+                   details=[{"field": name, "message": f"one of {', '.join(choices)}"}])
 
 
 # -- endpoints ---------------------------------------------------------------------------------
 
 
 async def create_endpoint(request: Request) -> Response:
-    fields = check_endpoint_fields(
-        await read_json(request),
-        default_max_captures=_settings(request).default_max_captures)
+    settings = _settings(request)
+    fields = check_endpoint_fields(await read_json(request),
+                                   default_max_captures=settings.default_max_captures,
+                                   default_max_bytes=settings.default_max_bytes)
     fields["created_at"] = now_us()
+    if settings.default_ttl and "expires_at" not in fields:
+        fields["expires_at"] = fields["created_at"] + settings.default_ttl * 1_000_000
     try:
         endpoint = await store_of(request).create_endpoint(fields)
     except Conflict as exc:
@@ -119,7 +129,7 @@ async def create_endpoint(request: Request) -> Response:
 
 
 async def list_endpoints(request: Request) -> Response:
-    limit = _int_param(request, "limit", 100, 1, 1000) or 100
+    limit = _number_param(request, "limit", 100, 1, 1000) or 100
     endpoints = await store_of(request).list_endpoints(limit)
     base = base_url(request)
     return JSONResponse({"endpoints": [e.as_json(base) for e in endpoints]})
@@ -161,17 +171,26 @@ async def list_captures(request: Request) -> Response:
                        details=[{"field": name, "message": "unknown parameter"}
                                 for name in unknown])
     method = request.query_params.get("method") or None
+    wait = _number_param(request, "wait", None, 0, MAX_WAIT_S, kind=float,
+                         what="a number of seconds")
+    after = _number_param(request, "after", None, 0)
     query = CaptureQuery(
         method=method.upper() if method else None,
         signature=_choice_param(request, "signature", SIGNATURE_STATUSES),
         validation=_choice_param(request, "validation", VALIDATION_STATUSES),
         format=request.query_params.get("format") or None,
         q=request.query_params.get("q") or None,
-        before=_int_param(request, "before", None, 0),
-        after=_int_param(request, "after", None, 0),
-        limit=_int_param(request, "limit", 50, 1, 1000) or 50,
+        before=_number_param(request, "before", None, 0),
+        # A long-poll walks forward from the start unless told otherwise: a capture that
+        # arrived before the wait began is still found (API.md: race-free by construction).
+        after=0 if after is None and wait is not None else after,
+        limit=_number_param(request, "limit", 50, 1, 1000) or 50,
     )
-    captures = await store_of(request).list_captures(endpoint, query)
+    if wait:
+        captures = await _long_poll(request, endpoint, query, wait)
+        endpoint = await store_of(request).get_endpoint(endpoint.token) or endpoint
+    else:
+        captures = await store_of(request).list_captures(endpoint, query)
     seqs = [c.seq for c in captures]
     return JSONResponse({
         "endpoint": endpoint.token,
@@ -182,14 +201,60 @@ async def list_captures(request: Request) -> Response:
     })
 
 
+async def _long_poll(request: Request, endpoint: Endpoint, query: CaptureQuery,
+                     wait: float) -> list[Capture]:
+    """The matching captures after `query.after`, waiting up to `wait` seconds for the first.
+
+    Subscribed before the first look, so a capture committed between the look and the wait
+    still wakes it; every wake-up looks again in the store (the filters decide, not the event).
+    Ends early, with what it has, when the client goes away or the server shuts down."""
+    store, hub = store_of(request), request.app.state.hub
+    if hub.count(endpoint.id) >= MAX_SUBSCRIBERS_PER_ENDPOINT:
+        raise ApiError(429, f"this endpoint already has {MAX_SUBSCRIBERS_PER_ENDPOINT} open "
+                            "streams and waits")
+    deadline = asyncio.get_running_loop().time() + wait
+    gone = asyncio.ensure_future(_disconnected(request))
+    subscription = hub.subscribe(endpoint.id)
+    try:
+        while True:
+            captures = await store.list_captures(endpoint, query)
+            if captures or gone.done() or hub.closed:
+                return captures
+            if subscription.dropped:  # too many events unread, or the endpoint was deleted
+                if await store.get_endpoint(endpoint.token) is None:
+                    raise ApiError(404, f"endpoint {endpoint.token!r} was deleted while waiting")
+                subscription.close()
+                subscription = hub.subscribe(endpoint.id)
+                continue
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return []
+            arrival = asyncio.ensure_future(subscription.__anext__())
+            done, _ = await asyncio.wait((arrival, gone), timeout=remaining,
+                                        return_when=asyncio.FIRST_COMPLETED)
+            if arrival not in done:
+                arrival.cancel()
+            elif arrival.exception() is None:  # StopAsyncIteration: dropped, handled above
+                subscription.skip_waiting()  # one look in the store covers them all
+    finally:
+        subscription.close()
+        gone.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client hangs up (the request body, if any, is consumed first)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def clear_captures(request: Request) -> Response:
     endpoint = await endpoint_or_404(request)
     deleted = await store_of(request).clear_captures(endpoint)
     return JSONResponse({"ok": True, "captures_deleted": deleted})
 
 
-async def _capture_or_404(request: Request) -> Capture:
-    capture_id = request.path_params["id"]
+async def _capture_or_404(request: Request, param: str = "id") -> Capture:
+    capture_id = request.path_params[param]
     capture = await store_of(request).get_capture(capture_id)
     if capture is None:
         raise ApiError(404, f"no capture with id {capture_id!r}")
@@ -213,6 +278,32 @@ async def capture_body(request: Request) -> Response:
     if request.query_params.get("download"):
         headers["content-disposition"] = f'attachment; filename="{capture.id}.bin"'
     return Response(capture.body, headers=headers)
+
+
+async def export_capture(request: Request) -> Response:
+    kind = _choice_param(request, "as", export.FORMATS, required=True)
+    capture = await _capture_or_404(request)
+    if kind == "curl":
+        # The command holds whatever the sender sent: never let a browser sniff it into a page.
+        return PlainTextResponse(export.curl(capture, base_url(request)),
+                                 headers={"x-content-type-options": "nosniff"})
+    if kind == "har":
+        return JSONResponse(export.har(capture, base_url(request)))
+    return JSONResponse(export.fixture(capture), headers={
+        "content-disposition": f'attachment; filename="{capture.id}.json"'})
+
+
+async def diff_captures(request: Request) -> Response:
+    a = await _capture_or_404(request, "a")
+    b = await _capture_or_404(request, "b")
+    return JSONResponse(diff.diff_captures(a, b))
+
+
+async def replay_capture(request: Request) -> Response:
+    """Send the capture again to the URL given; the reply reports what the target answered."""
+    capture = await _capture_or_404(request)
+    options = check_replay_fields(await read_json(request))
+    return JSONResponse(await replay(capture, options))
 
 
 async def reverify_capture(request: Request) -> Response:

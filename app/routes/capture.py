@@ -21,6 +21,7 @@ from typing import Any
 from app.capture import Disconnected, build_capture, read_body, signed_request
 from app.formats import Validation
 from app.hub import Publisher
+from app.limits import RateLimiter
 from app.models import Capture, Endpoint, now_us
 from app.settings import Settings
 from app.store import Gone, Store
@@ -38,6 +39,7 @@ class CaptureMiddleware:
         self.settings = settings
         self.validation = validation
         self.hub = hub
+        self.limiter = RateLimiter(settings.rate_limit)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/h/"):
@@ -55,6 +57,12 @@ class CaptureMiddleware:
             return
         if endpoint.is_expired(received_at):
             await _error(send, 410, "gone", f"endpoint {key!r} has expired")
+            return
+        retry_after = self.limiter.admit(endpoint.id, endpoint.rate_limit)
+        if retry_after:
+            await _error(send, 429, "rate_limited",
+                         f"too many requests for {key!r}; retry in {retry_after} s",
+                         headers=[(b"retry-after", b"%d" % retry_after)])
             return
         try:
             body, truncated = await read_body(receive, self.settings.max_body_bytes)
@@ -151,10 +159,11 @@ _INERT = ((b"content-security-policy", b"sandbox"), (b"x-content-type-options", 
 
 
 async def _error(send: Send, status: int, code: str, message: str,
-                 capture_id: str | None = None) -> None:
+                 capture_id: str | None = None,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
     content = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
     headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(content)).encode()), *_INERT]
+               (b"content-length", str(len(content)).encode()), *_INERT, *(headers or ())]
     if capture_id is not None:
         headers.append((b"x-hookscope-capture", capture_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})

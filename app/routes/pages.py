@@ -7,13 +7,17 @@ put payload data into the page as text.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from app.routes.api import base_url, store_of
+from app.access import COOKIE, check_token, session_value
+from app.routes.api import base_url, read_limited, store_of
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = Jinja2Templates(directory=str(ROOT / "templates"))
@@ -28,17 +32,58 @@ SECURITY_HEADERS = {
 }
 
 
+def _page(request: Request, name: str, context: dict[str, Any], status_code: int = 200,
+          headers: dict[str, str] | None = None) -> Response:
+    context["logout"] = bool(request.app.state.settings.token)
+    return TEMPLATES.TemplateResponse(request, name, context, status_code=status_code,
+                                      headers={**SECURITY_HEADERS, **(headers or {})})
+
+
 async def home(request: Request) -> Response:
-    return TEMPLATES.TemplateResponse(request, "home.html", {}, headers=SECURITY_HEADERS)
+    return _page(request, "home.html", {})
 
 
 async def inspector(request: Request) -> Response:
     key = request.path_params["key"]
     endpoint = await store_of(request).get_endpoint(key)
     if endpoint is None:
-        return TEMPLATES.TemplateResponse(
-            request, "not_found.html", {"message": f"No endpoint with token or alias “{key}”."},
-            status_code=404, headers=SECURITY_HEADERS)
-    return TEMPLATES.TemplateResponse(
-        request, "inspector.html", {"endpoint": endpoint.as_json(base_url(request))},
-        headers=SECURITY_HEADERS)
+        return _page(request, "not_found.html",
+                     {"message": f"No endpoint with token or alias “{key}”."}, 404)
+    return _page(request, "inspector.html", {"endpoint": endpoint.as_json(base_url(request))})
+
+
+def _local(target: str) -> str:
+    """Only a path on this server is a place to go after logging in (no open redirect)."""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+async def login_page(request: Request) -> Response:
+    return _page(request, "login.html",
+                 {"next": _local(request.query_params.get("next", "/")), "error": ""})
+
+
+async def login(request: Request) -> Response:
+    token = request.app.state.settings.token
+    body = await read_limited(request, 16 * 1024)
+    form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    offered = form.get("token", [""])[0]
+    target = _local(form.get("next", ["/"])[0])
+    if not token:
+        return RedirectResponse(target, status_code=303)
+    if not check_token(token, offered):
+        await asyncio.sleep(0.5)  # one guess per half second per connection
+        return _page(request, "login.html", {"next": target, "error": "That is not the token."},
+                     401)
+    response = RedirectResponse(target, status_code=303)
+    secure = request.url.scheme == "https" or base_url(request).startswith("https://")
+    response.set_cookie(COOKIE, session_value(token), max_age=30 * 24 * 3600, httponly=True,
+                        samesite="lax", secure=secure, path="/")
+    return response
+
+
+async def logout(request: Request) -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax")
+    return response

@@ -17,14 +17,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.errors import ApiError
-from app.hub import Hub, sse_frame
+from app.hub import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub, sse_frame
 from app.models import Endpoint
 from app.routes.api import endpoint_or_404, store_of
 from app.store import CaptureQuery, Store
 
 KEEPALIVE_S = 15
 REPLAY_PAGE = 500
-MAX_STREAMS_PER_ENDPOINT = 5000
 
 
 class _EventStream(EventSourceResponse):
@@ -66,8 +65,9 @@ async def stream(request: Request) -> Response:
     resume = _resume_point(request)
     hub: Hub = request.app.state.hub
     store = store_of(request)
-    if hub.count(endpoint.id) >= MAX_STREAMS_PER_ENDPOINT:
-        raise ApiError(429, f"this endpoint already has {MAX_STREAMS_PER_ENDPOINT} open streams")
+    if hub.count(endpoint.id) >= MAX_SUBSCRIBERS_PER_ENDPOINT:
+        raise ApiError(429, f"this endpoint already has {MAX_SUBSCRIBERS_PER_ENDPOINT} open "
+                            "streams and waits")
 
     async def events() -> AsyncIterator[bytes]:
         # Subscribed here, where the `finally` below is sure to run: a request whose stream

@@ -1,0 +1,66 @@
+"""Requests-per-second caps for capture URLs: token buckets, in memory.
+
+One bucket for all capture URLs together (HOOKSCOPE_RATE_LIMIT) and one per endpoint that sets
+`rate_limit`. A bucket holds one second's worth of requests (at least one), so a cap of 10
+allows a burst of 10 and a cap of 0.5 allows one request every two seconds. A refused request
+is answered 429 with Retry-After before its body is read, and nothing is stored: that protects
+the database from a flood, and lets a user watch a sender's retry logic at work.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+MAX_BUCKETS = 10_000
+
+
+class Bucket:
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.stamp = now
+
+    def wait(self, now: float) -> float:
+        """Seconds until a request would be admitted (0: now). Refills, takes nothing."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+
+class RateLimiter:
+    def __init__(self, global_rate: float = 0) -> None:
+        self._clock = time.monotonic
+        self._global = Bucket(global_rate, self._clock()) if global_rate else None
+        self._buckets: dict[int, Bucket] = {}
+
+    def admit(self, endpoint_id: int, rate: float | None) -> int:
+        """0 when the request may go ahead (a token is taken from each bucket that applies),
+        else the whole seconds to put in Retry-After."""
+        if self._global is None and rate is None:
+            return 0
+        now = self._clock()
+        buckets = [] if self._global is None else [self._global]
+        if rate is not None:
+            bucket = self._buckets.get(endpoint_id)
+            if bucket is None or bucket.rate != rate:  # new, or the cap was changed
+                bucket = self._bucket(endpoint_id, rate, now)
+            buckets.append(bucket)
+        wait = max(bucket.wait(now) for bucket in buckets)
+        if wait > 0:
+            return max(1, math.ceil(wait))
+        for bucket in buckets:
+            bucket.tokens -= 1
+        return 0
+
+    def _bucket(self, endpoint_id: int, rate: float, now: float) -> Bucket:
+        if len(self._buckets) >= MAX_BUCKETS:
+            # Forget the endpoints that are idle (full again): they start full anyway.
+            for key in [k for k, b in self._buckets.items() if b.wait(now) == 0
+                        and b.tokens >= b.capacity]:
+                del self._buckets[key]
+        bucket = self._buckets[endpoint_id] = Bucket(rate, now)
+        return bucket

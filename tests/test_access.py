@@ -1,0 +1,195 @@
+"""Access control: HOOKSCOPE_TOKEN (Bearer or login cookie) and the cross-site refusal."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.access import COOKIE, session_value
+from app.cli import startup_warning
+from app.main import create_app
+from app.settings import Settings
+from app.store import SQLiteStore
+from tests.conftest import BASE
+from tests.serverproc import ServerProcess
+
+pytestmark = pytest.mark.anyio
+TOKEN = "correct-horse-battery-staple"
+
+
+@asynccontextmanager
+async def _client(tmp_path: Path, **overrides):
+    settings = Settings(db=str(tmp_path / "access.db"), **overrides)
+    store = SQLiteStore(settings.db)
+    await store.open()
+    try:
+        app = create_app(settings, store=store)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE,
+                                     follow_redirects=False) as client:
+            yield client
+    finally:
+        await store.close()
+
+
+# -- cross-site refusal (always on) --------------------------------------------------------------
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},
+    {"Origin": "http://hookscope.test.evil.example"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site", "Origin": "http://hookscope.test:3000"},
+])
+async def test_a_cross_site_browser_request_cannot_change_anything(client, endpoint, headers):
+    token = endpoint["token"]
+    for method, url, kwargs in (("POST", "/api/endpoints", {"json": {}}),
+                                ("PATCH", f"/api/endpoints/{token}", {"json": {"name": "x"}}),
+                                ("DELETE", f"/api/endpoints/{token}", {})):
+        response = await client.request(method, url, headers=headers, **kwargs)
+        assert response.status_code == 403, (method, url)
+        assert response.json()["error"]["code"] == "forbidden"
+    assert (await client.get(f"/api/endpoints/{token}")).json()["name"] == "test"
+    assert len((await client.get("/api/endpoints")).json()["endpoints"]) == 1
+
+
+async def test_same_origin_reads_and_capture_urls_are_not_refused(client, endpoint):
+    token = endpoint["token"]
+    same = {"Origin": BASE, "Sec-Fetch-Site": "same-origin"}
+    assert (await client.patch(f"/api/endpoints/{token}", json={"name": "renamed"},
+                               headers=same)).status_code == 200
+    evil = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    assert (await client.get(f"/api/endpoints/{token}", headers=evil)).json()["name"] == "renamed"
+    # A capture URL takes anything from anywhere: senders can be browsers too.
+    assert (await client.post(f"/h/{token}", content=b"from a page", headers=evil)
+            ).status_code == 200
+
+
+async def test_the_browser_saying_same_origin_is_believed_even_with_a_null_origin(client):
+    # A form POST from a page with Referrer-Policy: no-referrer carries Origin: null.
+    headers = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    assert (await client.post("/api/endpoints", json={}, headers=headers)).status_code == 201
+
+
+async def test_the_public_url_counts_as_this_server(tmp_path):
+    async with _client(tmp_path, public_url="https://hooks.example.com") as client:
+        response = await client.post("/api/endpoints", json={},
+                                     headers={"Origin": "https://hooks.example.com"})
+        assert response.status_code == 201
+
+
+# -- HOOKSCOPE_TOKEN ----------------------------------------------------------------------------
+
+async def test_without_the_token_the_api_is_401_and_pages_go_to_login(tmp_path):
+    async with _client(tmp_path, token=TOKEN) as client:
+        for method, path in (("GET", "/api/endpoints"), ("POST", "/api/endpoints"),
+                             ("GET", "/api/formats"), ("GET", "/api/endpoints/x/stream")):
+            response = await client.request(method, path)
+            assert response.status_code == 401, path
+            assert response.json()["error"]["code"] == "unauthorized"
+            assert response.headers["www-authenticate"] == 'Bearer realm="hookscope"'
+        wrong = await client.get("/api/endpoints", headers={"Authorization": f"Bearer {TOKEN}x"})
+        assert wrong.status_code == 401
+        page = await client.get("/e/some-key?tab=body")
+        assert page.status_code == 303
+        assert page.headers["location"] == "/login?next=%2Fe%2Fsome-key%3Ftab%3Dbody"
+        assert (await client.get("/")).headers["location"] == "/login?next=%2F"
+        # Open: health, static files, the login page.
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/static/hookscope.css")).status_code == 200
+        login = await client.get("/login?next=/e/k")
+        assert login.status_code == 200 and 'value="/e/k"' in login.text
+
+
+async def test_bearer_token_opens_the_api_and_capture_urls_stay_open(tmp_path):
+    async with _client(tmp_path, token=TOKEN) as client:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        token = (await client.post("/api/endpoints", json={}, headers=auth)).json()["token"]
+        assert (await client.post(f"/h/{token}", content=b"no token needed")).status_code == 200
+        listing = (await client.get(f"/api/endpoints/{token}/captures", headers=auth)).json()
+        assert [c["body_size"] for c in listing["captures"]] == [15]
+        assert (await client.get("/", headers=auth)).status_code == 200
+
+
+async def test_login_sets_a_cookie_that_is_not_the_token_and_logout_ends_it(tmp_path):
+    async with _client(tmp_path, token=TOKEN) as client:
+        refused = await client.post("/login", content=b"token=guess&next=%2F",
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert refused.status_code == 401 and "That is not the token." in refused.text
+        assert COOKIE not in refused.headers.get("set-cookie", "")
+
+        response = await client.post(
+            "/login", content=f"token={TOKEN}&next=%2Fe%2Fabc".encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": BASE})
+        assert response.status_code == 303
+        assert response.headers["location"] == "/e/abc"
+        cookie = response.headers["set-cookie"]
+        assert cookie.startswith(f"{COOKIE}={session_value(TOKEN)};")
+        assert TOKEN not in cookie
+        assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+        assert "Secure" not in cookie  # plain http here; https or an https public URL sets it
+
+        assert (await client.get("/api/endpoints")).status_code == 200  # the cookie is sent
+        assert (await client.get("/")).status_code == 200
+        out = await client.post("/logout", headers={"Origin": BASE})
+        assert out.status_code == 303 and out.headers["location"] == "/login"
+        assert (await client.get("/api/endpoints")).status_code == 401
+
+
+async def test_a_forged_or_stale_cookie_is_no_session(tmp_path):
+    async with _client(tmp_path, token=TOKEN) as client:
+        for value in (TOKEN, session_value("an-old-token"), "", '"unbalanced'):
+            client.cookies.clear()
+            response = await client.get("/api/endpoints", headers={"Cookie": f"{COOKIE}={value}"})
+            assert response.status_code == 401, value
+
+
+@pytest.mark.parametrize(("target", "landing"), [
+    ("//evil.example/", "/"), ("https://evil.example/", "/"), ("/\\evil.example", "/"),
+    ("/e/ok?x=1", "/e/ok?x=1"),
+])
+async def test_login_only_returns_to_a_page_of_this_server(tmp_path, target, landing):
+    async with _client(tmp_path, token=TOKEN) as client:
+        response = await client.post(
+            "/login", data={"token": TOKEN, "next": target})
+        assert response.headers["location"] == landing
+
+
+def test_binding_beyond_loopback_without_a_token_warns():
+    assert startup_warning(Settings(host="127.0.0.1")) is None
+    assert startup_warning(Settings(host="::1")) is None
+    assert startup_warning(Settings(host="localhost")) is None
+    assert startup_warning(Settings(host="0.0.0.0", token="t")) is None
+    warning = startup_warning(Settings(host="0.0.0.0"))
+    assert warning and "without HOOKSCOPE_TOKEN" in warning and "0.0.0.0" in warning
+
+
+def test_the_stream_needs_the_token_on_a_real_server(tmp_path):
+    server = ServerProcess(tmp_path / "s.db", tmp_path / "s.log", env={"HOOKSCOPE_TOKEN": TOKEN})
+    server.start()
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        token = httpx.post(server.url + "/api/endpoints", json={}, headers=auth).json()["token"]
+        stream = f"{server.url}/api/endpoints/{token}/stream"
+        assert httpx.get(stream).status_code == 401
+        lines: list[str] = []
+
+        def listen() -> None:
+            with httpx.stream("GET", stream, headers=auth, timeout=10) as response:
+                for line in response.iter_lines():
+                    lines.append(line)
+                    if line.startswith("data:"):
+                        return
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        time.sleep(0.5)
+        httpx.post(f"{server.url}/h/{token}", content=b"live")
+        listener.join(10)
+        assert any(line.startswith("data:") for line in lines)
+    finally:
+        server.stop()
