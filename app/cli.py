@@ -119,7 +119,7 @@ def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
                           help="how to parse FILE (default: from the fixture or the file name, "
                                "else sniffed)")
 
-    resend = command("replay", replay.replay, "send a capture again to a URL",
+    resend = command("replay", replay.resend, "send a capture again to a URL",
                      "Send a capture again to --to: same method, headers (in order, minus "
                      "hop-by-hop ones) and raw body. ID is a capture id (the server sends it) or "
                      "a file made by `export --as json` (sent from here). Exit 0 when the target "

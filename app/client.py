@@ -58,11 +58,17 @@ def segment(text: str) -> str:
 
 
 class Client:
-    def __init__(self, base_url: str) -> None:
+    """Sends HOOKSCOPE_TOKEN, when set, as a Bearer token (a server started with one needs it;
+    it is read from the environment only, so it never shows in a process list)."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
         self.base_url = base_url
-        self.http = httpx.Client(
-            base_url=base_url, headers={"user-agent": f"hookscope-cli/{__version__}"},
-            timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
+        token = os.environ.get("HOOKSCOPE_TOKEN") if token is None else token
+        headers = {"user-agent": f"hookscope-cli/{__version__}"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self.http = httpx.Client(base_url=base_url, headers=headers,
+                                 timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
 
     def close(self) -> None:
         self.http.close()

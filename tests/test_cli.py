@@ -22,10 +22,13 @@ import pytest
 
 from app.client import Unreachable, server_url
 from app.commands import captures
+from app.commands.endpoints import OPTIONS
 from app.commands.output import Printer, safe
 from app.formats import load_formats
+from app.inputs import _CHECKERS as ENDPOINT_FIELDS
 from app.verify import SCHEME_IDS
 from tests.clirun import cli_env, hookscope, hookscope_process, unused_port_url
+from tests.serverproc import ServerProcess
 
 FIXTURES = Path(__file__).parent / "fixtures" / "formats"
 
@@ -73,8 +76,8 @@ def test_new_sends_every_endpoint_option(shared_server, tmp_path):
         "--verify-option", "algorithm=sha512", "--format", "none", "--schema", str(schema),
         "--response-status", "202", "--response-header", "X-Team: payments",
         "--response-body", "thanks", "--delay-ms", "5", "--reject-bad-signature",
-        "--reject-invalid-payload", "--max-captures", "50", "--expires-at",
-        "2099-01-01T00:00:00Z")
+        "--reject-invalid-payload", "--max-captures", "50", "--max-bytes", "4096",
+        "--rate-limit", "0.5", "--expires-at", "2099-01-01T00:00:00Z")
     assert result.code == 0, result.err
     endpoint = json.loads(result.out)
     assert (endpoint["name"], endpoint["alias"], endpoint["format"]) == (
@@ -86,11 +89,17 @@ def test_new_sends_every_endpoint_option(shared_server, tmp_path):
     assert endpoint["response"] == {"status": 202, "headers": {"X-Team": "payments"},
                                     "body": "thanks", "delay_ms": 5}
     assert endpoint["reject"] == {"bad_signature": True, "invalid_payload": True}
-    assert endpoint["max_captures"] == 50
+    assert (endpoint["max_captures"], endpoint["max_bytes"], endpoint["rate_limit"]) == (
+        50, 4096, 0.5)
     assert endpoint["expires_at"] == "2099-01-01T00:00:00.000000Z"
     assert endpoint["url"].startswith(shared_server.url + "/h/")  # no double slash
     reply = httpx.post(endpoint["alias_url"], content=b"{}")
     assert (reply.status_code, reply.text) == (401, reply.text)  # unsigned: rejected
+
+
+def test_new_has_an_option_for_every_endpoint_field_the_api_takes():
+    fields = {option.field.split(".")[0] for option in OPTIONS}
+    assert fields == set(ENDPOINT_FIELDS)
 
 
 def test_new_with_a_field_the_server_refuses_exits_2_naming_it(shared_server):
@@ -383,6 +392,28 @@ def test_hookscope_url_names_the_server_and_the_flag_wins(shared_server):
     flag_wins = hookscope_process("list", "--server", shared_server.url,
                                   server_url=unused_port_url())
     assert flag_wins.returncode == 0, flag_wins.stderr
+
+
+def test_the_token_of_a_server_that_needs_one_comes_from_hookscope_token(tmp_path, monkeypatch):
+    proc = ServerProcess(tmp_path / "t.db", tmp_path / "t.log",
+                         env={"HOOKSCOPE_TOKEN": "cli-token"})
+    proc.start()
+    try:
+        monkeypatch.delenv("HOOKSCOPE_TOKEN", raising=False)
+        refused = hookscope("--server", proc.url, "list")
+        assert refused.code == 2
+        assert "401 unauthorized" in refused.err
+        assert "this server needs its token: HOOKSCOPE_TOKEN is not set" in refused.err
+        monkeypatch.setenv("HOOKSCOPE_TOKEN", "cli-token")
+        url = hookscope("--server", proc.url, "new").out.strip()
+        httpx.post(url, content=b"{}")  # capture URLs stay open
+        token = url.rsplit("/", 1)[1]
+        waited = hookscope("--server", proc.url, "wait", token, "--timeout", "5")
+        assert waited.code == 0, waited.err
+        monkeypatch.setenv("HOOKSCOPE_TOKEN", "wrong")
+        assert "HOOKSCOPE_TOKEN is wrong" in hookscope("--server", proc.url, "list").err
+    finally:
+        proc.stop()
 
 
 def test_server_url_defaults_to_localhost_8000_and_drops_a_trailing_slash():

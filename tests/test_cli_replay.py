@@ -84,9 +84,12 @@ def test_replay_of_an_unknown_capture_exits_2(shared_server):
 
 
 def test_replay_to_a_url_that_is_not_http_exits_2():
-    result = hookscope("replay", "c_x", "--to", "ftp://example.com/")
-    assert result.code == 2
-    assert "--to must be an http:// or https:// URL" in result.err
+    result = hookscope("--server", unused_port_url(), "replay", "c_x", "--to",
+                       "ftp://example.com/", "--timeout", "61")
+    assert result.code == 2  # checked before anything is sent: no server needed to say so
+    assert result.err == ("hookscope: url must start with http:// or https://, not ftp://; such "
+                          "as http://127.0.0.1:9000/hook; timeout must be a number of seconds, "
+                          "more than 0 and at most 60\n")
 
 
 def _fixture(tmp_path, body: bytes = BODY) -> str:
@@ -111,9 +114,10 @@ def test_replay_of_an_exported_file_sends_it_from_the_cli_without_a_server(tmp_p
     assert (received.method, received.path, received.body) == ("PUT", "/in", BODY)
     headers = _sent_headers(received)
     host = receiver.url.removeprefix("http://")
-    # Recorded headers in order, minus per-connection ones; nothing httpx would add.
+    # Recorded headers in order, minus per-connection ones (Content-Length restated for the
+    # body); the override last; nothing of httpx's own.
     assert headers == [("host", host), ("content-type", "application/json"), ("x-dup", "1"),
-                       ("x-dup", "2"), ("x-extra", "1"), ("content-length", str(len(BODY)))]
+                       ("x-dup", "2"), ("content-length", str(len(BODY))), ("x-extra", "1")]
     assert result.out.startswith(f"PUT {receiver.url}/in -> 202 in ")
 
 

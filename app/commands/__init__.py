@@ -56,6 +56,9 @@ def report_refusal(exc: Refused) -> None:
             where = detail.get("field") or detail.get("path")
             print(f"  {where}: {detail['message']}" if where else f"  {detail['message']}",
                   file=sys.stderr)
+    if exc.status == 401:
+        hint = "is wrong" if os.environ.get("HOOKSCOPE_TOKEN") else "is not set"
+        print(f"  this server needs its token: HOOKSCOPE_TOKEN {hint}", file=sys.stderr)
 
 
 def run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from app.commands import USAGE, Failed
+from app.models import Capture
 from app.parse import loads_strict
 
 # A raw payload's Content-Type by its file name; anything else is sniffed (JSON, XML, form).
@@ -25,9 +26,17 @@ class Payload:
     content_type: str | None
     fixture: dict[str, Any] | None  # the export, when the file is one
 
-    @property
-    def headers(self) -> list[list[str]]:
-        return list(self.fixture.get("headers") or []) if self.fixture else []
+    def as_capture(self) -> Capture:
+        """The exported request as a Capture (what app.replay sends)."""
+        fixture = self.fixture or {}
+        return Capture(
+            id=str(fixture.get("id") or ""), endpoint_id=0,
+            endpoint_token=str(fixture.get("endpoint") or ""), received_at=0,
+            method=str(fixture.get("method") or "POST"), path=str(fixture.get("path") or "/"),
+            query=str(fixture.get("query") or ""),
+            headers=[[str(k), str(v)] for k, v in fixture.get("headers") or []],
+            remote_addr=None, content_type=self.content_type, body_size=len(self.body),
+            truncated=bool(fixture.get("truncated")), response_status=0, body=self.body)
 
 
 def read_bytes(name: str) -> bytes:

@@ -10,12 +10,10 @@ the same reply shape.
 from __future__ import annotations
 
 import argparse
-import base64
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+import anyio
 
 from app.client import Client, segment
 from app.commands import FAILED, OK, USAGE, Failed, remote, warn
@@ -23,12 +21,8 @@ from app.commands.endpoints import header_pair
 from app.commands.fixture import read_payload
 from app.commands.output import Printer, safe
 
-DEFAULT_TIMEOUT_S = 10.0
-MAX_TIMEOUT_S = 60.0
-KEPT_BODY = 256 * 1024
-# Per connection, or recomputed for the new request (RFC 9110 7.6.1).
-NOT_REPLAYED = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
-                          "transfer-encoding", "upgrade", "host", "content-length"})
+if TYPE_CHECKING:
+    from app.replay import ReplayOptions
 
 
 def overrides(args: argparse.Namespace) -> dict[str, str | None]:
@@ -39,19 +33,28 @@ def overrides(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 @remote
-def replay(args: argparse.Namespace, client: Client) -> int:
-    if not args.to.startswith(("http://", "https://")):
-        raise Failed(USAGE, f"--to must be an http:// or https:// URL, got {args.to!r}")
+def resend(args: argparse.Namespace, client: Client) -> int:
+    # The server's own checks and replay code, imported here: they bring jsonschema along,
+    # which every other command would otherwise pay for at start.
+    from app.errors import ApiError
+    from app.inputs import check_replay_fields
+    from app.replay import MAX_RESPONSE_BODY
+
+    body: dict[str, Any] = {"url": args.to}
+    if args.header or args.remove_header:
+        body["headers"] = overrides(args)
+    if args.timeout is not None:
+        body["timeout"] = args.timeout
+    try:  # checked here as the server checks it, so a mistake is named even without a server
+        options = check_replay_fields(body)
+    except ApiError as exc:
+        raise Failed(USAGE, "; ".join(d["message"] for d in exc.details) or exc.message
+                     ) from None
     if args.id == "-" or Path(args.id).is_file():
-        reply = replay_file(args.id, args.to, overrides(args), args.timeout or DEFAULT_TIMEOUT_S)
+        reply = replay_file(args.id, options)
     else:
-        body: dict[str, Any] = {"url": args.to}
-        if args.header or args.remove_header:
-            body["headers"] = overrides(args)
-        if args.timeout is not None:
-            body["timeout"] = args.timeout
         reply = client.json("POST", f"/api/captures/{segment(args.id)}/replay", json=body,
-                            read_timeout=(args.timeout or DEFAULT_TIMEOUT_S) + 30)
+                            read_timeout=options.timeout + 30)
     out = Printer(as_json=args.json)
     response = reply["response"]
     if out.as_json:
@@ -69,64 +72,24 @@ def replay(args: argparse.Namespace, client: Client) -> int:
         elif response.get("body_size"):
             out.line(f"\n  ({response['body_size']} bytes, not text)")
         if response.get("truncated"):
-            out.line(out.paint(f"  (body cut at {KEPT_BODY // 1024} KiB)", "yellow"))
+            out.line(out.paint(f"  (body cut at {MAX_RESPONSE_BODY // 1024} KiB)", "yellow"))
     if not 200 <= response["status"] < 300:
         warn(f"the target answered {response['status']}, not 2xx")
         return FAILED
     return OK
 
 
-def replay_file(name: str, url: str, changes: dict[str, str | None],
-                timeout: float) -> dict[str, Any]:
-    """Send an exported capture to `url` from this process; the server's reply shape."""
+def replay_file(name: str, options: ReplayOptions) -> dict[str, Any]:
+    """Send an exported capture from this process, with the server's own replay code (same
+    headers, same limits, same reply shape)."""
+    from app.errors import ApiError
+    from app.replay import replay
+
     payload = read_payload(name)
     if payload.fixture is None:
         raise Failed(USAGE, f"{name} is not a Hookscope export (`hookscope export ID --as json` "
                             "makes one); to replay a capture on the server, give its id")
-    lowered = {k.lower(): v for k, v in changes.items()}
-    headers = [(k, v) for k, v in payload.headers
-               if k.lower() not in NOT_REPLAYED and k.lower() not in lowered]
-    headers += [(k, v) for k, v in changes.items() if v is not None]
-    with httpx.Client(timeout=timeout, follow_redirects=False) as http:
-        request = http.build_request(payload.fixture.get("method") or "POST", url,
-                                     headers=headers, content=payload.body)
-        # httpx adds headers of its own (User-Agent, Accept, Connection...): only the recorded
-        # ones go, plus Host and Content-Length as httpx computed them for this URL and body.
-        sent = {k.lower() for k, _ in headers} | {"host", "content-length"}
-        for header in list(request.headers):
-            if header.lower() not in sent:
-                del request.headers[header]
-        started = time.perf_counter()
-        try:
-            response = http.send(request, stream=True)
-            try:
-                received = bytearray()
-                for chunk in response.iter_bytes():
-                    received += chunk
-                    if len(received) > KEPT_BODY:
-                        break
-                body = bytes(received)
-            finally:
-                response.close()
-        except httpx.TimeoutException:
-            raise Failed(FAILED, f"{url} did not answer within {timeout:g} s") from None
-        except httpx.TransportError as exc:
-            raise Failed(FAILED, f"could not reach {url}: {exc}") from None
-        elapsed = (time.perf_counter() - started) * 1000
-    return {
-        "capture": payload.fixture.get("id"),
-        "request": {"method": request.method, "url": str(request.url),
-                    "headers": [[k, v] for k, v in request.headers.multi_items()]},
-        "response": {"status": response.status_code,
-                     "headers": [[k, v] for k, v in response.headers.multi_items()],
-                     **_body_json(body[:KEPT_BODY]), "truncated": len(body) > KEPT_BODY},
-        "elapsed_ms": round(elapsed, 1),
-    }
-
-
-def _body_json(body: bytes) -> dict[str, Any]:
     try:
-        return {"body_text": body.decode("utf-8"), "body_base64": None, "body_size": len(body)}
-    except UnicodeDecodeError:
-        return {"body_text": None, "body_base64": base64.b64encode(body).decode("ascii"),
-                "body_size": len(body)}
+        return anyio.run(replay, payload.as_capture(), options)
+    except ApiError as exc:  # 502 unreachable, 504 too slow: what the target did
+        raise Failed(FAILED, exc.message) from None
