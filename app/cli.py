@@ -22,8 +22,23 @@ from app.commands import captures, endpoints, formats, replay
 from app.settings import SETTINGS, Settings, SettingsError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that an argument starting with "-" that is none of the command's options
+    is a value, not an unknown option: endpoint tokens are URL-safe base64, and one in 64 starts
+    with "-" (`hookscope wait -x3...` must work). A mistyped option still fails, as an
+    unexpected argument."""
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        found = super()._parse_optional(arg_string)
+        # Python 3.11 returns (action, option, value), 3.12+ a list of such tuples; an unknown
+        # option comes back with no action.
+        unknown = (found[0] is None if isinstance(found, tuple)
+                   else isinstance(found, list) and len(found) == 1 and found[0][0] is None)
+        return None if unknown and arg_string not in ("-", "--") else found
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hookscope", description="Self-hosted webhook inspector.",
         epilog="Exit codes: 0 success, 1 an expectation or validation failed, 2 usage error, "
                "3 timeout with nothing received, 4 server unreachable.")
@@ -85,7 +100,8 @@ def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
                    "signature, validation) as they arrive; reconnects and resumes without gaps "
                    "when the stream drops. --json prints each capture summary as one line of "
                    "JSON. Ctrl-C stops (exit 0).")
-    tail.add_argument("key", metavar="KEY", help="endpoint token or alias")
+    tail.add_argument("key", metavar="KEY",
+                      help="endpoint token or alias, or its capture URL")
     tail.add_argument("--after", type=int, metavar="SEQ",
                       help="first print the captures after this sequence number (0: all)")
 
@@ -94,7 +110,8 @@ def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
                    "before the wait began counts), print it, and check the expectations. Exit 0 "
                    "when met, 1 when one fails (saying which field and why), 3 when nothing "
                    "arrives within --timeout.")
-    wait.add_argument("key", metavar="KEY", help="endpoint token or alias")
+    wait.add_argument("key", metavar="KEY",
+                      help="endpoint token or alias, or its capture URL")
     wait.add_argument("--after", type=int, default=0, metavar="SEQ",
                       help="only a capture with a higher sequence number counts (default 0)")
     wait.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",

@@ -22,6 +22,7 @@ import pytest
 
 from app.client import Unreachable, server_url
 from app.commands import captures
+from app.commands.captures import endpoint_key
 from app.commands.endpoints import OPTIONS
 from app.commands.output import Printer, safe
 from app.formats import load_formats
@@ -362,6 +363,27 @@ def test_wait_expect_valid_with_nothing_recognised_says_so(shared_server):
     result = hookscope("--server", shared_server.url, "wait", endpoint["token"], "--expect-valid")
     assert result.code == 1
     assert "validation.status is 'unknown', expected 'valid'" in result.err
+
+
+def test_wait_takes_the_capture_url_and_a_token_that_starts_with_a_dash(shared_server):
+    endpoint = _endpoint(shared_server.url)
+    _send(endpoint)
+    by_url = hookscope("--server", shared_server.url, "wait", endpoint["url"], "--timeout", "5")
+    assert by_url.code == 0, by_url.err
+    dashed = hookscope("--server", shared_server.url, "wait", "-Ab3_x", "--timeout", "1")
+    assert dashed.code == 2
+    assert "no endpoint with token or alias '-Ab3_x'" in dashed.err  # a KEY, not an option
+    typo = hookscope("--server", shared_server.url, "wait", "k", "--expct-valid")
+    assert typo.code == 2
+    assert "unrecognized arguments: --expct-valid" in typo.err
+
+
+def test_endpoint_key_from_a_token_an_alias_or_a_capture_url():
+    assert endpoint_key("my-hook") == "my-hook"
+    assert endpoint_key("-Ab3") == "-Ab3"
+    assert endpoint_key("https://hooks.example.com/h/Tok3n") == "Tok3n"
+    assert endpoint_key("http://127.0.0.1:8000/h/my-hook/orders?x=1") == "my-hook"
+    assert endpoint_key("a/b c") == "a%2Fb%20c"
 
 
 def test_wait_on_an_unknown_endpoint_exits_2(shared_server):

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.client import Client, Unreachable, segment
 from app.commands import FAILED, OK, TIMEOUT, USAGE, Failed, remote, warn
@@ -87,10 +88,20 @@ def error_line(error: dict[str, Any]) -> str:
     return f"{safe(error.get('path') or '(root)')}: {safe(error.get('message', ''))}"
 
 
+def endpoint_key(text: str) -> str:
+    """KEY as a URL path segment: a token or alias, or the capture URL `new` printed
+    (http://.../h/KEY, or any URL under it)."""
+    if "://" in text:
+        parts = urlsplit(text).path.split("/")
+        if "h" in parts[:-1]:
+            text = parts[parts.index("h") + 1]
+    return segment(text)
+
+
 @remote
 def tail(args: argparse.Namespace, client: Client) -> int:
     """Follow the live stream; resume where it broke off (Last-Event-ID) after a drop."""
-    key = segment(args.key)
+    key = endpoint_key(args.key)
     # Starting from the endpoint's last sequence number (not "whatever comes next") means a
     # reconnect also knows where it was before the first event: no capture falls in the gap.
     last = args.after
@@ -125,7 +136,7 @@ def tail(args: argparse.Namespace, client: Client) -> int:
 @remote
 def wait(args: argparse.Namespace, client: Client) -> int:
     """Long-poll for the first capture after --after; check it against the expectations."""
-    path = f"/api/endpoints/{segment(args.key)}/captures"
+    path = f"/api/endpoints/{endpoint_key(args.key)}/captures"
     deadline = time.monotonic() + args.timeout
     after = args.after
     while True:
