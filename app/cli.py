@@ -92,7 +92,7 @@ def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
     show = command("show", captures.show, "show a capture in full",
                    "Show one capture: overview, signature and validation verdicts, headers in "
-                   "order, and the body (JSON pretty-printed).")
+                   "order, and the body (JSON pretty-printed, binary as a hex dump).")
     show.add_argument("id", metavar="ID", help="capture id (c_...)")
 
     tail = command("tail", captures.tail, "follow an endpoint's captures live",

@@ -166,6 +166,19 @@ def test_show_escapes_control_characters_of_a_hostile_body(shared_server):
     assert "\x1b" not in out and "\x07" not in out
 
 
+def test_show_prints_a_binary_body_as_a_hex_dump(shared_server):
+    endpoint = _endpoint(shared_server.url)
+    capture_id = _send(endpoint, bytes(range(256)) + b"tail",
+                       headers={"content-type": "application/octet-stream"})
+    out = hookscope("--server", shared_server.url, "show", capture_id).out
+    body = out[out.index("Body (binary)\n"):].splitlines()
+    assert body[1] == ("  00000000  00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f  "
+                       "................")
+    assert body[3] == ("  00000020  20 21 22 23 24 25 26 27 28 29 2a 2b 2c 2d 2e 2f   "
+                       "!\"#$%&'()*+,-./")
+    assert body[-1] == "  ... 4 more bytes"
+
+
 def test_show_of_an_unknown_capture_exits_2(shared_server):
     result = hookscope("--server", shared_server.url, "show", "c_" + "0" * 32)
     assert result.code == 2

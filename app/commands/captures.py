@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 import time
@@ -14,6 +15,7 @@ from app.client import Client, Unreachable, segment
 from app.commands import FAILED, OK, TIMEOUT, USAGE, Failed, remote, warn
 from app.commands.output import (
     Printer,
+    hexdump,
     local_time,
     safe,
     signature_text,
@@ -72,7 +74,8 @@ def print_capture(out: Printer, capture: dict[str, Any]) -> None:
     elif capture.get("body_text"):
         out.line(safe(capture["body_text"]))
     elif capture.get("body_base64"):
-        out.line(f"  not text: `hookscope export {capture['id']} --as json` has it in base64")
+        for line in hexdump(base64.b64decode(capture["body_base64"])):
+            out.line(f"  {line}")
     else:
         out.line("  (empty)")
 

@@ -91,6 +91,18 @@ def size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def hexdump(data: bytes, limit: int = 256) -> list[str]:
+    """`offset  hex bytes  ascii` lines, 16 bytes each, of the first `limit` bytes."""
+    lines = []
+    for offset in range(0, min(len(data), limit), 16):
+        chunk = data[offset:offset + 16]
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{offset:08x}  {chunk.hex(' '):<47}  {text}")
+    if len(data) > limit:
+        lines.append(f"... {len(data) - limit} more bytes")
+    return lines
+
+
 def local_time(iso: str | None, *, with_date: bool = False) -> str:
     """The API's UTC timestamp as local wall-clock time, to the millisecond."""
     if not iso:
