@@ -27,7 +27,6 @@ test: $(VENV)/.test-deps
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 
 bench: $(VENV)/.run-deps
 	$(BIN)/python bench/ingest.py

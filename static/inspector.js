@@ -301,53 +301,20 @@
     return lines.join("\n");
   }
 
-  function ansiQuote(bytes) {
-    // bash $'...' quoting: byte for byte, whatever the body holds.
-    let out = "";
-    for (const b of bytes) {
-      if (b === 0x27) out += "\\'";
-      else if (b === 0x5c) out += "\\\\";
-      else if (b >= 0x20 && b < 0x7f) out += String.fromCharCode(b);
-      else out += `\\x${b.toString(16).padStart(2, "0")}`;
+  async function copyCurl(captureId) {
+    try {
+      await copy(await curlFor(captureId), "curl command");
+    } catch (e) {
+      toast(e.message);
     }
-    return `$'${out}'`;
   }
 
-  function latin1(text) {
-    return Uint8Array.from(text, (c) => c.charCodeAt(0) & 0xff);
-  }
-
-  function base64Lines(bytes) {
-    let binary = "";
-    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-    return btoa(binary).match(/.{1,76}/g) || [];
-  }
-
-  function curlFor(capture) {
-    // The body travels through base64 in a here-document: byte for byte (NUL bytes included)
-    // and with no limit on its size; -g keeps curl from globbing [] and {} in the URL.
-    const skip = new Set(["host", "content-length", "connection", "accept-encoding", "transfer-encoding"]);
-    const url = location.origin + capture.path + (capture.query ? `?${capture.query}` : "");
-    const method = capture.method === "HEAD" ? "-I" : `-X ${ansiQuote(latin1(capture.method))}`;
-    const parts = [`curl -g ${method} ${ansiQuote(latin1(url))}`];
-    let typed = false;
-    for (const [name, value] of capture.headers) {
-      if (skip.has(name)) continue;
-      typed = typed || name === "content-type";
-      // curl drops a header given as "name:", and sends an empty one given as "name;".
-      parts.push(`-H ${ansiQuote(latin1(value === "" ? `${name};` : `${name}: ${value}`))}`);
-    }
-    const lines = [];
-    if (capture.truncated) lines.push(`# Note: only the first ${capture.body_size} bytes of this body were captured.`);
-    if (capture.body_size === 0) {
-      lines.push(parts.join(" \\\n  "));
-      return lines.join("\n");
-    }
-    if (!typed) parts.push("-H 'Content-Type:'");  // else curl would add a form type
-    parts.push("--data-binary @-");
-    lines.push(`base64 -d <<'HOOKSCOPE_BODY' | ${parts.join(" \\\n  ")}`);
-    lines.push(...base64Lines(bytesOf(capture)), "HOOKSCOPE_BODY");
-    return lines.join("\n");
+  async function curlFor(captureId) {
+    // The server writes the command (GET .../export?as=curl): one generator for the page, the
+    // API and the CLI, byte for byte whatever the body holds.
+    const response = await fetch(`/api/captures/${encodeURIComponent(captureId)}/export?as=curl`);
+    if (!response.ok) throw new Error(`could not export the capture (${response.status})`);
+    return response.text();
   }
 
   function table(rows) {
@@ -413,7 +380,7 @@
         el("span", { class: "path" }, capture.path + (capture.query ? `?${capture.query}` : "")),
         el("span", { class: "muted" }, new Date(capture.received_at).toLocaleString())),
       el("div", { class: "detail-actions" },
-        el("button", { type: "button", onclick: () => copy(curlFor(capture), "curl command") }, "Copy as curl"),
+        el("button", { type: "button", onclick: () => copyCurl(capture.id) }, "Copy as curl"),
         el("a", { href: `/api/captures/${capture.id}/body?download=1`, download: "" },
           el("button", { type: "button" }, "Download body")),
         el("button", { type: "button", onclick: reverify }, "Re-verify signature"),

@@ -1,0 +1,107 @@
+"""bench/large: 1 MiB POSTs, stored durably, in MB/s.
+
+Starts `hookscope serve` and drives it with wrk (one thread) sending the same 1 MiB body over a
+few connections: once as application/octet-stream (the storage path alone: read, store,
+commit) and once as JSON (the full pipeline: parse, detect a format, validate). Each 2xx is a
+committed capture. Everything talks to 127.0.0.1.
+
+    .venv/bin/python bench/large.py [--seconds 10] [--connections 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import free_port, start, stop, wait_up
+
+MIB = 1024 * 1024
+
+
+def bodies() -> dict[str, tuple[str, bytes]]:
+    binary = bytes((i * 7919) & 0xFF for i in range(MIB))
+    rows = [{"id": i, "event": "page_viewed", "properties": {"path": f"/p/{i}", "ms": i % 997}}
+            for i in range(MIB // 120)]
+    document = json.dumps({"type": "batch", "rows": rows}).encode()
+    document = document[:-1] + b', "pad": "' + b"x" * (MIB - len(document) - 11) + b'"}'
+    assert len(binary) == len(document) == MIB, len(document)
+    json.loads(document)
+    return {"octet-stream": ("application/octet-stream", binary),
+            "json": ("application/json", document)}
+
+
+def run_wrk(url: str, body_file: Path, content_type: str, seconds: int, connections: int,
+            workdir: Path) -> dict:
+    script = workdir / "large.lua"
+    script.write_text(f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\n'
+                      'f:close()\nwrk.method = "POST"\n'
+                      f'wrk.headers["Content-Type"] = "{content_type}"\n')
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+                          "-s", str(script), url], capture_output=True, text=True,
+                         check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    value, unit = re.search(r"\s99%\s+([\d.]+)(\w+)", out).groups()
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "mb_s": rps * MIB / 1e6, "mib_s": rps,
+            "p99_ms": float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit],
+            "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=4)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("bench/large needs wrk: apt-get install wrk", file=sys.stderr)
+        return 2
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hookscope-large-") as tmp:
+        workdir = Path(tmp)
+        for name, (content_type, body) in bodies().items():
+            body_file = workdir / f"{name}.body"
+            body_file.write_bytes(body)
+            port = free_port()
+            db = workdir / f"{name}.db"
+            proc = start([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1",
+                          "--port", str(port), "--db", str(db)], workdir / f"{name}.log")
+            try:
+                base = f"http://127.0.0.1:{port}"
+                wait_up(base + "/healthz", proc)
+                endpoint = httpx.post(base + "/api/endpoints",
+                                      json={"max_captures": 1_000_000}).json()
+                run_wrk(endpoint["url"], body_file, content_type, 2, args.connections, workdir)
+                result = run_wrk(endpoint["url"], body_file, content_type, args.seconds,
+                                 args.connections, workdir)
+                stored = httpx.get(f"{base}/api/endpoints/{endpoint['token']}").json()
+                last = httpx.get(f"{base}/api/endpoints/{endpoint['token']}/captures",
+                                 params={"limit": 1}).json()["captures"][0]
+                result.update(name=name, stored=stored["capture_count"],
+                              validation=f"{last['validation']['status']}",
+                              parsed=last["parsed"]["kind"])
+                rows.append(result)
+            finally:
+                stop(proc)
+    print(f"# python bench/large.py {' '.join(sys.argv[1:])}  ({os.cpu_count()} cores, "
+          f"{args.connections} connections, {args.seconds}s, 1 MiB bodies)")
+    print(f"{'body':<14} {'req/s':>7} {'MB/s':>7} {'p99 ms':>8} {'non-2xx':>8} {'stored':>7} "
+          "parsed/validation")
+    for r in rows:
+        print(f"{r['name']:<14} {r['rps']:>7.1f} {r['mb_s']:>7.1f} {r['p99_ms']:>8.1f} "
+              f"{r['non_2xx']:>8} {r['stored']:>7} {r['parsed']}/{r['validation']}")
+    print("target: >= 200 MB/s durable")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
