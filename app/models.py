@@ -48,8 +48,11 @@ _random = _RandomPool()
 
 
 def new_token() -> str:
-    """144 random bits, URL-safe and unguessable. Creation refuses a token equal to an alias."""
-    return secrets.token_urlsafe(18)
+    """144 random bits, URL-safe and unguessable. Creation refuses a token equal to an alias.
+    Never starting with "-", so a token in a shell command never reads as an option."""
+    while (token := secrets.token_urlsafe(18)).startswith("-"):
+        pass
+    return token
 
 
 def new_capture_id(now_us: int) -> str:

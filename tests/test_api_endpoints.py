@@ -33,6 +33,15 @@ async def test_tokens_are_unique(client):
     assert len(tokens) == 20
 
 
+def test_tokens_never_start_with_a_dash():
+    from app.models import new_token
+
+    # One raw token in 64 would: `hookscope wait -Xy...` then reads like an option.
+    tokens = [new_token() for _ in range(3000)]
+    assert not [t for t in tokens if t.startswith("-")]
+    assert {len(t) for t in tokens} == {24}
+
+
 async def test_create_with_every_field(client):
     body = {
         "name": "staging avo publish",
