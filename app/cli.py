@@ -150,6 +150,13 @@ def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     resend.add_argument("--timeout", type=_seconds, metavar="S",
                         help="seconds to wait for the target (at most 60, default 10)")
 
+    compare = command("diff", captures.diff, "show what differs between two captures",
+                      "Compare two captures: method, path, query, headers, and the parsed body "
+                      "as JSON pointers (- removed, + added, ~ changed). Exit 0 when they are "
+                      "the same request, 1 when they differ.")
+    compare.add_argument("a", metavar="A", help="capture id (c_...)")
+    compare.add_argument("b", metavar="B", help="capture id (c_...)")
+
     export = command("export", captures.export, "export a capture as curl, HAR or JSON",
                      "Write a capture as a curl command that sends it again, a HAR 1.2 file, or "
                      "JSON (a fixture that `validate` and `replay` accept).")

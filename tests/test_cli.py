@@ -185,6 +185,29 @@ def test_show_of_an_unknown_capture_exits_2(shared_server):
     assert "no capture with id" in result.err and "404" in result.err
 
 
+def test_diff_lists_what_changed_and_exits_1_or_0_when_identical(shared_server):
+    endpoint = _endpoint(shared_server.url)
+    a = _send(endpoint, b'{"order": {"id": 1, "items": [1, 2]}, "gone": true}', "?v=1",
+              headers={"content-type": "application/json", "x-run": "a"})
+    b = _send(endpoint, b'{"order": {"id": 2, "items": [1, 2, 3]}, "new": "x"}', "?v=2",
+              headers={"content-type": "application/json", "x-run": "b"})
+    result = hookscope("--server", shared_server.url, "diff", a, b)
+    assert result.code == 1, result.err
+    lines = result.out.splitlines()
+    assert "~ query v: 1 -> 2" in lines
+    assert "~ headers x-run: a -> b" in lines
+    assert "- body /gone: true" in lines
+    assert '+ body /new: "x"' in lines
+    assert "+ body /order/items/2: 3" in lines
+    assert "~ body /order/id: 1 -> 2" in lines
+    same = hookscope("--server", shared_server.url, "diff", a, a)
+    assert (same.code, same.out) == (0, "identical\n")
+    as_json = json.loads(hookscope("--server", shared_server.url, "diff", a, b, "--json").out)
+    assert as_json["identical"] is False and as_json["a"] == a
+    missing = hookscope("--server", shared_server.url, "diff", a, "c_" + "0" * 32)
+    assert missing.code == 2 and "no capture" in missing.err
+
+
 def test_formats_lists_every_format_with_vendor_and_title(shared_server):
     result = hookscope("--server", shared_server.url, "formats")
     assert result.code == 0, result.err
@@ -470,7 +493,7 @@ def test_bad_usage_exits_2_with_the_usage(args):
 
 
 @pytest.mark.parametrize("command", ["new", "list", "show", "tail", "wait", "validate",
-                                     "replay", "export", "formats", "serve"])
+                                     "replay", "export", "diff", "formats", "serve"])
 def test_every_command_has_help(command):
     result = hookscope(command, "--help")
     assert result.code == 0

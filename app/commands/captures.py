@@ -1,4 +1,4 @@
-"""`hookscope show`, `tail`, `wait` and `export`: captures."""
+"""`hookscope show`, `tail`, `wait`, `export` and `diff`: captures."""
 
 from __future__ import annotations
 
@@ -200,3 +200,47 @@ def export(args: argparse.Namespace, client: Client) -> int:
         sys.stdout.buffer.write(response.content)
         sys.stdout.buffer.flush()
     return OK
+
+
+@remote
+def diff(args: argparse.Namespace, client: Client) -> int:
+    """Exit 0 when the two captures are the same request, 1 when they differ (as diff(1))."""
+    result = client.json("GET", f"/api/captures/{segment(args.a)}/diff/{segment(args.b)}")
+    out = Printer(as_json=args.json)
+    if out.as_json:
+        out.json(result)
+    elif result["identical"]:
+        out.line("identical")
+    else:
+        _print_diff(out, result)
+    return OK if result["identical"] else FAILED
+
+
+def _print_diff(out: Printer, result: dict[str, Any]) -> None:
+    for part in ("method", "path"):
+        if result[part] is not None:
+            out.line(safe(f"{part}: {result[part]['a']} -> {result[part]['b']}"))
+    for part in ("query", "headers"):
+        changes = result[part]
+        for item in changes["removed"]:
+            out.line(out.paint(safe(f"- {part} {item['name']}: {item['value']}"), "red"))
+        for item in changes["added"]:
+            out.line(out.paint(safe(f"+ {part} {item['name']}: {item['value']}"), "green"))
+        for item in changes["changed"]:
+            out.line(safe(f"~ {part} {item['name']}: {item['a']} -> {item['b']}"))
+    body = result["body"]
+    if body["kind"] is not None:
+        out.line(f"body kind: {body['kind']['a']} -> {body['kind']['b']}")
+    for item in body["removed"]:
+        out.line(out.paint(safe(f"- body {item['path'] or '/'}: {_short(item['value'])}"), "red"))
+    for item in body["added"]:
+        out.line(out.paint(safe(f"+ body {item['path'] or '/'}: {_short(item['value'])}"),
+                           "green"))
+    for item in body["changed"]:
+        out.line(safe(f"~ body {item['path'] or '/'}: {_short(item['a'])} -> "
+                      f"{_short(item['b'])}"))
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
