@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from app.main import create_app
 from app.settings import Settings
@@ -39,8 +40,12 @@ async def store(settings: Settings) -> AsyncIterator[SQLiteStore]:
 
 
 @pytest.fixture
-async def client(settings: Settings, store: SQLiteStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, store=store)
+def app(settings: Settings, store: SQLiteStore) -> Starlette:
+    return create_app(settings, store=store)
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
         yield client
