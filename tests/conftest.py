@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from starlette.applications import Starlette
 
 from app.main import create_app
@@ -16,6 +18,17 @@ from app.store import SQLiteStore
 from tests.serverproc import ServerProcess
 
 BASE = "http://hookscope.test"
+
+# The hostile-input properties (tests/test_hostile_properties.py). "hookscope" is the default: no
+# deadline (a shared 2-core CI machine has slow moments) and the app fixtures reused across a
+# test's examples, which those tests are written for. `--hypothesis-profile thorough` runs ten
+# times the examples.
+hypothesis_settings.register_profile(
+    "hookscope", max_examples=200, deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+hypothesis_settings.register_profile("thorough", hypothesis_settings.get_profile("hookscope"),
+                                     max_examples=2000)
+hypothesis_settings.load_profile("hookscope")
 
 
 @pytest.fixture
