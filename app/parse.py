@@ -47,6 +47,10 @@ class Parsed:
         return data
 
 
+# Deeper than this, a parsed value is reported rather than shown (see parse_for_display).
+MAX_SHOWN_DEPTH = 512
+
+
 def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
@@ -78,6 +82,38 @@ def parse_body(body: bytes, content_type: str | None) -> Parsed:
     except UnicodeDecodeError:
         return Parsed("binary")
     return Parsed("text", text)
+
+
+def parse_for_display(body: bytes, content_type: str | None) -> Parsed:
+    """parse_body for a view that is written out as JSON (a capture in full).
+
+    Python's JSON parser and writer share one recursion limit but start at different stack
+    depths, and so does every Python client that reads the view: a body nested just shallowly
+    enough to parse here (~960 levels) could fail to be written out, or be read back. So a value
+    nested deeper than MAX_SHOWN_DEPTH is reported, whatever the stack. Not on the capture path:
+    the walk costs about as much as the parse, and only bodies with that many brackets pay it.
+    """
+    parsed = parse_body(body, content_type)
+    if (isinstance(parsed.value, (dict, list))
+            and body.count(b"[") + body.count(b"{") + body.count(b"<") > MAX_SHOWN_DEPTH
+            and _deeper_than(parsed.value, MAX_SHOWN_DEPTH)):
+        return Parsed(parsed.kind, None, f"nested more than {MAX_SHOWN_DEPTH} levels deep: not "
+                                         "shown parsed (body_text has it as sent)")
+    return parsed
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Do lists and objects nest more than `limit` deep? Level by level, no recursion."""
+    level = [value]
+    for _ in range(limit):
+        below: list[Any] = []
+        for container in level:
+            items = container.values() if isinstance(container, dict) else container
+            below += [item for item in items if isinstance(item, (dict, list))]
+        if not below:
+            return False
+        level = below
+    return True
 
 
 def _sniffed(body: bytes, declared: Parsed | None) -> Parsed | None:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app.parse import duplicate_keys, parse_body
+from app.parse import duplicate_keys, parse_body, parse_for_display
 
 MULTIPART = (b'--XX\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
              b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
@@ -121,3 +121,25 @@ def test_a_multipart_body_of_very_many_parts_is_reported_quickly():
     parsed = parse_body(body, "multipart/form-data; boundary=XX")
     assert time.monotonic() - started < 2
     assert "more than 1000 are not parsed" in parsed.error
+
+
+def _xml_with_lists(levels: int) -> bytes:
+    """Each level is an object holding a list (repeated <a>s): two levels of value per element."""
+    xml = b"<a/>"
+    for _ in range(levels):
+        xml = b"<a>" + xml + b"<a/></a>"
+    return b"<r>" + xml + b"</r>"
+
+
+def test_a_view_shows_values_up_to_512_levels_deep_and_reports_deeper_ones():
+    for body in (b"[" * 512 + b"]" * 512, b'{"a":' * 511 + b"[1]" + b"}" * 511,
+                 _xml_with_lists(200)):
+        assert parse_for_display(body, None) == parse_body(body, None)
+        assert parse_for_display(body, None).value is not None
+    for body, content_type in [(b"[" * 513 + b"]" * 513, "application/json"),
+                               (b"[" * 513 + b"]" * 513 + b"\n[]", "application/x-ndjson"),
+                               (_xml_with_lists(300), "application/xml")]:
+        assert parse_body(body, content_type).error is None  # it parses...
+        shown = parse_for_display(body, content_type)  # ...but is too deep to show
+        assert (shown.kind, shown.value) == (parse_body(body, content_type).kind, None)
+        assert "nested more than 512 levels deep" in shown.error
