@@ -218,7 +218,12 @@ def _multipart(body: bytes, content_type: str) -> Parsed:
     boundary = re.search(r'boundary="?([^";]+)"?', content_type, re.IGNORECASE)
     if boundary is None:
         return Parsed("multipart", None, "multipart Content-Type has no boundary")
-    parts = body.count(b"--" + boundary.group(1).encode("latin-1", "replace"))
+    delimiter = b"--" + boundary.group(1).encode("latin-1", "replace")
+    found = body.count(delimiter)
+    if found == 0:
+        return Parsed("multipart", None, f"the Content-Type's boundary {boundary.group(1)!r} is "
+                                         "not in the body")
+    parts = found - (delimiter + b"--" in body)  # the closing delimiter ends the last part
     if parts > MAX_MULTIPART_PARTS:
         return Parsed("multipart", None, f"multipart body has {parts} parts; more than "
                                          f"{MAX_MULTIPART_PARTS} are not parsed")

@@ -143,3 +143,17 @@ def test_a_view_shows_values_up_to_512_levels_deep_and_reports_deeper_ones():
         shown = parse_for_display(body, content_type)  # ...but is too deep to show
         assert (shown.kind, shown.value) == (parse_body(body, content_type).kind, None)
         assert "nested more than 512 levels deep" in shown.error
+
+
+def test_exactly_1000_multipart_parts_are_parsed_and_1001_are_not():
+    part = b'--XX\r\nContent-Disposition: form-data; name="f"\r\n\r\nv\r\n'
+    parsed = parse_body(part * 1000 + b"--XX--\r\n", "multipart/form-data; boundary=XX")
+    assert parsed.error is None and len(parsed.value) == 1000
+    parsed = parse_body(part * 1001 + b"--XX--\r\n", "multipart/form-data; boundary=XX")
+    assert parsed.error == "multipart body has 1001 parts; more than 1000 are not parsed"
+
+
+def test_a_boundary_missing_from_the_body_is_named():
+    parsed = parse_body(MULTIPART, "multipart/form-data; boundary=YY")
+    assert (parsed.kind, parsed.value) == ("multipart", None)
+    assert parsed.error == "the Content-Type's boundary 'YY' is not in the body"
