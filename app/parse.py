@@ -261,7 +261,8 @@ def _xml(body: bytes) -> Parsed:
     except DefusedXmlException as exc:
         return Parsed("xml", None, f"XML refused: {type(exc).__name__} (DTDs and entities are "
                                    "not allowed)")
-    except (SafeET.ParseError, ValueError, RecursionError) as exc:
+    except (SafeET.ParseError, ValueError, LookupError, RecursionError) as exc:
+        # LookupError: a declared encoding Python does not know (encoding="bogus", "rot13").
         return Parsed("xml", None, f"invalid XML: {_short(exc)}")
     try:
         return Parsed("xml", xml_to_dict(root))

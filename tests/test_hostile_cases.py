@@ -138,6 +138,26 @@ async def test_external_entities_are_stored_and_never_resolved(client, endpoint,
     assert not _connected(sock), "an external entity was fetched"
 
 
+@pytest.mark.parametrize("content_type", ["application/xml", None, "text/plain",
+                                          "application/json"])
+@pytest.mark.parametrize("encoding", [b"bogus", b"rot13", b"x" * 300])
+async def test_an_xml_declaration_of_an_unknown_encoding_is_captured_not_a_500(
+        client, endpoint, content_type, encoding):
+    # The XML parser raised LookupError for these, which escaped: a 500 and nothing captured.
+    body = b'<?xml version="1.0" encoding="%s"?><a>x</a>' % encoding
+    response, capture = await _capture(client, endpoint["token"], body, content_type)
+    assert response.status_code == 200
+    assert capture["body_text"] == body.decode()
+    if content_type == "application/xml":
+        assert capture["parsed"]["kind"] == "xml"
+        assert capture["parsed"]["error"].startswith("invalid XML: ")
+        assert "encoding" in capture["parsed"]["error"]
+    validated = await client.post("/api/validate", content=body,
+                                  headers={"content-type": "text/xml"})
+    assert validated.status_code == 200
+    assert "encoding" in validated.json()["parsed"]["error"]
+
+
 async def test_xinclude_is_kept_as_an_element_not_followed(client, endpoint):
     body = (b'<r xmlns:xi="http://www.w3.org/2001/XInclude">'
             b'<xi:include href="file:///etc/passwd" parse="text"/></r>')

@@ -129,6 +129,7 @@ def multipart_bodies(draw: st.DrawFn) -> tuple[str | None, bytes]:
 
 XML_PIECES = ["<a>", "</a>", "<b x='1'>", "</b>", "<c/>", "text", "&amp;", "&lol;", "&#0;",
               "&#x110000;", "<![CDATA[x]]>", "<!-- c -->", "<?pi x?>", '<?xml version="1.0"?>',
+              '<?xml version="1.0" encoding="bogus"?>', '<?xml version="1.0" encoding="hex"?>',
               '<!DOCTYPE a [<!ENTITY lol "lol">]>',
               '<!DOCTYPE a [<!ENTITY e SYSTEM "file:///etc/passwd">]>', "<ns:a xmlns:ns='u'>",
               "</ns:a>", "\x00", "\u00e9"]

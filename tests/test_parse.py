@@ -67,6 +67,8 @@ def test_multipart_fields_and_files():
     (b'<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>', "text/xml",
      "XML refused"),
     (b"<r><unclosed></r>", "application/xml", "invalid XML"),
+    (b'<?xml version="1.0" encoding="bogus"?><r/>', "application/xml", "unknown encoding"),
+    (b'<?xml version="1.0" encoding="rot13"?><r/>', "text/xml", "not a text encoding"),
     (b"[" * 100_000 + b"]" * 100_000, "application/json", "invalid JSON"),
     (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "application/json", "invalid JSON"),
     (b"1" * 100_000, "application/json", "invalid JSON"),
