@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from urllib.parse import parse_qsl
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
+
+log = logging.getLogger("hookscope.parse")
 
 KINDS = ("json", "ndjson", "form", "multipart", "xml", "text", "binary", "empty")
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl",
@@ -56,6 +59,17 @@ def media_type(content_type: str | None) -> str:
 
 
 def parse_body(body: bytes, content_type: str | None) -> Parsed:
+    try:
+        return _parse(body, content_type)
+    except Exception as exc:
+        # The parsers below catch what they are known to raise; one that raises something else
+        # (an XML encoding lookup once did) must not cost the capture, nor its full view.
+        log.exception("could not parse a body of type %r", content_type)
+        return Parsed(_plain(body).kind, None,
+                      f"could not be parsed ({type(exc).__name__}: {_short(exc)})")
+
+
+def _parse(body: bytes, content_type: str | None) -> Parsed:
     if not body:
         return Parsed("empty")
     mt = media_type(content_type)
@@ -77,11 +91,14 @@ def parse_body(body: bytes, content_type: str | None) -> Parsed:
             return sniffed
         if _FORM_LIKE.fullmatch(body.strip()):
             return _form(body)
+    return _plain(body)
+
+
+def _plain(body: bytes) -> Parsed:
     try:
-        text = body.decode("utf-8")
+        return Parsed("text", body.decode("utf-8"))
     except UnicodeDecodeError:
         return Parsed("binary")
-    return Parsed("text", text)
 
 
 def parse_for_display(body: bytes, content_type: str | None) -> Parsed:

@@ -288,3 +288,21 @@ async def test_json_nested_around_the_recursion_limit_reads_back(client, endpoin
         assert full.json()["body_text"] == body.decode()
         parsed = full.json()["parsed"]
         assert parsed["value"] is None and parsed["error"], depth
+
+
+async def test_a_parser_that_raises_costs_neither_the_capture_nor_its_full_view(
+        client, endpoint, monkeypatch, caplog):
+    def broken(body: bytes) -> None:
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr("app.parse._xml", broken)
+    response = await client.post(f"/h/{endpoint['token']}", content=b"<a>x</a>",
+                                 headers={"Content-Type": "application/xml"})
+    assert response.status_code == 200
+    capture = await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+    assert capture.status_code == 200
+    assert capture.json()["body_text"] == "<a>x</a>"
+    assert capture.json()["parsed"] == {
+        "kind": "text", "value": None,
+        "error": "could not be parsed (RuntimeError: parser bug)"}
+    assert "could not parse a body of type 'application/xml'" in caplog.text
