@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
@@ -181,7 +182,9 @@ def _schema(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
         raise _fail(problems, "schema", "$schema must be a string: the URI of a JSON Schema "
                                         "draft, such as 'http://json-schema.org/draft-07/schema#'")
     try:
-        validator_for(value).check_schema(value)
+        # An explicit default: with none, an unknown $schema is a DeprecationWarning now and
+        # "will raise an error in the future" (jsonschema); compile_rust names the problem.
+        validator_for(value, default=Draft202012Validator).check_schema(value)
         compile_rust(value)  # every $ref must resolve here, none off this machine
     except RecursionError:
         raise _fail(problems, "schema", "schema is nested too deeply to check") from None

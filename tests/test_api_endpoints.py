@@ -251,6 +251,7 @@ BAD_FIELDS = [
     ({"expires_at": "0001-01-01T00:00:00+01:00"}, "expires_at"),
     ({"schema": _deep({"type": "object"}, 600)}, "schema"),
     ({"schema": {"$schema": 5}}, "schema"),
+    ({"schema": {"$schema": "http://example.com/not-a-draft"}}, "schema"),
     ({"schema": {"$schema": ["http://json-schema.org/draft-07/schema#"]}}, "schema"),
     ({"schema": {"pattern": "a{4294967296}"}}, "schema"),
     ({"schema": {"patternProperties": {"a{99999999999}": {}}}}, "schema"),
