@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
@@ -194,11 +195,19 @@ def _schema(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
         return None
     if not isinstance(value, dict):
         raise _fail(problems, "schema", "schema must be a JSON Schema object, or null")
+    if not isinstance(value.get("$schema", ""), str):  # validator_for() raises on anything else
+        raise _fail(problems, "schema", "$schema must be a string: the URI of a JSON Schema "
+                                        "draft, such as 'http://json-schema.org/draft-07/schema#'")
     try:
-        validator_for(value).check_schema(value)
+        # An explicit default: with none, an unknown $schema is a DeprecationWarning now and
+        # "will raise an error in the future" (jsonschema); compile_rust names the problem.
+        validator_for(value, default=Draft202012Validator).check_schema(value)
         compile_rust(value)  # every $ref must resolve here, none off this machine
     except RecursionError:
         raise _fail(problems, "schema", "schema is nested too deeply to check") from None
+    except OverflowError as exc:  # Python's re, checking a pattern such as "a{4294967296}"
+        raise _fail(problems, "schema", f"not a valid JSON Schema: a pattern cannot be "
+                                        f"compiled ({exc})") from None
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.path)
         raise _fail(problems, "schema",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from app.parse import Parsed, duplicate_keys, parse_body
+from app.parse import Parsed, duplicate_keys, parse_for_display
 
 ALIAS_PATTERN = r"[a-z0-9][a-z0-9_-]{2,63}"  # matched whole (re.fullmatch)
 
@@ -187,7 +187,7 @@ class Capture:
         }
         if full and self.body is not None:
             data.update(body_fields(self.body))
-            parsed = parse_body(self.body, self.content_type)
+            parsed = parse_for_display(self.body, self.content_type)
             data["parsed"] = parsed.as_json()
             if parsed.kind == "json" and parsed.error is None:
                 duplicates = duplicate_keys(self.body)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from urllib.parse import parse_qsl
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
+
+log = logging.getLogger("hookscope.parse")
 
 KINDS = ("json", "ndjson", "form", "multipart", "xml", "text", "binary", "empty")
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl",
@@ -47,11 +50,26 @@ class Parsed:
         return data
 
 
+# Deeper than this, a parsed value is reported rather than shown (see parse_for_display).
+MAX_SHOWN_DEPTH = 512
+
+
 def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 def parse_body(body: bytes, content_type: str | None) -> Parsed:
+    try:
+        return _parse(body, content_type)
+    except Exception as exc:
+        # The parsers below catch what they are known to raise; one that raises something else
+        # (an XML encoding lookup once did) must not cost the capture, nor its full view.
+        log.exception("could not parse a body of type %r", content_type)
+        return Parsed(_plain(body).kind, None,
+                      f"could not be parsed ({type(exc).__name__}: {_short(exc)})")
+
+
+def _parse(body: bytes, content_type: str | None) -> Parsed:
     if not body:
         return Parsed("empty")
     mt = media_type(content_type)
@@ -73,11 +91,46 @@ def parse_body(body: bytes, content_type: str | None) -> Parsed:
             return sniffed
         if _FORM_LIKE.fullmatch(body.strip()):
             return _form(body)
+    return _plain(body)
+
+
+def _plain(body: bytes) -> Parsed:
     try:
-        text = body.decode("utf-8")
+        return Parsed("text", body.decode("utf-8"))
     except UnicodeDecodeError:
         return Parsed("binary")
-    return Parsed("text", text)
+
+
+def parse_for_display(body: bytes, content_type: str | None) -> Parsed:
+    """parse_body for a view that is written out as JSON (a capture in full).
+
+    Python's JSON parser and writer share one recursion limit but start at different stack
+    depths, and so does every Python client that reads the view: a body nested just shallowly
+    enough to parse here (~960 levels) could fail to be written out, or be read back. So a value
+    nested deeper than MAX_SHOWN_DEPTH is reported, whatever the stack. Not on the capture path:
+    the walk costs about as much as the parse, and only bodies with that many brackets pay it.
+    """
+    parsed = parse_body(body, content_type)
+    if (isinstance(parsed.value, (dict, list))
+            and body.count(b"[") + body.count(b"{") + body.count(b"<") > MAX_SHOWN_DEPTH
+            and _deeper_than(parsed.value, MAX_SHOWN_DEPTH)):
+        return Parsed(parsed.kind, None, f"nested more than {MAX_SHOWN_DEPTH} levels deep: not "
+                                         "shown parsed (body_text has it as sent)")
+    return parsed
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Do lists and objects nest more than `limit` deep? Level by level, no recursion."""
+    level = [value]
+    for _ in range(limit):
+        below: list[Any] = []
+        for container in level:
+            items = container.values() if isinstance(container, dict) else container
+            below += [item for item in items if isinstance(item, (dict, list))]
+        if not below:
+            return False
+        level = below
+    return True
 
 
 def _sniffed(body: bytes, declared: Parsed | None) -> Parsed | None:
@@ -182,7 +235,12 @@ def _multipart(body: bytes, content_type: str) -> Parsed:
     boundary = re.search(r'boundary="?([^";]+)"?', content_type, re.IGNORECASE)
     if boundary is None:
         return Parsed("multipart", None, "multipart Content-Type has no boundary")
-    parts = body.count(b"--" + boundary.group(1).encode("latin-1", "replace"))
+    delimiter = b"--" + boundary.group(1).encode("latin-1", "replace")
+    found = body.count(delimiter)
+    if found == 0:
+        return Parsed("multipart", None, f"the Content-Type's boundary {boundary.group(1)!r} is "
+                                         "not in the body")
+    parts = found - (delimiter + b"--" in body)  # the closing delimiter ends the last part
     if parts > MAX_MULTIPART_PARTS:
         return Parsed("multipart", None, f"multipart body has {parts} parts; more than "
                                          f"{MAX_MULTIPART_PARTS} are not parsed")
@@ -220,7 +278,8 @@ def _xml(body: bytes) -> Parsed:
     except DefusedXmlException as exc:
         return Parsed("xml", None, f"XML refused: {type(exc).__name__} (DTDs and entities are "
                                    "not allowed)")
-    except (SafeET.ParseError, ValueError, RecursionError) as exc:
+    except (SafeET.ParseError, ValueError, LookupError, RecursionError) as exc:
+        # LookupError: a declared encoding Python does not know (encoding="bogus", "rot13").
         return Parsed("xml", None, f"invalid XML: {_short(exc)}")
     try:
         return Parsed("xml", xml_to_dict(root))

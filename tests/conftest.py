@@ -9,6 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from starlette.applications import Starlette
 
 from app.main import create_app
 from app.settings import Settings
@@ -16,6 +19,17 @@ from app.store import SQLiteStore
 from tests.serverproc import ServerProcess
 
 BASE = "http://hookscope.test"
+
+# The hostile-input properties (tests/test_hostile_properties.py). "hookscope" is the default: no
+# deadline (a shared 2-core CI machine has slow moments) and the app fixtures reused across a
+# test's examples, which those tests are written for. `--hypothesis-profile thorough` runs ten
+# times the examples.
+hypothesis_settings.register_profile(
+    "hookscope", max_examples=200, deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+hypothesis_settings.register_profile("thorough", hypothesis_settings.get_profile("hookscope"),
+                                     max_examples=2000)
+hypothesis_settings.load_profile("hookscope")
 
 
 @pytest.fixture
@@ -40,8 +54,12 @@ async def store(settings: Settings) -> AsyncIterator[SQLiteStore]:
 
 
 @pytest.fixture
-async def client(settings: Settings, store: SQLiteStore) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, store=store)
+def app(settings: Settings, store: SQLiteStore) -> Starlette:
+    return create_app(settings, store=store)
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
         yield client

@@ -5,14 +5,36 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+def send_raw(url: str, raw: bytes) -> bytes:
+    """Send bytes exactly as given and return the whole reply. The request should say
+    `Connection: close`, so the server ends the stream."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(raw)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def split_reply(reply: bytes) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers with lower-cased names, body) of a raw HTTP/1.1 reply."""
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(":", 1) for line in lines)
+    return int(status_line.split()[1]), {k.lower(): v.strip() for k, v in headers.items()}, body
 
 
 class ServerProcess:

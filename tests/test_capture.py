@@ -271,3 +271,38 @@ async def test_a_full_disk_answers_503_and_acknowledges_nothing_it_lost(client, 
     listing = (await client.get(f"/api/endpoints/{token}/captures?after=0&limit=1000")).json()
     assert sorted(c["id"] for c in listing["captures"]) == sorted(stored)
     assert listing["total"] == len(stored)
+
+
+@pytest.mark.parametrize("shape", [(b"[", b"]"), (b'{"a":', b"}")])
+async def test_json_nested_around_the_recursion_limit_reads_back(client, endpoint, shape):
+    # Python's JSON parser and writer share the recursion limit but start at different stack
+    # depths: a body that just parses (~960 levels here) was a 500 when shown in full. Every
+    # depth around the limit must read back, the value shown or the reason given.
+    opener, closer = shape
+    for depth in range(850, 1000):
+        body = opener * depth + b"1" + closer * depth
+        response = await client.post(f"/h/{endpoint['token']}", content=body,
+                                     headers={"Content-Type": "application/json"})
+        full = await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+        assert full.status_code == 200, (depth, full.text[:200])
+        assert full.json()["body_text"] == body.decode()
+        parsed = full.json()["parsed"]
+        assert parsed["value"] is None and parsed["error"], depth
+
+
+async def test_a_parser_that_raises_costs_neither_the_capture_nor_its_full_view(
+        client, endpoint, monkeypatch, caplog):
+    def broken(body: bytes) -> None:
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr("app.parse._xml", broken)
+    response = await client.post(f"/h/{endpoint['token']}", content=b"<a>x</a>",
+                                 headers={"Content-Type": "application/xml"})
+    assert response.status_code == 200
+    capture = await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+    assert capture.status_code == 200
+    assert capture.json()["body_text"] == "<a>x</a>"
+    assert capture.json()["parsed"] == {
+        "kind": "text", "value": None,
+        "error": "could not be parsed (RuntimeError: parser bug)"}
+    assert "could not parse a body of type 'application/xml'" in caplog.text

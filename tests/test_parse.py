@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app.parse import duplicate_keys, parse_body
+from app.parse import duplicate_keys, parse_body, parse_for_display
 
 MULTIPART = (b'--XX\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
              b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
@@ -67,6 +67,8 @@ def test_multipart_fields_and_files():
     (b'<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>', "text/xml",
      "XML refused"),
     (b"<r><unclosed></r>", "application/xml", "invalid XML"),
+    (b'<?xml version="1.0" encoding="bogus"?><r/>', "application/xml", "unknown encoding"),
+    (b'<?xml version="1.0" encoding="rot13"?><r/>', "text/xml", "not a text encoding"),
     (b"[" * 100_000 + b"]" * 100_000, "application/json", "invalid JSON"),
     (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "application/json", "invalid JSON"),
     (b"1" * 100_000, "application/json", "invalid JSON"),
@@ -121,3 +123,39 @@ def test_a_multipart_body_of_very_many_parts_is_reported_quickly():
     parsed = parse_body(body, "multipart/form-data; boundary=XX")
     assert time.monotonic() - started < 2
     assert "more than 1000 are not parsed" in parsed.error
+
+
+def _xml_with_lists(levels: int) -> bytes:
+    """Each level is an object holding a list (repeated <a>s): two levels of value per element."""
+    xml = b"<a/>"
+    for _ in range(levels):
+        xml = b"<a>" + xml + b"<a/></a>"
+    return b"<r>" + xml + b"</r>"
+
+
+def test_a_view_shows_values_up_to_512_levels_deep_and_reports_deeper_ones():
+    for body in (b"[" * 512 + b"]" * 512, b'{"a":' * 511 + b"[1]" + b"}" * 511,
+                 _xml_with_lists(200)):
+        assert parse_for_display(body, None) == parse_body(body, None)
+        assert parse_for_display(body, None).value is not None
+    for body, content_type in [(b"[" * 513 + b"]" * 513, "application/json"),
+                               (b"[" * 513 + b"]" * 513 + b"\n[]", "application/x-ndjson"),
+                               (_xml_with_lists(300), "application/xml")]:
+        assert parse_body(body, content_type).error is None  # it parses...
+        shown = parse_for_display(body, content_type)  # ...but is too deep to show
+        assert (shown.kind, shown.value) == (parse_body(body, content_type).kind, None)
+        assert "nested more than 512 levels deep" in shown.error
+
+
+def test_exactly_1000_multipart_parts_are_parsed_and_1001_are_not():
+    part = b'--XX\r\nContent-Disposition: form-data; name="f"\r\n\r\nv\r\n'
+    parsed = parse_body(part * 1000 + b"--XX--\r\n", "multipart/form-data; boundary=XX")
+    assert parsed.error is None and len(parsed.value) == 1000
+    parsed = parse_body(part * 1001 + b"--XX--\r\n", "multipart/form-data; boundary=XX")
+    assert parsed.error == "multipart body has 1001 parts; more than 1000 are not parsed"
+
+
+def test_a_boundary_missing_from_the_body_is_named():
+    parsed = parse_body(MULTIPART, "multipart/form-data; boundary=YY")
+    assert (parsed.kind, parsed.value) == ("multipart", None)
+    assert parsed.error == "the Content-Type's boundary 'YY' is not in the body"

@@ -9,17 +9,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.serverproc import ServerProcess
-
-
-def _raw_request(url: str, raw: bytes) -> bytes:
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        sock.sendall(raw)  # the request says Connection: close, so the server ends the stream
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
+from tests.serverproc import ServerProcess, send_raw
 
 
 def _new_endpoint(url: str) -> str:
@@ -40,7 +30,7 @@ def test_raw_socket_request_is_stored_byte_for_byte(server):
            "Host: example.test\r\nX-Dup: first\r\nX-Other: o\r\nX-Dup: second\r\n"
            "X-Forwarded-For: 203.0.113.9\r\nContent-Type: application/octet-stream\r\n"
            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
-    reply = _raw_request(server.url, raw)
+    reply = send_raw(server.url, raw)
     assert reply.startswith(b"HTTP/1.1 200")
     [capture] = _captures(server.url, token)
     assert capture["method"] == "PROPFIND"
