@@ -159,3 +159,21 @@ def test_a_boundary_missing_from_the_body_is_named():
     parsed = parse_body(MULTIPART, "multipart/form-data; boundary=YY")
     assert (parsed.kind, parsed.value) == ("multipart", None)
     assert parsed.error == "the Content-Type's boundary 'YY' is not in the body"
+
+
+@pytest.mark.parametrize(("body", "kind"), [
+    ("é" * 5000, "text"),  # a two-byte character split by the 4096-byte probe
+    ("a" * 4095 + "€" + "b" * 100, "text"),  # a three-byte one across it
+    ("a" * 9000, "text"),
+])
+def test_large_text_is_text_across_the_utf8_probe(body, kind):
+    parsed = parse_body(body.encode(), "application/octet-stream")
+    assert (parsed.kind, parsed.value) == (kind, body)
+
+
+@pytest.mark.parametrize("body", [
+    b"\x00\xef\xde" + b"x" * 10_000,  # binary from the first bytes
+    b"a" * 10_000 + b"\xff",  # valid for the probe, not after it
+])
+def test_large_binary_is_binary_wherever_its_first_bad_byte_is(body):
+    assert parse_body(body, None).kind == "binary"
