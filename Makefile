@@ -32,6 +32,8 @@ bench: $(VENV)/.run-deps
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/steady.py
+	$(BIN)/python bench/large.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
