@@ -28,6 +28,11 @@ def sse_frame(seq: int, data: str) -> bytes:
     return b"event: capture\nid: %d\ndata: %s\n\n" % (seq, data.encode())
 
 
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Subscription:
     """One stream's view of an endpoint's new captures: (seq, SSE frame) pairs, at most `size`
     waiting. A deque and one future rather than an asyncio.Queue: a thousand idle viewers hold
@@ -73,14 +78,29 @@ class Subscription:
         return self
 
     async def __anext__(self) -> tuple[int, bytes]:
-        while not self.items:
+        while (item := await self.get()) is None:
+            pass
+        return item
+
+    async def get(self, timeout: float | None = None) -> tuple[int, bytes] | None:
+        """The next (seq, frame); None when `timeout` seconds pass first (a timer, not a task:
+        a thousand idle streams wait on a thousand of these). StopAsyncIteration once dropped."""
+        if not self.items:
             if self.dropped:
                 raise StopAsyncIteration
-            self.waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            self.waiter = waiter = loop.create_future()
+            timer = loop.call_later(timeout, _settle, waiter) if timeout else None
             try:
-                await self.waiter
+                await waiter
             finally:
                 self.waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not self.items:
+                if self.dropped:
+                    raise StopAsyncIteration
+                return None
         return self.items.popleft()
 
     def close(self) -> None:

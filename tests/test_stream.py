@@ -290,3 +290,23 @@ def test_deleting_the_endpoint_ends_its_streams(live):
     assert httpx.delete(f"{live.url}/api/endpoints/{token}").status_code == 200
     assert ended.wait(5), "the stream outlived its endpoint"
     assert httpx.get(f"{live.url}/api/endpoints/{token}/stream").status_code == 404
+
+
+def test_a_quiet_stream_sends_keep_alive_comments_then_events(live, monkeypatch):
+    import app.routes.stream as stream_module
+
+    monkeypatch.setattr(stream_module, "KEEPALIVE_S", 0.2)
+    token = _endpoint(live.url)
+    lines: list[str] = []
+    with _stream(live.url, token) as response:
+        started = time.monotonic()
+        response.sse_lines = response.iter_lines()  # shared with read_events below
+        for line in response.sse_lines:
+            lines.append(line)
+            if lines.count(": keep-alive") == 3:
+                break
+        quiet = time.monotonic() - started
+        _send(live.url, token, 1)
+        events = read_events(response, 1)
+    assert 0.4 < quiet < 5, quiet
+    assert [e["id"] for e in events] == ["1"]
