@@ -11,6 +11,10 @@
   page elsewhere cannot use a logged-in browser, or a Hookscope on 127.0.0.1, to change
   anything. Clients that are not browsers send neither and pass.
 
+- Without a token, the API and pages answer only to a Host that is an IP address, localhost,
+  the public URL's host or one listed in HOOKSCOPE_ALLOWED_HOSTS: a web page cannot rebind its
+  own name to 127.0.0.1 and use the API from the victim's browser.
+
 The cookie holds an HMAC of the token, not the token: it survives restarts, stops working when
 the token changes, and reveals nothing if it leaks from a browser profile.
 """
@@ -19,10 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
-from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+from starlette.requests import cookie_parser
 
 COOKIE = "hookscope_session"
 OPEN_PREFIXES = ("/static/", "/login", "/logout")
@@ -74,31 +80,57 @@ def authenticated(scope: dict[str, Any], token: str) -> bool:
         return True
     cookie = _header(scope, b"cookie")
     if cookie:
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(cookie)
-        except Exception:  # a malformed Cookie header is simply no session
-            return False
-        morsel = jar.get(COOKIE)
-        if morsel is not None:
-            return hmac.compare_digest(morsel.value.encode(), session_value(token).encode())
+        # Starlette's lenient parser: another app on localhost may set a cookie that the
+        # stdlib's strict one stops at, hiding ours behind it.
+        value = cookie_parser(cookie).get(COOKIE)
+        if value is not None:
+            return hmac.compare_digest(value.encode(), session_value(token).encode())
     return False
+
+
+def host_allowed(scope: dict[str, Any], allowed: frozenset[str]) -> bool:
+    """Is the Host one this server answers to? An IP address always is (DNS rebinding needs a
+    name); a name only when listed. Without a token this is what stops a page on
+    evil.example, whose name was made to point at 127.0.0.1, from using the API."""
+    host = _header(scope, b"host")
+    if host is None or "*" in allowed:
+        return True
+    name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    name = name.strip("[]").lower()
+    if name in allowed:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 class AccessMiddleware:
     """Cross-site refusal always; token checks when a token is set. Runs after the capture
     middleware, so capture URLs never reach it."""
 
-    def __init__(self, app: Any, token: str, public_url: str) -> None:
+    def __init__(self, app: Any, token: str, public_url: str, allowed_hosts: str = "") -> None:
         self.app = app
         self.token = token
         self.public_url = public_url
+        names = {"localhost", *(h.strip().lower() for h in allowed_hosts.split(",") if h.strip())}
+        if public_url:
+            names.add((urlsplit(public_url).hostname or "").lower())
+        self.allowed_hosts = frozenset(names)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        if (not self.token and path not in OPEN_PATHS and not path.startswith("/static/")
+                and not host_allowed(scope, self.allowed_hosts)):
+            await _deny(send, 403, "forbidden",
+                        f"this Hookscope does not answer to the host "
+                        f"{_header(scope, b'host')!r} without a token: add it to "
+                        "HOOKSCOPE_ALLOWED_HOSTS, or set HOOKSCOPE_PUBLIC_URL or HOOKSCOPE_TOKEN")
+            return
         if scope["method"] not in SAFE_METHODS and cross_site(scope, self.public_url):
             await _deny(send, 403, "forbidden", "cross-site request refused: this page may not "
                                                 "change Hookscope's data")

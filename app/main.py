@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if owns_store:
             await active.open()
+        live.closed = False  # an app started again after a shutdown streams again
         sweeper = asyncio.create_task(sweep_expired(active, live, settings.sweep_interval))
         try:
             yield

@@ -35,6 +35,11 @@ class Settings:
         "", "HOOKSCOPE_TOKEN",
         "When set, the API, the live stream and the pages need it (Authorization: Bearer, or the "
         "login page's cookie); capture URLs stay open. Empty: no login.")
+    allowed_hosts: str = _setting(
+        "", "HOOKSCOPE_ALLOWED_HOSTS",
+        "Comma-separated host names the API and pages answer to when no token is set, besides "
+        "IP addresses, localhost and the public URL's host (a guard against DNS rebinding). "
+        "*: any.")
     max_body_bytes: int = _setting(
         10 * MIB, "HOOKSCOPE_MAX_BODY_BYTES",
         "Largest body stored per capture; a larger one is answered 413 and stored cut at this size "
@@ -98,6 +103,10 @@ class Settings:
         for f in ("default_max_bytes", "max_total_bytes", "rate_limit", "default_ttl"):
             if getattr(self, f) < 0:
                 raise SettingsError(f"HOOKSCOPE_{f.upper()} must be 0 (off) or more")
+        if self.token and (not self.token.isascii() or not self.token.isprintable()
+                           or self.token != self.token.strip() or " " in self.token):
+            raise SettingsError("HOOKSCOPE_TOKEN must be printable ASCII without spaces (it "
+                                "travels in an Authorization header)")
         if self.sweep_interval < 1:
             raise SettingsError("HOOKSCOPE_SWEEP_INTERVAL must be at least 1 second")
         if self.http not in ("httptools", "h11"):

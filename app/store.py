@@ -100,6 +100,11 @@ class _Counter:
     max_bytes: int | None
 
 
+# Not its endpoint's newest capture (an index lookup per row: captures_endpoint_seq).
+_NOT_NEWEST = ("seq < (SELECT MAX(newest.seq) FROM captures newest "
+               "WHERE newest.endpoint_id = captures.endpoint_id)")
+
+
 @dataclass
 class _WriterState:
     """Per-endpoint counters and the limits they are held to, touched only in the writer
@@ -131,7 +136,8 @@ class _WriterState:
             self.total_bytes += size
 
     def before_commit(self, conn: sqlite3.Connection) -> None:
-        # The newest capture of an endpoint is never pruned, even when it alone is over a limit.
+        # The newest capture of an endpoint is never pruned, even when it alone is over a limit
+        # (and so an acknowledged capture is never gone before anyone could look at it).
         for endpoint_id in list(self.dirty):
             counter = self.counters.get(endpoint_id)
             if counter is None:
@@ -140,15 +146,13 @@ class _WriterState:
                 self._prune(conn, "WHERE endpoint_id = ? ORDER BY seq", (endpoint_id,),
                              count=counter.count - counter.max_captures)
             if counter.max_bytes is not None and counter.bytes > counter.max_bytes:
-                self._prune(conn, "WHERE endpoint_id = ? AND seq < ? ORDER BY seq",
-                            (endpoint_id, counter.last_seq),
-                            size=counter.bytes - counter.max_bytes)
+                self._prune(conn, f"WHERE endpoint_id = ? AND {_NOT_NEWEST} ORDER BY seq",
+                            (endpoint_id,), size=counter.bytes - counter.max_bytes)
         if self.max_total_bytes and self.dirty:
             if self.total_bytes is None:
                 self.total_bytes = self._load_total(conn)
             if self.total_bytes > self.max_total_bytes:
-                newest = conn.execute("SELECT MAX(rowid) FROM captures").fetchone()[0]
-                self._prune(conn, "WHERE rowid < ? ORDER BY rowid", (newest,),
+                self._prune(conn, f"WHERE {_NOT_NEWEST} ORDER BY rowid", (),
                             size=self.total_bytes - self.max_total_bytes)
         for endpoint_id in self.dirty:
             counter = self.counters.get(endpoint_id)

@@ -40,7 +40,8 @@ def anyio_backend() -> str:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     # A smaller body limit than the default keeps the 413 tests quick.
-    return Settings(db=str(tmp_path / "hookscope.db"), max_body_bytes=256 * 1024)
+    return Settings(db=str(tmp_path / "hookscope.db"), max_body_bytes=256 * 1024,
+                    allowed_hosts="hookscope.test")
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ TOKEN = "correct-horse-battery-staple"
 
 @asynccontextmanager
 async def _client(tmp_path: Path, **overrides):
-    settings = Settings(db=str(tmp_path / "access.db"), **overrides)
+    settings = Settings(**{"db": str(tmp_path / "access.db"), "allowed_hosts": "hookscope.test",
+                           **overrides})
     store = SQLiteStore(settings.db)
     await store.open()
     try:
@@ -193,3 +194,40 @@ def test_the_stream_needs_the_token_on_a_real_server(tmp_path):
         assert any(line.startswith("data:") for line in lines)
     finally:
         server.stop()
+
+
+async def test_without_a_token_only_known_hosts_reach_the_api(tmp_path):
+    async with _client(tmp_path) as client:  # allowed_hosts: hookscope.test
+        for host in ("evil.example", "evil.example:8000", "localhost.evil.example"):
+            response = await client.get("/api/endpoints", headers={"Host": host})
+            assert response.status_code == 403, host
+            assert "HOOKSCOPE_ALLOWED_HOSTS" in response.json()["error"]["message"]
+        for host in ("localhost:8000", "127.0.0.1:8000", "[::1]:8000", "10.1.2.3",
+                     "hookscope.test"):
+            assert (await client.get("/api/endpoints", headers={"Host": host})
+                    ).status_code == 200, host
+        token = (await client.post("/api/endpoints", json={})).json()["token"]
+        # Capture URLs and health answer to any host: senders use whatever name they were given.
+        assert (await client.post(f"/h/{token}", headers={"Host": "evil.example"})
+                ).status_code == 200
+        assert (await client.get("/healthz", headers={"Host": "evil.example"})).status_code == 200
+    (tmp_path / "any").mkdir()
+    async with _client(tmp_path / "any", allowed_hosts="*") as client:
+        assert (await client.get("/api/endpoints", headers={"Host": "anything.example"})
+                ).status_code == 200
+
+
+async def test_another_apps_odd_cookie_does_not_hide_the_session(tmp_path):
+    async with _client(tmp_path, token=TOKEN) as client:
+        for other in ("theme=dark mode", 'prefs={"a":1}', "x=\"unbalanced"):
+            header = f"{other}; {COOKIE}={session_value(TOKEN)}"
+            response = await client.get("/api/endpoints", headers={"Cookie": header})
+            assert response.status_code == 200, other
+
+
+@pytest.mark.parametrize("token", ["pässwort", " padded", "with space", "tab\there"])
+def test_a_token_that_cannot_travel_in_a_header_is_refused_at_start(token):
+    from app.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="printable ASCII"):
+        Settings.from_env({"HOOKSCOPE_TOKEN": token})

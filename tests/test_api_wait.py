@@ -131,3 +131,19 @@ def test_shutdown_ends_an_open_wait_promptly(server):
     assert result == {"status": 200, "body": {"endpoint": token, "captures": [],
                                               "next_after": 0, "next_before": None,
                                               "total": 0}}
+
+
+async def test_a_cancelled_wait_leaves_no_task_or_subscription_behind(client, endpoint, app):
+    token = endpoint["token"]
+    task = await _waiting(client, _list_url(token, "wait=30"))
+    hub = app.state.hub
+    assert hub.count() == 1
+    def helpers() -> list[asyncio.Task]:
+        return [t for t in asyncio.all_tasks() if not t.done()
+                and ("__anext__" in repr(t) or "_disconnected" in repr(t))]
+
+    assert helpers(), "the wait's own tasks were expected while it waits"
+    task.cancel()
+    await asyncio.sleep(0.05)
+    assert hub.count() == 0
+    assert helpers() == []

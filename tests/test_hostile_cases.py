@@ -31,7 +31,8 @@ MAX_BODY = 2 * 1024 * 1024
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(db=str(tmp_path / "hookscope.db"), max_body_bytes=MAX_BODY)
+    return Settings(db=str(tmp_path / "hookscope.db"), max_body_bytes=MAX_BODY,
+                    allowed_hosts="hookscope.test")
 
 
 async def _capture(client: httpx.AsyncClient, token: str, body: bytes,

@@ -25,7 +25,8 @@ def build_middleware(store: Store, settings: Settings, validation: Validation,
                      hub: Publisher) -> list[Middleware]:
     return [Middleware(CaptureMiddleware, store=store, settings=settings,
                        validation=validation, hub=hub),
-            Middleware(AccessMiddleware, token=settings.token, public_url=settings.public_url)]
+            Middleware(AccessMiddleware, token=settings.token, public_url=settings.public_url,
+                       allowed_hosts=settings.allowed_hosts)]
 
 
 def build_routes() -> list[BaseRoute]:

@@ -215,6 +215,7 @@ async def _long_poll(request: Request, endpoint: Endpoint, query: CaptureQuery,
     deadline = asyncio.get_running_loop().time() + wait
     gone = asyncio.ensure_future(_disconnected(request))
     subscription = hub.subscribe(endpoint.id)
+    arrival: asyncio.Future[Any] | None = None
     try:
         while True:
             captures = await store.list_captures(endpoint, query)
@@ -236,9 +237,11 @@ async def _long_poll(request: Request, endpoint: Endpoint, query: CaptureQuery,
                 arrival.cancel()
             elif arrival.exception() is None:  # StopAsyncIteration: dropped, handled above
                 subscription.skip_waiting()  # one look in the store covers them all
-    finally:
+    finally:  # also when this handler is cancelled (a shutdown past its grace period)
         subscription.close()
         gone.cancel()
+        if arrival is not None:
+            arrival.cancel()
 
 
 async def _disconnected(request: Request) -> None:
