@@ -186,7 +186,7 @@ async def test_a_waiting_subscriber_gets_items_in_order_and_ends_when_dropped():
 async def test_a_slow_subscriber_is_dropped_without_touching_captures(tmp_path):
     from app.store import SQLiteStore
 
-    settings = Settings(db=str(tmp_path / "slow.db"), allowed_hosts="hookscope.test")
+    settings = Settings(db=str(tmp_path / "slow.db"), allowed_hosts="t")
     store = SQLiteStore(settings.db)
     await store.open()
     hub = Hub(queue_size=3)
