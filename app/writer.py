@@ -44,6 +44,10 @@ class BatchHooks(Protocol):
 
 def connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # For a new database only (an existing one keeps its size): a 1 MiB body is 64 pages of
+    # 16 KiB in the WAL instead of 256 of 4 KiB (bench/large: +25-30% MB/s; 1 KiB captures
+    # no slower in bench/ingest).
+    conn.execute("PRAGMA page_size = 16384")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
