@@ -15,8 +15,9 @@
   the public URL's host or one listed in HOOKSCOPE_ALLOWED_HOSTS: a web page cannot rebind its
   own name to 127.0.0.1 and use the API from the victim's browser.
 
-The cookie holds an HMAC of the token, not the token: it survives restarts, stops working when
-the token changes, and reveals nothing if it leaks from a browser profile.
+The cookie holds its issue time and an HMAC of that under the token, not the token: it survives
+restarts, expires after 30 days on the server's side too, stops working when the token
+changes, and reveals nothing about the token if it leaks from a browser profile.
 """
 
 from __future__ import annotations
@@ -25,19 +26,40 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from starlette.requests import cookie_parser
 
 COOKIE = "hookscope_session"
+SESSION_S = 30 * 24 * 3600
 OPEN_PREFIXES = ("/static/", "/login", "/logout")
 OPEN_PATHS = frozenset({"/healthz", "/favicon.ico"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def session_value(token: str) -> str:
-    return hmac.new(token.encode(), b"hookscope browser session v1", hashlib.sha256).hexdigest()
+def session_value(token: str, issued: int | None = None) -> str:
+    """`<issued>.<HMAC of it under the token>`: checked on every request, so a copied cookie
+    stops working after SESSION_S, and every cookie when the token changes."""
+    issued = int(time.time()) if issued is None else issued
+    return f"{issued}.{_signature(token, issued)}"
+
+
+def _signature(token: str, issued: int) -> str:
+    return hmac.new(token.encode(), b"hookscope browser session v2 %d" % issued,
+                    hashlib.sha256).hexdigest()
+
+
+def valid_session(token: str, value: str, now: float | None = None) -> bool:
+    issued_text, _, signature = value.partition(".")
+    if not issued_text.isdigit() or len(issued_text) > 12:
+        return False
+    issued = int(issued_text)
+    now = time.time() if now is None else now
+    if not now - SESSION_S < issued <= now + 60:
+        return False
+    return hmac.compare_digest(signature.encode(), _signature(token, issued).encode())
 
 
 def check_token(token: str, offered: str) -> bool:
@@ -84,7 +106,7 @@ def authenticated(scope: dict[str, Any], token: str) -> bool:
         # stdlib's strict one stops at, hiding ours behind it.
         value = cookie_parser(cookie).get(COOKIE)
         if value is not None:
-            return hmac.compare_digest(value.encode(), session_value(token).encode())
+            return valid_session(token, value)
     return False
 
 

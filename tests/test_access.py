@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.access import COOKIE, session_value
+from app.access import COOKIE, session_value, valid_session
 from app.cli import startup_warning
 from app.main import create_app
 from app.settings import Settings
@@ -129,7 +129,8 @@ async def test_login_sets_a_cookie_that_is_not_the_token_and_logout_ends_it(tmp_
         assert response.status_code == 303
         assert response.headers["location"] == "/e/abc"
         cookie = response.headers["set-cookie"]
-        assert cookie.startswith(f"{COOKIE}={session_value(TOKEN)};")
+        value = cookie.split(";", 1)[0].removeprefix(f"{COOKIE}=")
+        assert valid_session(TOKEN, value) and not valid_session("another-token", value)
         assert TOKEN not in cookie
         assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
         assert "Secure" not in cookie  # plain http here; https or an https public URL sets it
@@ -143,7 +144,10 @@ async def test_login_sets_a_cookie_that_is_not_the_token_and_logout_ends_it(tmp_
 
 async def test_a_forged_or_stale_cookie_is_no_session(tmp_path):
     async with _client(tmp_path, token=TOKEN) as client:
-        for value in (TOKEN, session_value("an-old-token"), "", '"unbalanced'):
+        month_ago = int(time.time()) - 31 * 24 * 3600
+        for value in (TOKEN, session_value("an-old-token"), session_value(TOKEN, month_ago),
+                      session_value(TOKEN, int(time.time()) + 3600), "", '"unbalanced',
+                      "1." + "0" * 64, "x" * 5000):
             client.cookies.clear()
             response = await client.get("/api/endpoints", headers={"Cookie": f"{COOKIE}={value}"})
             assert response.status_code == 401, value

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from app.access import COOKIE, check_token, session_value
+from app.access import COOKIE, SESSION_S, check_token, session_value
 from app.routes.api import base_url, read_limited, store_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +80,7 @@ async def login(request: Request) -> Response:
                      401)
     response = RedirectResponse(target, status_code=303)
     secure = request.url.scheme == "https" or base_url(request).startswith("https://")
-    response.set_cookie(COOKIE, session_value(token), max_age=30 * 24 * 3600, httponly=True,
+    response.set_cookie(COOKIE, session_value(token), max_age=SESSION_S, httponly=True,
                         samesite="lax", secure=secure, path="/")
     return response
 
