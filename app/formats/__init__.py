@@ -156,6 +156,17 @@ class FormatRegistry:
     def __init__(self, formats: Iterable[Format]) -> None:
         self.formats = sorted(formats, key=lambda f: (-f.priority, f.id))
         self._by_id = {f.id: f for f in self.formats}
+        # One top-level key from each identifying alternative: a document lacking all of a
+        # format's anchors cannot have its shape, so only the formats whose anchor it has are
+        # asked (bench/ingest: `recognises` for all 13 formats was ~7% of the capture path).
+        self._anchors: dict[str, set[str]] = {}
+        self._anchorless: set[str] = set()
+        for f in self.formats:
+            for top, _ in f.key_sets:
+                if top:
+                    self._anchors.setdefault(min(top), set()).add(f.id)
+                else:
+                    self._anchorless.add(f.id)
 
     @property
     def ids(self) -> list[str]:
@@ -166,7 +177,16 @@ class FormatRegistry:
 
     def detect(self, document: Any) -> Format | None:
         """The first format, by priority then id, whose identifying shape the document has."""
-        return next((f for f in self.formats if f.recognises(document)), None)
+        if not isinstance(document, dict):
+            return None
+        candidates = set(self._anchorless)
+        for key, ids in self._anchors.items():
+            if key in document:
+                candidates |= ids
+        if not candidates:
+            return None
+        return next((f for f in self.formats if f.id in candidates and f.recognises(document)),
+                    None)
 
     def errors(self, fmt: Format, document: Any) -> list[dict[str, str]]:
         found = fmt.checker.errors(document)
