@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -213,9 +214,10 @@ async def _long_poll(request: Request, endpoint: Endpoint, query: CaptureQuery,
         raise ApiError(429, f"this endpoint already has {MAX_SUBSCRIBERS_PER_ENDPOINT} open "
                             "streams and waits")
     deadline = asyncio.get_running_loop().time() + wait
-    gone = asyncio.ensure_future(_disconnected(request))
     subscription = hub.subscribe(endpoint.id)
-    arrival: asyncio.Future[Any] | None = None
+    gone = asyncio.ensure_future(_disconnected(request))
+    # A client that hangs up ends the wait: its subscription is dropped, which wakes it.
+    gone.add_done_callback(lambda _: subscription.drop())
     try:
         while True:
             captures = await store.list_captures(endpoint, query)
@@ -230,18 +232,12 @@ async def _long_poll(request: Request, endpoint: Endpoint, query: CaptureQuery,
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return []
-            arrival = asyncio.ensure_future(subscription.__anext__())
-            done, _ = await asyncio.wait((arrival, gone), timeout=remaining,
-                                        return_when=asyncio.FIRST_COMPLETED)
-            if arrival not in done:
-                arrival.cancel()
-            elif arrival.exception() is None:  # StopAsyncIteration: dropped, handled above
-                subscription.skip_waiting()  # one look in the store covers them all
+            with contextlib.suppress(StopAsyncIteration):  # dropped: seen at the top
+                if await subscription.get(remaining) is not None:
+                    subscription.skip_waiting()  # one look in the store covers them all
     finally:  # also when this handler is cancelled (a shutdown past its grace period)
         subscription.close()
         gone.cancel()
-        if arrival is not None:
-            arrival.cancel()
 
 
 async def _disconnected(request: Request) -> None:
