@@ -128,6 +128,10 @@ class _WriterState:
 
     def stored(self, conn: sqlite3.Connection, endpoint_id: int, count: int, size: int) -> None:
         """Count captures in (positive) or out (negative) of an endpoint's totals."""
+        if self.max_total_bytes and self.total_bytes is None:
+            # Before the first change since start or a rollback, the table's figures are exact.
+            self.total_bytes = conn.execute(
+                "SELECT COALESCE(SUM(stored_bytes), 0) FROM endpoints").fetchone()[0]
         counter = self.counter(conn, endpoint_id)
         counter.count += count
         counter.bytes += size
@@ -148,12 +152,9 @@ class _WriterState:
             if counter.max_bytes is not None and counter.bytes > counter.max_bytes:
                 self._prune(conn, f"WHERE endpoint_id = ? AND {_NOT_NEWEST} ORDER BY seq",
                             (endpoint_id,), size=counter.bytes - counter.max_bytes)
-        if self.max_total_bytes and self.dirty:
-            if self.total_bytes is None:
-                self.total_bytes = self._load_total(conn)
-            if self.total_bytes > self.max_total_bytes:
-                self._prune(conn, f"WHERE {_NOT_NEWEST} ORDER BY rowid", (),
-                            size=self.total_bytes - self.max_total_bytes)
+        if self.total_bytes is not None and self.total_bytes > self.max_total_bytes:
+            self._prune(conn, f"WHERE {_NOT_NEWEST} ORDER BY rowid", (),
+                        size=self.total_bytes - self.max_total_bytes)
         for endpoint_id in self.dirty:
             counter = self.counters.get(endpoint_id)
             if counter is None:
@@ -163,17 +164,6 @@ class _WriterState:
                 "stored_bytes = ? WHERE id = ?",
                 (counter.last_seq, counter.count, counter.last_at, counter.bytes, endpoint_id))
         self.dirty.clear()
-
-    def _load_total(self, conn: sqlite3.Connection) -> int:
-        # The table's figures, corrected by what this batch has counted and not yet written.
-        total: int = conn.execute("SELECT COALESCE(SUM(stored_bytes), 0) FROM endpoints"
-                                  ).fetchone()[0]
-        for endpoint_id in self.dirty:
-            row = conn.execute("SELECT stored_bytes FROM endpoints WHERE id = ?",
-                               (endpoint_id,)).fetchone()
-            if row is not None and endpoint_id in self.counters:
-                total += self.counters[endpoint_id].bytes - row[0]
-        return total
 
     def _prune(self, conn: sqlite3.Connection, where: str, params: tuple[Any, ...], *,
                count: int = 0, size: int = 0) -> None:
