@@ -24,6 +24,10 @@ class Bucket:
         self.tokens = self.capacity
         self.stamp = now
 
+    def full(self, now: float) -> bool:
+        self.wait(now)
+        return self.tokens >= self.capacity
+
     def wait(self, now: float) -> float:
         """Seconds until a request would be admitted (0: now). Refills, takes nothing."""
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
@@ -59,8 +63,7 @@ class RateLimiter:
     def _bucket(self, endpoint_id: int, rate: float, now: float) -> Bucket:
         if len(self._buckets) >= MAX_BUCKETS:
             # Forget the endpoints that are idle (full again): they start full anyway.
-            for key in [k for k, b in self._buckets.items() if b.wait(now) == 0
-                        and b.tokens >= b.capacity]:
+            for key in [k for k, b in self._buckets.items() if b.full(now)]:
                 del self._buckets[key]
         bucket = self._buckets[endpoint_id] = Bucket(rate, now)
         return bucket

@@ -272,3 +272,21 @@ async def test_counters_match_the_rows_after_a_random_mix_of_operations(tmp_path
                 assert endpoint["stored_bytes"] <= endpoint["max_bytes"]
             assert endpoint["capture_count"] <= endpoint["max_captures"]
         assert total <= 3000 + 3 * 400  # each endpoint's newest may stand over the limit
+
+
+def test_idle_rate_buckets_are_forgotten_when_there_are_too_many(monkeypatch):
+    from app import limits
+
+    monkeypatch.setattr(limits, "MAX_BUCKETS", 3)
+    now = [100.0]
+    limiter = limits.RateLimiter()
+    limiter._clock = lambda: now[0]
+    for endpoint_id in (1, 2, 3):
+        assert limiter.admit(endpoint_id, 1.0) == 0
+    assert limiter.admit(1, 1.0) == 1  # endpoint 1's bucket is empty: retry in 1 s
+    now[0] += 0.5
+    assert limiter.admit(4, 1.0) == 0  # none idle yet: kept, the table grows by one
+    assert set(limiter._buckets) == {1, 2, 3, 4}
+    now[0] += 5
+    assert limiter.admit(5, 1.0) == 0  # all refilled: the idle ones go
+    assert set(limiter._buckets) == {5}
