@@ -19,6 +19,7 @@ from sse_starlette.sse import AppStatus
 from app.hub import Hub
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import BASE
 from tests.serverproc import ServerProcess
 
 
@@ -186,14 +187,14 @@ async def test_a_waiting_subscriber_gets_items_in_order_and_ends_when_dropped():
 async def test_a_slow_subscriber_is_dropped_without_touching_captures(tmp_path):
     from app.store import SQLiteStore
 
-    settings = Settings(db=str(tmp_path / "slow.db"), allowed_hosts="t")
+    settings = Settings(db=str(tmp_path / "slow.db"), allowed_hosts="hookscope.test")
     store = SQLiteStore(settings.db)
     await store.open()
     hub = Hub(queue_size=3)
     app = create_app(settings, store=store, hub=hub)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://t") as client:
+                                     base_url=BASE) as client:
             token = (await client.post("/api/endpoints")).json()["token"]
             endpoint = await store.get_endpoint(token)
             slow = hub.subscribe(endpoint.id)  # never reads
