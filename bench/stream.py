@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,8 @@ from pathlib import Path
 import httpx
 import uvloop
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import free_port, start, stop, wait_up
 
 
 def rss_kib(pid: int) -> int:
@@ -147,24 +146,15 @@ def main() -> int:
     rows = []
     for count in args.viewers:
         with tempfile.TemporaryDirectory(prefix="hookscope-stream-") as tmp:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKSCOPE_")}
-            log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 -- closed below
-            proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", "0",
-                                     "--db", str(Path(tmp) / "stream.db")],
-                                    cwd=ROOT, stdout=log, stderr=subprocess.PIPE, env=env)
+            port = free_port()
+            proc = start([sys.executable, "-m", "app", "serve", "--port", str(port),
+                          "--db", str(Path(tmp) / "stream.db")], Path(tmp) / "server.log")
             try:
-                url = ""
-                while not url:
-                    line = proc.stderr.readline().decode()  # type: ignore[union-attr]
-                    if not line:
-                        sys.exit("server exited early")
-                    if "listening on" in line:
-                        url = line.split("listening on ", 1)[1].split()[0]
+                url = f"http://127.0.0.1:{port}"
+                wait_up(url + "/healthz", proc)
                 rows.append(uvloop.run(run(url, proc.pid, count, args.captures)))
             finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
-                log.close()
+                stop(proc)
     print(f"# python bench/stream.py {' '.join(sys.argv[1:])}  ({os.cpu_count()} cores, "
           f"{args.captures} captures 50 ms apart after {WARMUP} unmeasured; viewers are raw "
           "protocols on uvloop in this process)")
