@@ -14,6 +14,8 @@ from collections import deque
 from typing import Protocol
 
 QUEUE_SIZE = 256
+KEEPALIVE_S = 15.0  # a stream quiet for this long gets a comment, so proxies keep it open
+KEEPALIVE = b": keep-alive\n\n"
 MAX_SUBSCRIBERS_PER_ENDPOINT = 5000  # live streams and long-polls of one endpoint together
 
 
@@ -35,40 +37,57 @@ def _settle(waiter: asyncio.Future[None]) -> None:
 
 class Subscription:
     """One stream's view of an endpoint's new captures: (seq, SSE frame) pairs, at most `size`
-    waiting. A deque and one future rather than an asyncio.Queue: a thousand idle viewers hold
-    a thousand of these, and a Queue is four deques and an Event (bench/stream)."""
+    waiting, and (None, comment) keep-alives for a quiet stream (`keepalive=True`).
 
-    __slots__ = ("dropped", "endpoint_id", "hub", "items", "size", "waiter")
+    A deque and a bare future rather than an asyncio.Queue, and one keep-alive timer for the
+    whole hub rather than one per wait: a thousand idle viewers hold a thousand of these, and
+    what each wait allocates is still alive at the next young collection, so it ends up among
+    the old objects and brings the next full collection closer (bench/stream)."""
 
-    def __init__(self, hub: Hub, endpoint_id: int, size: int) -> None:
+    __slots__ = ("dropped", "endpoint_id", "hub", "items", "keepalive", "quiet", "size",
+                 "waiter")
+
+    def __init__(self, hub: Hub, endpoint_id: int, size: int, keepalive: bool) -> None:
         self.hub = hub
         self.endpoint_id = endpoint_id
         self.size = size
-        self.items: deque[tuple[int, bytes]] = deque()
+        self.keepalive = keepalive
+        self.quiet = False  # nothing offered since the hub's last keep-alive tick
+        self.items: deque[tuple[int | None, bytes]] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.dropped = False
 
-    def offer(self, item: tuple[int, bytes]) -> None:
+    def offer(self, item: tuple[int | None, bytes]) -> None:
         if self.dropped:
             return
         if len(self.items) >= self.size:
             self.drop()
             return
         self.items.append(item)
-        self._wake()
+        self.quiet = False
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def drop(self) -> None:
-        """End this subscription: it was too slow, or the server is shutting down. Whatever
-        was waiting is discarded; the stream ends and the client resumes from the store."""
+        """End this subscription: it was too slow, its client left, or the server is shutting
+        down. Whatever was waiting is discarded; the client resumes from the store."""
         self.dropped = True
         self.hub.unsubscribe(self)
         self.items.clear()
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self.waiter
+        waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def changed(self) -> asyncio.Future[None]:
+        """A future that settles when an item arrives or this subscription is dropped: await it
+        when `items` is empty. A future, not a coroutine, so a wait allocates one object."""
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            self.waiter = waiter = asyncio.get_running_loop().create_future()
+        return waiter
 
     def skip_waiting(self) -> None:
         """Forget what is waiting (a long-poll looks in the store instead, once for all)."""
@@ -77,26 +96,25 @@ class Subscription:
     def __aiter__(self) -> Subscription:
         return self
 
-    async def __anext__(self) -> tuple[int, bytes]:
-        while (item := await self.get()) is None:
-            pass
-        return item
+    async def __anext__(self) -> tuple[int | None, bytes]:
+        while not self.items:
+            if self.dropped:
+                raise StopAsyncIteration
+            await self.changed()
+        return self.items.popleft()
 
-    async def get(self, timeout: float | None = None) -> tuple[int, bytes] | None:
-        """The next (seq, frame); None when `timeout` seconds pass first (a timer, not a task:
-        a thousand idle streams wait on a thousand of these). StopAsyncIteration once dropped."""
+    async def get(self, timeout: float) -> tuple[int | None, bytes] | None:
+        """The next item, or None when `timeout` seconds pass first (a long-poll's deadline).
+        StopAsyncIteration once dropped."""
         if not self.items:
             if self.dropped:
                 raise StopAsyncIteration
-            loop = asyncio.get_running_loop()
-            self.waiter = waiter = loop.create_future()
-            timer = loop.call_later(timeout, _settle, waiter) if timeout else None
+            waiter = self.changed()
+            timer = asyncio.get_running_loop().call_later(timeout, _settle, waiter)
             try:
                 await waiter
             finally:
-                self.waiter = None
-                if timer is not None:
-                    timer.cancel()
+                timer.cancel()
             if not self.items:
                 if self.dropped:
                     raise StopAsyncIteration
@@ -108,18 +126,44 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(self, queue_size: int = QUEUE_SIZE, keepalive_s: float = KEEPALIVE_S) -> None:
         self.queue_size = queue_size
+        self.keepalive_s = keepalive_s
         self._subscribers: dict[int, set[Subscription]] = {}
+        self._timer: asyncio.TimerHandle | None = None  # the keep-alive ticker
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
-    def subscribe(self, endpoint_id: int) -> Subscription:
-        subscription = Subscription(self, endpoint_id, self.queue_size)
+    def subscribe(self, endpoint_id: int, *, keepalive: bool = False) -> Subscription:
+        """A new subscription; with `keepalive`, it is offered a (None, comment) item whenever
+        a whole keep-alive period passes without anything else offered (a live stream)."""
+        subscription = Subscription(self, endpoint_id, self.queue_size, keepalive)
         if self.closed:  # shutting down: a stream or wait that starts now ends at once
             subscription.dropped = True
             return subscription
         self._subscribers.setdefault(endpoint_id, set()).add(subscription)
+        if keepalive:
+            loop = asyncio.get_running_loop()
+            if self._timer is None or self._timer_loop is not loop:
+                self._schedule_tick(loop)
         return subscription
+
+    def _schedule_tick(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_loop = loop
+        self._timer = loop.call_later(self.keepalive_s, self._tick) if loop else None
+
+    def _tick(self) -> None:
+        """One timer for every stream: each that was quiet for a whole period gets a comment."""
+        streams = [s for subscribers in self._subscribers.values() for s in subscribers
+                   if s.keepalive]
+        for subscription in streams:
+            if subscription.quiet:
+                subscription.offer((None, KEEPALIVE))
+            subscription.quiet = True
+        self._timer = None
+        self._schedule_tick(self._timer_loop if streams else None)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscribers = self._subscribers.get(subscription.endpoint_id)
@@ -153,6 +197,7 @@ class Hub:
     def close(self) -> None:
         """End every stream (shutdown), so no open stream holds the server's exit."""
         self.closed = True
+        self._schedule_tick(None)
         for subscribers in list(self._subscribers.values()):
             for subscription in list(subscribers):
                 subscription.drop()

@@ -184,6 +184,23 @@ async def test_a_waiting_subscriber_gets_items_in_order_and_ends_when_dropped():
 
 
 @pytest.mark.anyio
+async def test_one_timer_sends_keep_alives_to_quiet_streams_only():
+    hub = Hub(keepalive_s=0.05)
+    quiet = hub.subscribe(1, keepalive=True)
+    busy = hub.subscribe(1, keepalive=True)
+    poll = hub.subscribe(1)  # a long-poll: no keep-alives
+    for seq in range(1, 9):
+        await asyncio.sleep(0.02)
+        busy.offer((seq, b"frame"))
+    assert quiet.items and all(seq is None for seq, _ in quiet.items)  # one per quiet period
+    assert quiet.items[0] == (None, b": keep-alive\n\n")
+    assert [seq for seq, _ in busy.items] == list(range(1, 9))
+    assert not poll.items
+    hub.close()  # the ticker stops with the streams
+    assert hub._timer is None
+
+
+@pytest.mark.anyio
 async def test_a_slow_subscriber_is_dropped_without_touching_captures(tmp_path):
     from app.store import SQLiteStore
 
@@ -294,9 +311,7 @@ def test_deleting_the_endpoint_ends_its_streams(live):
 
 
 def test_a_quiet_stream_sends_keep_alive_comments_then_events(live, monkeypatch):
-    import app.routes.stream as stream_module
-
-    monkeypatch.setattr(stream_module, "KEEPALIVE_S", 0.2)
+    monkeypatch.setattr(live.app.state.hub, "keepalive_s", 0.2)
     token = _endpoint(live.url)
     lines: list[str] = []
     with _stream(live.url, token) as response:

@@ -9,34 +9,67 @@ next.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from app.errors import ApiError
-from app.hub import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub, sse_frame
+from app.hub import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub, Subscription, sse_frame
 from app.models import Endpoint
 from app.routes.api import endpoint_or_404, store_of
 from app.store import CaptureQuery, Store
 
-KEEPALIVE_S = 15
-KEEPALIVE = b": keep-alive\n\n"
 REPLAY_PAGE = 500
 
 
 class _EventStream(EventSourceResponse):
-    """sse-starlette's response, minus the per-send cancel scope it opens even when no send
-    timeout is set: with a thousand viewers that scope was a quarter of each event's cost
-    (bench/stream). With a timeout set, the library's own path is used unchanged."""
+    """sse-starlette's response (its headers, and HEAD answered without a stream), with a
+    leaner run for the stream itself.
 
-    async def _send_with_timeout(self, send, message) -> None:  # type: ignore[no-untyped-def]
-        if self.send_timeout is None:
-            await send(message)
-        else:
-            await super()._send_with_timeout(send, message)
+    The library runs every stream as an anyio task group of three tasks (the events, the
+    client's disconnect, the server's exit signal) and opens a cancel scope around every send.
+    With a thousand viewers those objects are most of what each viewer costs, and a full
+    garbage collection over them is what stalls the event loop (bench/stream). Here the
+    request's own task sends the events and one small task waits for the disconnect; the exit
+    signal is the hub's: shutdown drops every subscription (app/server.py), which ends the loop.
+    """
+
+    def __init__(self, run: Callable[[Subscription, Send], Awaitable[None]], hub: Hub,
+                 endpoint_id: int) -> None:
+        super().__init__(_no_events(), ping=0, headers={"Cache-Control": "no-store"})
+        self.run, self.hub, self.endpoint_id = run, hub, endpoint_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "HEAD":
+            await super().__call__(scope, receive, send)
+            return
+        # Subscribed here, where the `finally` below is sure to run.
+        subscription = self.hub.subscribe(self.endpoint_id, keepalive=True)
+        gone = asyncio.ensure_future(_disconnected(receive))
+        gone.add_done_callback(lambda _: subscription.drop())  # which ends the run
+        try:
+            await send({"type": "http.response.start", "status": self.status_code,
+                        "headers": self.raw_headers})
+            await self.run(subscription, send)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+            subscription.close()
+
+
+async def _no_events() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing (HEAD)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _resume_point(request: Request) -> int | None:
@@ -70,38 +103,30 @@ async def stream(request: Request) -> Response:
         raise ApiError(429, f"this endpoint already has {MAX_SUBSCRIBERS_PER_ENDPOINT} open "
                             "streams and waits")
 
-    async def events() -> AsyncIterator[bytes]:
-        # Subscribed here, where the `finally` below is sure to run: a request whose stream
-        # never starts (HEAD) must not leave a subscription behind.
-        subscription = hub.subscribe(endpoint.id)
+    async def run(subscription: Subscription, send: Send) -> None:
         sent = resume
-        try:
-            if sent is None:
-                sent = await _last_seq(store, endpoint)
-            while True:
-                page = await store.list_captures(endpoint, CaptureQuery(after=sent,
-                                                                        limit=REPLAY_PAGE))
-                for capture in page:
-                    yield sse_frame(capture.seq, json.dumps(capture.as_json(full=False)))
-                    sent = capture.seq
-                if len(page) < REPLAY_PAGE:
-                    break
-            while True:
-                try:
-                    item = await subscription.get(KEEPALIVE_S)
-                except StopAsyncIteration:
-                    break
-                if item is None:
-                    yield KEEPALIVE  # quiet for a while: keep proxies from closing the stream
-                elif item[0] > sent:
-                    yield item[1]  # already encoded once for every viewer
-                    sent = item[0]
-            # The hub dropped us (too slow, or shutting down): the client resumes from `sent`.
-        finally:
-            subscription.close()
+        if sent is None:
+            sent = await _last_seq(store, endpoint)
+        while True:
+            page = await store.list_captures(endpoint, CaptureQuery(after=sent,
+                                                                    limit=REPLAY_PAGE))
+            for capture in page:
+                frame = sse_frame(capture.seq, json.dumps(capture.as_json(full=False)))
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                sent = capture.seq
+            if len(page) < REPLAY_PAGE:
+                break
+        items = subscription.items
+        while True:
+            while items:
+                seq, frame = items.popleft()
+                if seq is None or seq > sent:  # a keep-alive, or a frame encoded once for all
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    if seq is not None:
+                        sent = seq
+            if subscription.dropped:
+                # Too slow, the client left, or shutting down: the client resumes from `sent`.
+                return
+            await subscription.changed()
 
-    # ping=0: the keep-alive comes from events() above, on the subscription's own timer,
-    # rather than from a fifth task per stream (bench/stream: memory and GC time per viewer).
-    return _EventStream(events(), ping=0,
-                        headers={"Cache-Control": "no-store"})
-
+    return _EventStream(run, hub, endpoint.id)
