@@ -188,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.run(args))
 
 
+YOUNG_GC_THRESHOLD = 10_000
+
+
 def _serve(args: argparse.Namespace) -> int:
     from app.migrations import SchemaTooNew
     from app.server import build_server
@@ -222,6 +225,12 @@ def _serve(args: argparse.Namespace) -> int:
     # scan while captures wait (bench/stream).
     gc.collect()
     gc.freeze()
+    # A capture fanned out to N viewers wakes N streams at once, which alone crosses Python's
+    # default young-generation threshold (700 objects): each fan-out then ran a young
+    # collection half-way, moving every waiting stream's future into the old generation, and
+    # every few seconds that added up to a full collection over all the streams (60-150 ms at
+    # 1,000 viewers, the whole tail of bench/stream).
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
     server.run(sockets=[sock])
     return 0
 
