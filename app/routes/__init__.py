@@ -38,7 +38,7 @@ def build_routes() -> list[BaseRoute]:
         Route("/api/endpoints/{key}", api.delete_endpoint, methods=["DELETE"]),
         Route("/api/endpoints/{key}/captures", api.list_captures, methods=["GET"]),
         Route("/api/endpoints/{key}/captures", api.clear_captures, methods=["DELETE"]),
-        Route("/api/endpoints/{key}/stream", stream.stream, methods=["GET"]),
+        Route("/api/endpoints/{key}/stream", stream.StreamEndpoint(), methods=["GET"]),
         Route("/api/captures/{id}", api.get_capture, methods=["GET"]),
         Route("/api/captures/{id}", api.delete_capture, methods=["DELETE"]),
         Route("/api/captures/{id}/body", api.capture_body, methods=["GET"]),

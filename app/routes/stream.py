@@ -130,3 +130,13 @@ async def stream(request: Request) -> Response:
             await subscription.changed()
 
     return _EventStream(run, hub, endpoint.id)
+
+
+class StreamEndpoint:
+    """The route's endpoint as a plain ASGI app (Starlette calls an instance as is), so each
+    event a stream sends skips request_response's exception wrapper around `send`. Errors
+    raised before the stream starts still reach the app's handlers (the error shape)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await stream(Request(scope, receive))
+        await response(scope, receive, send)
