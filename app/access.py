@@ -32,6 +32,8 @@ from urllib.parse import quote, urlsplit
 
 from starlette.requests import cookie_parser
 
+from app.limits import FailureThrottle
+
 COOKIE = "hookscope_session"
 SESSION_S = 30 * 24 * 3600
 OPEN_PREFIXES = ("/static/", "/login", "/logout")
@@ -110,6 +112,17 @@ def authenticated(scope: dict[str, Any], token: str) -> bool:
     return False
 
 
+def offers_credentials(scope: dict[str, Any]) -> bool:
+    cookie = _header(scope, b"cookie")
+    return (_header(scope, b"authorization") is not None
+            or (cookie is not None and COOKIE in cookie_parser(cookie)))
+
+
+def client_address(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
 def host_allowed(scope: dict[str, Any], allowed: frozenset[str]) -> bool:
     """Is the Host one this server answers to? An IP address always is (DNS rebinding needs a
     name); a name only when listed. Without a token this is what stops a page on
@@ -132,9 +145,11 @@ class AccessMiddleware:
     """Cross-site refusal always; token checks when a token is set. Runs after the capture
     middleware, so capture URLs never reach it."""
 
-    def __init__(self, app: Any, token: str, public_url: str, allowed_hosts: str = "") -> None:
+    def __init__(self, app: Any, token: str, public_url: str, allowed_hosts: str = "",
+                 throttle: FailureThrottle | None = None) -> None:
         self.app = app
         self.token = token
+        self.throttle = throttle or FailureThrottle()
         self.public_url = public_url
         names = {"localhost", *(h.strip().lower() for h in allowed_hosts.split(",") if h.strip())}
         if public_url:
@@ -142,7 +157,10 @@ class AccessMiddleware:
         self.allowed_hosts = frozenset(names)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":  # Hookscope has none; refused before any route
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":  # lifespan
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
@@ -157,10 +175,21 @@ class AccessMiddleware:
             await _deny(send, 403, "forbidden", "cross-site request refused: this page may not "
                                                 "change Hookscope's data")
             return
-        if (not self.token or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
-                or authenticated(scope, self.token)):
+        if not self.token or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
+        address = client_address(scope)
+        retry_after = self.throttle.blocked(address)
+        if retry_after:
+            await _deny(send, 429, "rate_limited",
+                        f"too many failed attempts with a wrong token from {address}; "
+                        f"retry in {retry_after} s", [(b"retry-after", b"%d" % retry_after)])
+            return
+        if authenticated(scope, self.token):
+            await self.app(scope, receive, send)
+            return
+        if offers_credentials(scope):
+            self.throttle.failed(address)  # a guess; a plain visit without any is not
         if path.startswith("/api/"):
             await _deny(send, 401, "unauthorized",
                         "this Hookscope needs its token: send 'Authorization: Bearer <token>' "

@@ -1,4 +1,4 @@
-"""Requests-per-second caps for capture URLs: token buckets, in memory.
+"""Requests-per-second caps for capture URLs, and for failed logins: token buckets, in memory.
 
 One bucket for all capture URLs together (HOOKSCOPE_RATE_LIMIT) and one per endpoint that sets
 `rate_limit`. A bucket holds one second's worth of requests (at least one), so a cap of 10
@@ -18,9 +18,9 @@ MAX_BUCKETS = 10_000
 class Bucket:
     __slots__ = ("capacity", "rate", "stamp", "tokens")
 
-    def __init__(self, rate: float, now: float) -> None:
+    def __init__(self, rate: float, now: float, capacity: float | None = None) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate)
+        self.capacity = max(1.0, rate) if capacity is None else capacity
         self.tokens = self.capacity
         self.stamp = now
 
@@ -67,3 +67,36 @@ class RateLimiter:
                 del self._buckets[key]
         bucket = self._buckets[endpoint_id] = Bucket(rate, now)
         return bucket
+
+
+class FailureThrottle:
+    """Failed credentials per client address: `attempts` at once, then one more every
+    `refill_s` seconds. Only failures count; while an address has none left, it is refused
+    without its credentials being looked at (429), the right token included."""
+
+    def __init__(self, attempts: int = 10, refill_s: float = 6.0) -> None:
+        self._clock = time.monotonic
+        self.attempts = attempts
+        self.rate = 1 / refill_s
+        self._buckets: dict[str, Bucket] = {}
+
+    def blocked(self, address: str) -> int:
+        """0 when `address` may try, else the whole seconds to put in Retry-After."""
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            return 0
+        wait = bucket.wait(self._clock())
+        return max(1, math.ceil(wait)) if wait > 0 else 0
+
+    def failed(self, address: str) -> None:
+        now = self._clock()
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            if len(self._buckets) >= MAX_BUCKETS:
+                for key in [k for k, b in self._buckets.items() if b.full(now)]:
+                    del self._buckets[key]
+                if len(self._buckets) >= MAX_BUCKETS:  # a flood of addresses: oldest first
+                    del self._buckets[next(iter(self._buckets))]
+            bucket = self._buckets[address] = Bucket(self.rate, now, capacity=self.attempts)
+        bucket.wait(now)
+        bucket.tokens = max(0.0, bucket.tokens - 1)

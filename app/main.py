@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from app.errors import EXCEPTION_HANDLERS
 from app.formats import Validation, load_formats
 from app.hub import Hub
+from app.limits import FailureThrottle
 from app.models import now_us
 from app.routes import build_middleware, build_routes
 from app.settings import Settings
@@ -48,14 +49,16 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
                 await active.close()
 
     validation = Validation(load_formats())
+    throttle = FailureThrottle()
     app = Starlette(routes=build_routes(),
-                    middleware=build_middleware(active, settings, validation, live),
+                    middleware=build_middleware(active, settings, validation, live, throttle),
                     exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
                     lifespan=lifespan)
     app.state.settings = settings
     app.state.store = active
     app.state.validation = validation
     app.state.hub = live
+    app.state.auth_throttle = throttle
     return app
 
 

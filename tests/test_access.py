@@ -153,6 +153,51 @@ async def test_a_forged_or_stale_cookie_is_no_session(tmp_path):
             assert response.status_code == 401, value
 
 
+async def test_wrong_tokens_from_one_address_are_throttled(tmp_path):
+    async with _client(tmp_path, token=TOKEN) as client:
+        throttle = client._transport.app.state.auth_throttle
+        clock = [1000.0]
+        throttle._clock = lambda: clock[0]
+        for _ in range(20):  # no credentials at all: a visit, not a guess
+            assert (await client.get("/api/endpoints")).status_code == 401
+        for i in range(10):
+            wrong = await client.get("/api/endpoints", headers={"Authorization": f"Bearer {i}"})
+            assert wrong.status_code == 401, i
+        right = {"Authorization": f"Bearer {TOKEN}"}
+        refused = await client.get("/api/endpoints", headers=right)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert "too many failed attempts" in refused.json()["error"]["message"]
+        assert refused.headers["retry-after"] == "6"
+        form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": BASE}
+        login = await client.post("/login", content=f"token={TOKEN}".encode(), headers=form)
+        assert login.status_code == 429 and "Too many wrong tokens" in login.text
+        assert COOKIE not in login.headers.get("set-cookie", "")
+        clock[0] += 6  # one more try has come back
+        assert (await client.get("/api/endpoints", headers=right)).status_code == 200
+        assert (await client.post("/login", content=b"token=guess", headers=form)
+                ).status_code == 401
+        assert (await client.get("/api/endpoints", headers=right)).status_code == 429
+
+
+async def test_websockets_are_refused(tmp_path):
+    app = create_app(Settings(db=str(tmp_path / "ws.db"), allowed_hosts="hookscope.test"))
+    sent = []
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/api/endpoints", "raw_path": b"/api/endpoints",
+             "query_string": b"", "headers": [(b"host", b"hookscope.test")], "scheme": "ws",
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "subprotocols": [],
+             "asgi": {"version": "3.0"}, "app": app}
+    await app(scope, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
 @pytest.mark.parametrize(("target", "landing"), [
     ("//evil.example/", "/"), ("https://evil.example/", "/"), ("/\\evil.example", "/"),
     ("/e/ok?x=1", "/e/ok?x=1"),

@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from app.access import AccessMiddleware
 from app.formats import Validation
 from app.hub import Publisher
+from app.limits import FailureThrottle
 from app.routes import api, pages, stream
 from app.routes.capture import CaptureMiddleware
 from app.settings import Settings
@@ -22,11 +23,11 @@ from app.store import Store
 
 
 def build_middleware(store: Store, settings: Settings, validation: Validation,
-                     hub: Publisher) -> list[Middleware]:
+                     hub: Publisher, throttle: FailureThrottle) -> list[Middleware]:
     return [Middleware(CaptureMiddleware, store=store, settings=settings,
                        validation=validation, hub=hub),
             Middleware(AccessMiddleware, token=settings.token, public_url=settings.public_url,
-                       allowed_hosts=settings.allowed_hosts)]
+                       allowed_hosts=settings.allowed_hosts, throttle=throttle)]
 
 
 def build_routes() -> list[BaseRoute]:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from app.access import COOKIE, SESSION_S, check_token, session_value
+from app.access import COOKIE, SESSION_S, check_token, client_address, session_value
 from app.routes.api import base_url, read_limited, store_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,9 +72,16 @@ async def login(request: Request) -> Response:
     target = _local(form.get("next", ["/"])[0])
     if not token:
         return RedirectResponse(target, status_code=303)
+    throttle = request.app.state.auth_throttle
+    address = client_address(request.scope)
+    retry_after = throttle.blocked(address)
+    if retry_after:
+        return _page(request, "login.html",
+                     {"next": target, "error": f"Too many wrong tokens from {address}. "
+                                               f"Try again in {retry_after} s."},
+                     429, headers={"Retry-After": str(retry_after)})
     if not check_token(token, offered):
-        # Slows a guesser on one connection only: the token's length is the real defence
-        # (the README asks for a long random one).
+        throttle.failed(address)  # ten guesses, then one every few seconds per address
         await asyncio.sleep(0.5)
         return _page(request, "login.html", {"next": target, "error": "That is not the token."},
                      401)
