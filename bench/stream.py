@@ -10,7 +10,11 @@ machine whose speed drifts). Everything talks to 127.0.0.1. The viewers run on t
 as the server, so the figures include their own reading; the bench's own garbage collector is
 held off while it measures.
 
-    .venv/bin/python bench/stream.py [--viewers 100 1000] [--captures 200]
+Each count of viewers runs twice: "plain" is an endpoint with the defaults (every capture parsed,
+format detection on); "full" also verifies signatures (scheme `auto` with a secret; every
+capture is a JSON body signed as GitHub signs).
+
+    .venv/bin/python bench/stream.py [--viewers 100 1000] [--captures 200] [--pipeline plain full]
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import hmac
+import itertools
 import os
 import statistics
 import sys
@@ -106,14 +112,18 @@ async def open_viewers(host: str, port: int, count: int, token: str, captures: i
 
 async def send(host: str, port: int, token: str, count: int) -> None:
     """POST `count` captures 50 ms apart on one keep-alive connection, stamping each with its
-    send time as the bytes go out (an HTTP client library adds milliseconds before that)."""
+    send time as the bytes go out (an HTTP client library adds milliseconds before that). Each
+    is a JSON body signed as GitHub signs, which the "full" endpoint verifies."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         for i in range(count):
-            body = b"capture %d" % i
+            body = b'{"action": "opened", "number": %d}' % i
+            signature = hmac.new(SECRET.encode(), body, "sha256").hexdigest().encode()
             writer.write(b"POST /h/%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n"
+                         b"Content-Type: application/json\r\nX-Hub-Signature-256: sha256=%s\r\n"
                          b"X-Sent-At: %r\r\n\r\n%s"
-                         % (token.encode(), host.encode(), len(body), time.monotonic(), body))
+                         % (token.encode(), host.encode(), len(body), signature,
+                            time.monotonic(), body))
             head = await reader.readuntil(b"\r\n\r\n")
             if not head.startswith(b"HTTP/1.1 200"):
                 raise RuntimeError(f"capture refused: {head!r}")
@@ -124,10 +134,15 @@ async def send(host: str, port: int, token: str, count: int) -> None:
         writer.close()
 
 
-async def run(url: str, pid: int, viewers: int, captures: int) -> dict:
+SECRET = "bench-secret"
+PIPELINES = {"plain": {},  # the defaults: every capture parsed, format detection on
+             "full": {"verify": {"scheme": "auto", "secrets": [SECRET]}, "format": "auto"}}
+
+
+async def run(url: str, pid: int, viewers: int, captures: int, pipeline: str) -> dict:
     host, port = url.removeprefix("http://").split(":")
     async with httpx.AsyncClient(base_url=url) as client:
-        token = (await client.post("/api/endpoints", json={})).json()["token"]
+        token = (await client.post("/api/endpoints", json=PIPELINES[pipeline])).json()["token"]
         latencies: list[float] = []
         streams = await open_viewers(host, int(port), FIRST_VIEWERS, token, captures, latencies)
         await asyncio.sleep(0.5)
@@ -148,9 +163,14 @@ async def run(url: str, pid: int, viewers: int, captures: int) -> dict:
         cpu_us = (cpu_s(pid) - cpu_before) * 1e6
         gc.enable()
         gc.unfreeze()
+        last = (await client.get(f"/api/endpoints/{token}/captures",
+                                 params={"limit": 1})).json()["captures"][0]
+        if pipeline == "full" and last["signature"]["status"] != "verified":
+            raise RuntimeError(f"the full pipeline did not verify: {last['signature']}")
     latencies.sort()
     count = len(latencies)
-    return {"viewers": viewers, "events": count, "expected": viewers * captures,
+    return {"pipeline": pipeline, "viewers": viewers, "events": count,
+            "expected": viewers * captures,
             "p50_ms": latencies[count // 2] * 1000, "p99_ms": latencies[int(count * 0.99)] * 1000,
             "max_ms": latencies[-1] * 1000, "mean_ms": statistics.fmean(latencies) * 1000,
             "idle_kib_per_viewer": idle_kib, "cpu_us_per_event": cpu_us / (viewers * captures)}
@@ -160,9 +180,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--viewers", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--captures", type=int, default=200)
+    parser.add_argument("--pipeline", nargs="+", choices=list(PIPELINES), default=list(PIPELINES),
+                        help="plain: default endpoint; full: also verify auto with a secret")
     args = parser.parse_args()
     rows = []
-    for count in args.viewers:
+    for pipeline, count in itertools.product(args.pipeline, args.viewers):
         with tempfile.TemporaryDirectory(prefix="hookscope-stream-") as tmp:
             port = free_port()
             proc = start([sys.executable, "-m", "app", "serve", "--port", str(port),
@@ -170,17 +192,17 @@ def main() -> int:
             try:
                 url = f"http://127.0.0.1:{port}"
                 wait_up(url + "/healthz", proc)
-                rows.append(uvloop.run(run(url, proc.pid, count, args.captures)))
+                rows.append(uvloop.run(run(url, proc.pid, count, args.captures, pipeline)))
             finally:
                 stop(proc)
     print(f"# python bench/stream.py {' '.join(sys.argv[1:])}  ({os.cpu_count()} cores, "
           f"{args.captures} captures 50 ms apart after {WARMUP} unmeasured; viewers are raw "
           "protocols on uvloop in this process)")
-    print(f"{'viewers':>8} {'events':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+    print(f"{'pipeline':<9} {'viewers':>8} {'events':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'KiB/idle viewer':>16} {'server CPU us/event':>20}")
     for r in rows:
-        print(f"{r['viewers']:>8} {r['events']:>9} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-              f"{r['max_ms']:>8.2f} {r['idle_kib_per_viewer']:>16.1f} "
+        print(f"{r['pipeline']:<9} {r['viewers']:>8} {r['events']:>9} {r['p50_ms']:>8.2f} "
+              f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.2f} {r['idle_kib_per_viewer']:>16.1f} "
               f"{r['cpu_us_per_event']:>20.1f}")
     print("targets: p99 <= 10 ms at 100 viewers, <= 50 ms at 1,000; <= 50 KB per idle viewer")
     return 0
