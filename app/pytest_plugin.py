@@ -18,10 +18,12 @@ test run in an environment where Hookscope is installed.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,9 @@ def _raise_for_error(response: httpx.Response) -> None:
                        f"{response.status_code} {message}")
 
 
+STOP_TIMEOUT_S = 30
+
+
 class _InProcessServer:
     """Hookscope on a thread of this process: real HTTP on 127.0.0.1, a throwaway database."""
 
@@ -151,8 +156,8 @@ class _InProcessServer:
         from app.server import build_server
         from app.settings import Settings
 
-        self._tmp = tempfile.TemporaryDirectory(prefix="hookscope-pytest-")
-        settings = Settings(host="127.0.0.1", port=0, db=str(Path(self._tmp.name) / "hs.db"),
+        self._tmp = tempfile.mkdtemp(prefix="hookscope-pytest-")
+        settings = Settings(host="127.0.0.1", port=0, db=str(Path(self._tmp) / "hs.db"),
                             log_level="warning")
         self.server = build_server(settings)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -172,9 +177,14 @@ class _InProcessServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(30)
+        self.thread.join(STOP_TIMEOUT_S)
         self.sock.close()
-        self._tmp.cleanup()
+        if self.thread.is_alive():
+            # Its database is still open: deleting it now could only add errors to a slow exit.
+            warnings.warn(f"the in-process Hookscope server did not stop within "
+                          f"{STOP_TIMEOUT_S} s; its database is left in {self._tmp}", stacklevel=2)
+            return
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

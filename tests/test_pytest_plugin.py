@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.serverproc import ServerProcess
 
@@ -129,3 +130,27 @@ def test_hookscope_url_and_token_use_that_server_instead(tmp_path):
         assert [c["body_size"] for c in listing["captures"]] == [5]
     finally:
         server.stop()
+
+
+def test_the_in_process_server_removes_its_database_only_once_it_has_stopped(monkeypatch):
+    import threading
+    import time
+
+    from app import pytest_plugin
+
+    server = pytest_plugin._InProcessServer()
+    server.start()
+    database = Path(server._tmp)
+    assert (database / "hs.db").exists()
+    real_thread = server.thread
+    server.thread = threading.Thread(target=time.sleep, args=(0.5,))  # one that will not stop
+    server.thread.start()
+    monkeypatch.setattr(pytest_plugin, "STOP_TIMEOUT_S", 0.01)
+    with pytest.warns(UserWarning, match="did not stop within 0.01 s; its database is left"):
+        server.stop()
+    assert (database / "hs.db").exists()  # still open in a running server: left alone
+    server.thread = real_thread
+    monkeypatch.setattr(pytest_plugin, "STOP_TIMEOUT_S", 30)
+    server.stop()
+    assert not real_thread.is_alive()
+    assert not database.exists()
