@@ -201,6 +201,25 @@ async def test_one_timer_sends_keep_alives_to_quiet_streams_only():
 
 
 @pytest.mark.anyio
+async def test_a_stream_of_an_endpoint_deleted_before_it_subscribed_ends_at_once(tmp_path):
+    """The request looked the endpoint up, then it was deleted before the stream subscribed:
+    nothing would ever end that stream, so it must see the deletion itself."""
+    from app.models import now_us
+    from app.routes.stream import _last_seq
+    from app.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "gone.db")
+    await store.open()
+    try:
+        endpoint = await store.create_endpoint({"created_at": now_us(), "max_captures": 10})
+        assert await _last_seq(store, endpoint) == 0
+        await store.delete_endpoint(endpoint)
+        assert await _last_seq(store, endpoint) is None
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
 async def test_a_slow_subscriber_is_dropped_without_touching_captures(tmp_path):
     from app.store import SQLiteStore
 

@@ -88,10 +88,11 @@ def _resume_point(request: Request) -> int | None:
     return None
 
 
-async def _last_seq(store: Store, endpoint: Endpoint) -> int:
-    # In a function of its own so the fresh copy is not held by the stream for its lifetime.
+async def _last_seq(store: Store, endpoint: Endpoint) -> int | None:
+    """The endpoint's newest sequence number now, or None when it was deleted meanwhile (in a
+    function of its own so the fresh copy is not held by the stream for its lifetime)."""
     current = await store.get_endpoint(endpoint.token)
-    return current.last_seq if current is not None else endpoint.last_seq
+    return None if current is None or current.id != endpoint.id else current.last_seq
 
 
 async def stream(request: Request) -> Response:
@@ -104,10 +105,12 @@ async def stream(request: Request) -> Response:
                             "streams and waits")
 
     async def run(subscription: Subscription, send: Send) -> None:
-        sent = resume
-        if sent is None:
-            sent = await _last_seq(store, endpoint)
-        while True:
+        # Looked up once subscribed: an endpoint deleted before that has no one to end us.
+        last = await _last_seq(store, endpoint)
+        if last is None:
+            return
+        sent = last if resume is None else resume
+        while not subscription.dropped:  # the client may leave, or the server stop, mid-replay
             page = await store.list_captures(endpoint, CaptureQuery(after=sent,
                                                                     limit=REPLAY_PAGE))
             for capture in page:
