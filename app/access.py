@@ -39,6 +39,7 @@ SESSION_S = 30 * 24 * 3600
 OPEN_PREFIXES = ("/static/", "/login", "/logout")
 OPEN_PATHS = frozenset({"/healthz", "/favicon.ico"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CLEAR_COOKIE = f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=lax".encode()
 
 
 def session_value(token: str, issued: int | None = None) -> str:
@@ -112,10 +113,13 @@ def authenticated(scope: dict[str, Any], token: str) -> bool:
     return False
 
 
-def offers_credentials(scope: dict[str, Any]) -> bool:
+def offers_bearer(scope: dict[str, Any]) -> bool:
+    return (_header(scope, b"authorization") or "").partition(" ")[0].lower() == "bearer"
+
+
+def has_session_cookie(scope: dict[str, Any]) -> bool:
     cookie = _header(scope, b"cookie")
-    return (_header(scope, b"authorization") is not None
-            or (cookie is not None and COOKIE in cookie_parser(cookie)))
+    return cookie is not None and COOKIE in cookie_parser(cookie)
 
 
 def client_address(scope: dict[str, Any]) -> str:
@@ -180,27 +184,34 @@ class AccessMiddleware:
             return
         address = client_address(scope)
         retry_after = self.throttle.blocked(address)
-        if retry_after:
+        if retry_after and path.startswith("/api/"):
             await _deny(send, 429, "rate_limited",
                         f"too many failed attempts with a wrong token from {address}; "
                         f"retry in {retry_after} s", [(b"retry-after", b"%d" % retry_after)])
             return
-        if authenticated(scope, self.token):
+        if not retry_after and authenticated(scope, self.token):
             await self.app(scope, receive, send)
             return
-        if offers_credentials(scope):
-            self.throttle.failed(address)  # a guess; a plain visit without any is not
+        # Not let in. A wrong Bearer token or a session cookie that does not check out is a
+        # guess at the token; a plain visit, or another scheme's Authorization, is not. A
+        # stale cookie (the token changed, or 30 days passed) is cleared, so that an open tab
+        # does not go on counting against its address.
+        stale = not retry_after and has_session_cookie(scope)  # (unchecked while blocked)
+        if stale or (not retry_after and offers_bearer(scope)):
+            self.throttle.failed(address)
+        clear = [(b"set-cookie", CLEAR_COOKIE)] if stale else []
         if path.startswith("/api/"):
             await _deny(send, 401, "unauthorized",
                         "this Hookscope needs its token: send 'Authorization: Bearer <token>' "
                         "(HOOKSCOPE_TOKEN on the server)",
-                        [(b"www-authenticate", b'Bearer realm="hookscope"')])
+                        [(b"www-authenticate", b'Bearer realm="hookscope"'), *clear])
             return
+        # A page: the login form (which says so when this address is blocked).
         target = path + ("?" + scope["query_string"].decode("latin-1")
                          if scope["query_string"] else "")
         await send({"type": "http.response.start", "status": 303, "headers": [
             (b"location", b"/login?next=" + quote(target, safe="").encode()),
-            (b"content-length", b"0"), (b"cache-control", b"no-store")]})
+            (b"content-length", b"0"), (b"cache-control", b"no-store"), *clear]})
         await send({"type": "http.response.body", "body": b""})
 
 

@@ -9,8 +9,10 @@ the database from a flood, and lets a user watch a sender's retry logic at work.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
+from collections import OrderedDict
 
 MAX_BUCKETS = 10_000
 
@@ -70,19 +72,20 @@ class RateLimiter:
 
 
 class FailureThrottle:
-    """Failed credentials per client address: `attempts` at once, then one more every
-    `refill_s` seconds. Only failures count; while an address has none left, it is refused
-    without its credentials being looked at (429), the right token included."""
+    """Failed credentials per client: `attempts` at once, then one more every `refill_s`
+    seconds. Only failures count; while a client has none left, it is refused without its
+    credentials being looked at (429), the right token included. A client is its IPv4 address
+    or its IPv6 /64 (one host usually has a whole /64 to rotate through)."""
 
     def __init__(self, attempts: int = 10, refill_s: float = 6.0) -> None:
         self._clock = time.monotonic
         self.attempts = attempts
         self.rate = 1 / refill_s
-        self._buckets: dict[str, Bucket] = {}
+        self._buckets: OrderedDict[str, Bucket] = OrderedDict()  # least recently failed first
 
     def blocked(self, address: str) -> int:
         """0 when `address` may try, else the whole seconds to put in Retry-After."""
-        bucket = self._buckets.get(address)
+        bucket = self._buckets.get(_client_key(address))
         if bucket is None:
             return 0
         wait = bucket.wait(self._clock())
@@ -90,13 +93,27 @@ class FailureThrottle:
 
     def failed(self, address: str) -> None:
         now = self._clock()
-        bucket = self._buckets.get(address)
+        key = _client_key(address)
+        bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= MAX_BUCKETS:
-                for key in [k for k, b in self._buckets.items() if b.full(now)]:
-                    del self._buckets[key]
-                if len(self._buckets) >= MAX_BUCKETS:  # a flood of addresses: oldest first
-                    del self._buckets[next(iter(self._buckets))]
-            bucket = self._buckets[address] = Bucket(self.rate, now, capacity=self.attempts)
+                # The client that failed longest ago, whose bucket is the likeliest to be full
+                # again: no scan, so a flood of addresses costs no more than one.
+                self._buckets.popitem(last=False)
+            bucket = self._buckets[key] = Bucket(self.rate, now, capacity=self.attempts)
+        else:
+            self._buckets.move_to_end(key)
         bucket.wait(now)
         bucket.tokens = max(0.0, bucket.tokens - 1)
+
+
+def _client_key(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -169,6 +169,8 @@ async def test_wrong_tokens_from_one_address_are_throttled(tmp_path):
         assert refused.json()["error"]["code"] == "rate_limited"
         assert "too many failed attempts" in refused.json()["error"]["message"]
         assert refused.headers["retry-after"] == "6"
+        page = await client.get("/", headers=right)  # a page: to the login form, which says why
+        assert page.status_code == 303 and page.headers["location"].startswith("/login")
         form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": BASE}
         login = await client.post("/login", content=f"token={TOKEN}".encode(), headers=form)
         assert login.status_code == 429 and "Too many wrong tokens" in login.text
@@ -178,6 +180,25 @@ async def test_wrong_tokens_from_one_address_are_throttled(tmp_path):
         assert (await client.post("/login", content=b"token=guess", headers=form)
                 ).status_code == 401
         assert (await client.get("/api/endpoints", headers=right)).status_code == 429
+
+
+async def test_only_guesses_count_and_a_stale_cookie_is_cleared(tmp_path):
+    async with _client(tmp_path, token=TOKEN) as client:
+        throttle = client._transport.app.state.auth_throttle
+        throttle._clock = lambda: 1000.0  # no refill while this runs
+        for _ in range(20):  # another scheme's credentials (an auth proxy's, say): no guess
+            basic = await client.get("/api/endpoints", headers={"Authorization": "Basic eDp5"})
+            assert basic.status_code == 401
+        assert not throttle.blocked("127.0.0.1")
+        stale = {"Cookie": f"{COOKIE}={session_value('the-old-token')}"}
+        response = await client.get("/api/endpoints", headers=stale)
+        assert response.status_code == 401
+        assert response.headers["set-cookie"].startswith(f"{COOKIE}=; Max-Age=0; Path=/")
+        page = await client.get("/e/abc", headers=stale)
+        assert page.status_code == 303 and f"{COOKIE}=; Max-Age=0" in page.headers["set-cookie"]
+        assert throttle._buckets["127.0.0.1"].tokens == 8  # each counted once: a forgery looks
+        fresh = {"Cookie": f"{COOKIE}={session_value(TOKEN)}"}  # the same
+        assert (await client.get("/api/endpoints", headers=fresh)).status_code == 200
 
 
 async def test_websockets_are_refused(tmp_path):

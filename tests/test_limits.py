@@ -290,3 +290,33 @@ def test_idle_rate_buckets_are_forgotten_when_there_are_too_many(monkeypatch):
     now[0] += 5
     assert limiter.admit(5, 1.0) == 0  # all refilled: the idle ones go
     assert set(limiter._buckets) == {5}
+
+
+def test_failures_count_per_ipv4_address_and_per_ipv6_64():
+    from app.limits import FailureThrottle
+
+    throttle = FailureThrottle(attempts=2, refill_s=10)
+    now = [0.0]
+    throttle._clock = lambda: now[0]
+    for address in ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9"):  # one /64: one client
+        throttle.failed(address)
+    assert throttle.blocked("2001:db8:1:2::77") == 10
+    assert throttle.blocked("2001:db8:1:3::1") == 0  # the next /64 is another client
+    throttle.failed("::ffff:192.0.2.1")  # an IPv4 client seen through an IPv6 socket
+    throttle.failed("192.0.2.1")
+    assert throttle.blocked("192.0.2.1") == 10 and throttle.blocked("192.0.2.2") == 0
+    now[0] += 10
+    assert throttle.blocked("192.0.2.1") == 0  # one try back
+
+
+def test_a_flood_of_addresses_evicts_the_longest_quiet_without_a_scan(monkeypatch):
+    import app.limits as limits
+
+    monkeypatch.setattr(limits, "MAX_BUCKETS", 3)
+    throttle = limits.FailureThrottle(attempts=1)
+    for address in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        throttle.failed(address)
+    throttle.failed("192.0.2.1")  # failed again: now the most recent
+    throttle.failed("192.0.2.4")  # a fourth: .2, the one quiet longest, makes room
+    assert list(throttle._buckets) == ["192.0.2.3", "192.0.2.1", "192.0.2.4"]
+    assert throttle.blocked("192.0.2.1") and not throttle.blocked("192.0.2.2")
