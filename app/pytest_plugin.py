@@ -172,6 +172,7 @@ class _InProcessServer:
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.stop()  # and its database goes, unless it is still running
                 raise RuntimeError("the in-process Hookscope server did not start")
             time.sleep(0.01)
 
