@@ -25,13 +25,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
 import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from starlette.requests import cookie_parser
 
+from app.errors import send_error
 from app.limits import FailureThrottle
 
 COOKIE = "hookscope_session"
@@ -39,7 +39,7 @@ SESSION_S = 30 * 24 * 3600
 OPEN_PREFIXES = ("/static/", "/login", "/logout")
 OPEN_PATHS = frozenset({"/healthz", "/favicon.ico"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CLEAR_COOKIE = f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=lax".encode()
+CLEAR_COOKIE = f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=lax"
 
 
 def session_value(token: str, issued: int | None = None) -> str:
@@ -170,56 +170,60 @@ class AccessMiddleware:
         path: str = scope["path"]
         if (not self.token and path not in OPEN_PATHS and not path.startswith("/static/")
                 and not host_allowed(scope, self.allowed_hosts)):
-            await _deny(send, 403, "forbidden",
+            await _deny(scope, receive, send, 403, "forbidden",
                         f"this Hookscope does not answer to the host "
                         f"{_header(scope, b'host')!r} without a token: add it to "
                         "HOOKSCOPE_ALLOWED_HOSTS, or set HOOKSCOPE_PUBLIC_URL or HOOKSCOPE_TOKEN")
             return
         if scope["method"] not in SAFE_METHODS and cross_site(scope, self.public_url):
-            await _deny(send, 403, "forbidden", "cross-site request refused: this page may not "
-                                                "change Hookscope's data")
+            await _deny(scope, receive, send, 403, "forbidden",
+                        "cross-site request refused: this page may not change Hookscope's data")
             return
         if not self.token or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         address = client_address(scope)
         retry_after = self.throttle.blocked(address)
-        if retry_after and path.startswith("/api/"):
-            await _deny(send, 429, "rate_limited",
-                        f"too many failed attempts with a wrong token from {address}; "
-                        f"retry in {retry_after} s", [(b"retry-after", b"%d" % retry_after)])
+        if retry_after:  # credentials are not even looked at
+            if path.startswith("/api/"):
+                await _deny(scope, receive, send, 429, "rate_limited",
+                            f"too many failed attempts with a wrong token from {address}; "
+                            f"retry in {retry_after} s", {"retry-after": str(retry_after)})
+            else:  # the login form says how long
+                await _to_login(scope, send)
             return
-        if not retry_after and authenticated(scope, self.token):
+        if authenticated(scope, self.token):
             await self.app(scope, receive, send)
             return
-        # Not let in. A wrong Bearer token or a session cookie that does not check out is a
-        # guess at the token; a plain visit, or another scheme's Authorization, is not. A
-        # stale cookie (the token changed, or 30 days passed) is cleared, so that an open tab
-        # does not go on counting against its address.
-        stale = not retry_after and has_session_cookie(scope)  # (unchecked while blocked)
-        if stale or (not retry_after and offers_bearer(scope)):
+        # A wrong Bearer token or a session cookie that does not check out is a guess at the
+        # token; a plain visit, or another scheme's Authorization, is not. A stale cookie (the
+        # token changed, or 30 days passed) is cleared, so an open tab stops counting.
+        stale = has_session_cookie(scope)
+        if stale or offers_bearer(scope):
             self.throttle.failed(address)
-        clear = [(b"set-cookie", CLEAR_COOKIE)] if stale else []
+        clear = {"set-cookie": CLEAR_COOKIE} if stale else {}
         if path.startswith("/api/"):
-            await _deny(send, 401, "unauthorized",
+            await _deny(scope, receive, send, 401, "unauthorized",
                         "this Hookscope needs its token: send 'Authorization: Bearer <token>' "
                         "(HOOKSCOPE_TOKEN on the server)",
-                        [(b"www-authenticate", b'Bearer realm="hookscope"'), *clear])
-            return
-        # A page: the login form (which says so when this address is blocked).
-        target = path + ("?" + scope["query_string"].decode("latin-1")
-                         if scope["query_string"] else "")
-        await send({"type": "http.response.start", "status": 303, "headers": [
-            (b"location", b"/login?next=" + quote(target, safe="").encode()),
-            (b"content-length", b"0"), (b"cache-control", b"no-store"), *clear]})
-        await send({"type": "http.response.body", "body": b""})
+                        {"www-authenticate": 'Bearer realm="hookscope"', **clear})
+        else:
+            await _to_login(scope, send, clear)
 
 
-async def _deny(send: Any, status: int, code: str, message: str,
-                extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
-        (b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store"),
-        *(extra or [])]})
-    await send({"type": "http.response.body", "body": body})
+async def _to_login(scope: dict[str, Any], send: Any, headers: dict[str, str] | None = None
+                    ) -> None:
+    """A page without a session: to the login form, and back here afterwards."""
+    target = scope["path"] + ("?" + scope["query_string"].decode("latin-1")
+                              if scope["query_string"] else "")
+    await send({"type": "http.response.start", "status": 303, "headers": [
+        (b"location", b"/login?next=" + quote(target, safe="").encode()),
+        (b"content-length", b"0"), (b"cache-control", b"no-store"),
+        *((name.encode(), value.encode()) for name, value in (headers or {}).items())]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _deny(scope: dict[str, Any], receive: Any, send: Any, status: int, code: str,
+                message: str, headers: dict[str, str] | None = None) -> None:
+    await send_error(scope, receive, send, status, message, code=code, headers={
+        "x-content-type-options": "nosniff", "cache-control": "no-store", **(headers or {})})

@@ -36,6 +36,12 @@ def error_response(status: int, message: str, *, code: str | None = None,
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+async def send_error(scope: dict[str, Any], receive: Any, send: Any, status: int, message: str,
+                     *, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    """`error_response`, sent from a pure ASGI middleware (the capture path, access control)."""
+    await error_response(status, message, code=code, headers=headers)(scope, receive, send)
+
+
 async def api_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.message, code=exc.code, details=exc.details)

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.capture import Disconnected, build_capture, read_body, signed_request
+from app.errors import send_error
 from app.formats import Validation
 from app.hub import Publisher
 from app.limits import RateLimiter
@@ -53,16 +54,17 @@ class CaptureMiddleware:
         received_at = now_us()
         endpoint = await self.store.capture_target(key)
         if endpoint is None:
-            await _error(send, 404, "not_found", f"no endpoint with token or alias {key!r}")
+            await _error(scope, receive, send, 404, "not_found",
+                         f"no endpoint with token or alias {key!r}")
             return
         if endpoint.is_expired(received_at):
-            await _error(send, 410, "gone", f"endpoint {key!r} has expired")
+            await _error(scope, receive, send, 410, "gone", f"endpoint {key!r} has expired")
             return
         retry_after = self.limiter.admit(endpoint.id, endpoint.rate_limit)
         if retry_after:
-            await _error(send, 429, "rate_limited",
+            await _error(scope, receive, send, 429, "rate_limited",
                          f"too many requests for {key!r}; retry in {retry_after} s",
-                         headers=[(b"retry-after", b"%d" % retry_after)])
+                         headers={"retry-after": str(retry_after)})
             return
         try:
             body, truncated = await read_body(receive, self.settings.max_body_bytes)
@@ -80,18 +82,18 @@ class CaptureMiddleware:
         try:
             await self.store.add_capture(capture)
         except Gone:
-            await _error(send, 404, "not_found", f"endpoint {key!r} was deleted")
+            await _error(scope, receive, send, 404, "not_found", f"endpoint {key!r} was deleted")
             return
         except Exception:
             log.exception("could not store a capture for endpoint %s", endpoint.token)
-            await _error(send, 503, "unavailable",
+            await _error(scope, receive, send, 503, "unavailable",
                          "the request could not be stored and was NOT captured; try again")
             return
         # Published after the commit, never before; skipped when nobody is watching.
         if self.hub.wanted(endpoint.id):
             self.hub.publish(endpoint.id, capture.seq, json.dumps(capture.as_json(full=False)))
         if refusal:
-            await _error(send, *refusal, capture_id=capture.id)
+            await _error(scope, receive, send, *refusal, capture_id=capture.id)
             return
         if endpoint.response["delay_ms"]:
             await asyncio.sleep(endpoint.response["delay_ms"] / 1000)
@@ -155,19 +157,17 @@ async def _reply(send: Send, endpoint: Endpoint, capture_id: str) -> None:
     await send({"type": "http.response.body", "body": content})
 
 
-_INERT = ((b"content-security-policy", b"sandbox"), (b"x-content-type-options", b"nosniff"))
+_INERT_HEADERS = {"content-security-policy": "sandbox", "x-content-type-options": "nosniff"}
+_INERT = tuple((name.encode(), value.encode()) for name, value in _INERT_HEADERS.items())
 
 
-async def _error(send: Send, status: int, code: str, message: str,
-                 capture_id: str | None = None,
-                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    content = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(content)).encode()), *_INERT, *(headers or ())]
+async def _error(scope: dict[str, Any], receive: Any, send: Send, status: int, code: str,
+                 message: str, capture_id: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+    extra = {**_INERT_HEADERS, **(headers or {})}
     if capture_id is not None:
-        headers.append((b"x-hookscope-capture", capture_id.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": content})
+        extra["x-hookscope-capture"] = capture_id
+    await send_error(scope, receive, send, status, message, code=code, headers=extra)
 
 
 def _guess_type(body: str) -> bytes:
