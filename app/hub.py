@@ -65,11 +65,7 @@ class Subscription:
             return
         self.items.append(item)
         self.quiet = False
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake()
 
     def drop(self) -> None:
         """End this subscription: it was too slow, its client left, or the server is shutting
@@ -77,6 +73,9 @@ class Subscription:
         self.dropped = True
         self.hub.unsubscribe(self)
         self.items.clear()
+        self._wake()
+
+    def _wake(self) -> None:
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -140,7 +140,7 @@ async def test_a_cancelled_wait_leaves_no_task_or_subscription_behind(client, en
     assert hub.count() == 1
     def helpers() -> list[asyncio.Task]:
         return [t for t in asyncio.all_tasks() if not t.done()
-                and ("__anext__" in repr(t) or "_disconnected" in repr(t))]
+                and ("__anext__" in repr(t) or "disconnected" in repr(t))]
 
     assert helpers(), "the wait's own tasks were expected while it waits"
     task.cancel()

@@ -9,12 +9,13 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive
 
 from app import __version__, diff, export
 from app.capture import signed_request
 from app.errors import ApiError
 from app.formats import Validation, verdict
-from app.hub import MAX_SUBSCRIBERS_PER_ENDPOINT
+from app.hub import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub
 from app.inputs import check_endpoint_fields, check_replay_fields
 from app.models import Capture, Endpoint, now_us
 from app.parse import loads_strict, parse_body
@@ -210,12 +211,10 @@ async def _long_poll(request: Request, endpoint: Endpoint, query: CaptureQuery,
     still wakes it; every wake-up looks again in the store (the filters decide, not the event).
     Ends early, with what it has, when the client goes away or the server shuts down."""
     store, hub = store_of(request), request.app.state.hub
-    if hub.count(endpoint.id) >= MAX_SUBSCRIBERS_PER_ENDPOINT:
-        raise ApiError(429, f"this endpoint already has {MAX_SUBSCRIBERS_PER_ENDPOINT} open "
-                            "streams and waits")
+    check_room(hub, endpoint)
     deadline = asyncio.get_running_loop().time() + wait
     subscription = hub.subscribe(endpoint.id)
-    gone = asyncio.ensure_future(_disconnected(request))
+    gone = asyncio.ensure_future(disconnected(request.receive))
     # A client that hangs up ends the wait: its subscription is dropped, which wakes it.
     gone.add_done_callback(lambda _: subscription.drop())
     try:
@@ -240,9 +239,16 @@ async def _long_poll(request: Request, endpoint: Endpoint, query: CaptureQuery,
         gone.cancel()
 
 
-async def _disconnected(request: Request) -> None:
+def check_room(hub: Hub, endpoint: Endpoint) -> None:
+    """Refuse one more live stream or long-poll of an endpoint that has its fill of them."""
+    if hub.count(endpoint.id) >= MAX_SUBSCRIBERS_PER_ENDPOINT:
+        raise ApiError(429, f"this endpoint already has {MAX_SUBSCRIBERS_PER_ENDPOINT} open "
+                            "streams and waits")
+
+
+async def disconnected(receive: Receive) -> None:
     """Returns when the client hangs up (the request body, if any, is consumed first)."""
-    while (await request.receive())["type"] != "http.disconnect":
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 

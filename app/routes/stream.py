@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
@@ -19,9 +19,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.errors import ApiError
-from app.hub import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub, Subscription, sse_frame
+from app.hub import Hub, Subscription, sse_frame
 from app.models import Endpoint
-from app.routes.api import endpoint_or_404, store_of
+from app.routes.api import check_room, disconnected, endpoint_or_404, store_of
 from app.store import CaptureQuery, Store
 
 REPLAY_PAGE = 500
@@ -39,37 +39,59 @@ class _EventStream(EventSourceResponse):
     signal is the hub's: shutdown drops every subscription (app/server.py), which ends the loop.
     """
 
-    def __init__(self, run: Callable[[Subscription, Send], Awaitable[None]], hub: Hub,
-                 endpoint_id: int) -> None:
+    def __init__(self, store: Store, hub: Hub, endpoint: Endpoint, resume: int | None) -> None:
         super().__init__(_no_events(), ping=0, headers={"Cache-Control": "no-store"})
-        self.run, self.hub, self.endpoint_id = run, hub, endpoint_id
+        self.store, self.hub, self.endpoint, self.resume = store, hub, endpoint, resume
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "HEAD":
             await super().__call__(scope, receive, send)
             return
         # Subscribed here, where the `finally` below is sure to run.
-        subscription = self.hub.subscribe(self.endpoint_id, keepalive=True)
-        gone = asyncio.ensure_future(_disconnected(receive))
-        gone.add_done_callback(lambda _: subscription.drop())  # which ends the run
+        subscription = self.hub.subscribe(self.endpoint.id, keepalive=True)
+        gone = asyncio.ensure_future(disconnected(receive))
+        gone.add_done_callback(lambda _: subscription.drop())  # which ends _events
         try:
             await send({"type": "http.response.start", "status": self.status_code,
                         "headers": self.raw_headers})
-            await self.run(subscription, send)
+            await self._events(subscription, send)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             gone.cancel()
             subscription.close()
 
+    async def _events(self, subscription: Subscription, send: Send) -> None:
+        # Looked up once subscribed: an endpoint deleted before that has no one to end us.
+        last = await _last_seq(self.store, self.endpoint)
+        if last is None:
+            return
+        sent = last if self.resume is None else self.resume
+        while not subscription.dropped:  # the client may leave, or the server stop, mid-replay
+            page = await self.store.list_captures(self.endpoint, CaptureQuery(after=sent,
+                                                                              limit=REPLAY_PAGE))
+            for capture in page:
+                frame = sse_frame(capture.seq, json.dumps(capture.as_json(full=False)))
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                sent = capture.seq
+            if len(page) < REPLAY_PAGE:
+                break
+        items = subscription.items
+        while True:
+            while items:
+                seq, frame = items.popleft()
+                if seq is None or seq > sent:  # a keep-alive, or a frame encoded once for all
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    if seq is not None:
+                        sent = seq
+            if subscription.dropped:
+                # Too slow, the client left, or shutting down: the client resumes from `sent`.
+                return
+            await subscription.changed()
+
 
 async def _no_events() -> AsyncIterator[bytes]:
     return
     yield b""  # an async generator that yields nothing (HEAD)
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 def _resume_point(request: Request) -> int | None:
@@ -92,47 +114,15 @@ async def _last_seq(store: Store, endpoint: Endpoint) -> int | None:
     """The endpoint's newest sequence number now, or None when it was deleted meanwhile (in a
     function of its own so the fresh copy is not held by the stream for its lifetime)."""
     current = await store.get_endpoint(endpoint.token)
-    return None if current is None or current.id != endpoint.id else current.last_seq
+    return None if current is None else current.last_seq
 
 
 async def stream(request: Request) -> Response:
     endpoint = await endpoint_or_404(request)
     resume = _resume_point(request)
     hub: Hub = request.app.state.hub
-    store = store_of(request)
-    if hub.count(endpoint.id) >= MAX_SUBSCRIBERS_PER_ENDPOINT:
-        raise ApiError(429, f"this endpoint already has {MAX_SUBSCRIBERS_PER_ENDPOINT} open "
-                            "streams and waits")
-
-    async def run(subscription: Subscription, send: Send) -> None:
-        # Looked up once subscribed: an endpoint deleted before that has no one to end us.
-        last = await _last_seq(store, endpoint)
-        if last is None:
-            return
-        sent = last if resume is None else resume
-        while not subscription.dropped:  # the client may leave, or the server stop, mid-replay
-            page = await store.list_captures(endpoint, CaptureQuery(after=sent,
-                                                                    limit=REPLAY_PAGE))
-            for capture in page:
-                frame = sse_frame(capture.seq, json.dumps(capture.as_json(full=False)))
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-                sent = capture.seq
-            if len(page) < REPLAY_PAGE:
-                break
-        items = subscription.items
-        while True:
-            while items:
-                seq, frame = items.popleft()
-                if seq is None or seq > sent:  # a keep-alive, or a frame encoded once for all
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
-                    if seq is not None:
-                        sent = seq
-            if subscription.dropped:
-                # Too slow, the client left, or shutting down: the client resumes from `sent`.
-                return
-            await subscription.changed()
-
-    return _EventStream(run, hub, endpoint.id)
+    check_room(hub, endpoint)
+    return _EventStream(store_of(request), hub, endpoint, resume)
 
 
 class StreamEndpoint:
