@@ -31,6 +31,26 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+SECRET = "bench-secret"
+# Every check on: signatures verified (scheme auto, a secret), the format detected.
+FULL_PIPELINE = {"verify": {"scheme": "auto", "secrets": [SECRET]}, "format": "auto"}
+
+
+def github_signature(body: bytes) -> str:
+    """X-Hub-Signature-256 for `body` under SECRET, as GitHub signs."""
+    return "sha256=" + hmac.new(SECRET.encode(), body, "sha256").hexdigest()
+
+
+def serve_command(port: int, db: Path) -> list[str]:
+    return [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--db", str(db)]
+
+
+def last_capture(base: str, token: str) -> dict:
+    return httpx.get(f"{base}/api/endpoints/{token}/captures",
+                     params={"limit": 1}).json()["captures"][0]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -117,9 +137,7 @@ def _measure(name: str, cmd: list[str], base: str, fields: dict | None, body: by
         if token:
             result["stored"] = httpx.get(f"{base}/api/endpoints/{token}").json()["capture_count"]
             if headers:
-                page = httpx.get(f"{base}/api/endpoints/{token}/captures",
-                                 params={"limit": 1}).json()["captures"]
-                result["verdict"] = page[0]["signature"]["status"]
+                result["verdict"] = last_capture(base, token)["signature"]["status"]
         return result
     finally:
         stop(proc)
@@ -137,9 +155,7 @@ def main() -> int:
         print("bench/ingest needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
     body = json_body()
-    secret = "bench-secret"
-    signed = {"X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body,
-                                                         "sha256").hexdigest()}
+    signed = {"X-Hub-Signature-256": github_signature(body)}
     results = {}
     with tempfile.TemporaryDirectory(prefix="hookscope-bench-") as tmp:
         workdir = Path(tmp)
@@ -151,23 +167,16 @@ def main() -> int:
                  "--no-access-log", "--no-proxy-headers", "--no-server-header",
                  "--log-level", "warning"],
                 f"http://127.0.0.1:{bare_port}", None),
-            "hookscope": (
-                [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1",
-                 "--port", str(hs_port), "--db", str(workdir / "bench.db")],
-                f"http://127.0.0.1:{hs_port}", {}),
-            "hookscope full": (
-                [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1",
-                 "--port", str(hs_port), "--db", str(workdir / "bench-verify.db")],
-                f"http://127.0.0.1:{hs_port}",
-                {"verify": {"scheme": "auto", "secrets": [secret]}, "format": "auto"}),
+            "hookscope": (None, f"http://127.0.0.1:{hs_port}", {}),
+            "hookscope full": (None, f"http://127.0.0.1:{hs_port}", FULL_PIPELINE),
         }
         # Rounds alternate the servers, and each keeps its best round: on a shared 2-core
         # machine a single run can be off by 20% (measured), and luck should not decide.
         for round_number in range(args.rounds):
             for name, (cmd, base, fields) in servers.items():
-                db = workdir / f"round{round_number}-{name.replace(' ', '_')}"
-                run = _measure(name, [*cmd[:-1], str(db)] if fields is not None else cmd,
-                               base, fields, body, signed, args, workdir)
+                db = workdir / f"round{round_number}-{name.replace(' ', '_')}.db"
+                run = _measure(name, cmd or serve_command(hs_port, db), base, fields, body,
+                               signed, args, workdir)
                 if name not in results or run["rps"] > results[name]["rps"]:
                     results[name] = run
     bare, hs, hv = results["bare starlette"], results["hookscope"], results["hookscope full"]

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import free_port, start, stop, wait_up
+from ingest import free_port, last_capture, serve_command, start, stop, wait_up
 
 MIB = 1024 * 1024
 
@@ -73,8 +73,7 @@ def main() -> int:
             body_file.write_bytes(body)
             port = free_port()
             db = workdir / f"{name}.db"
-            proc = start([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1",
-                          "--port", str(port), "--db", str(db)], workdir / f"{name}.log")
+            proc = start(serve_command(port, db), workdir / f"{name}.log")
             try:
                 base = f"http://127.0.0.1:{port}"
                 wait_up(base + "/healthz", proc)
@@ -84,8 +83,7 @@ def main() -> int:
                 result = run_wrk(endpoint["url"], body_file, content_type, args.seconds,
                                  args.connections, workdir)
                 stored = httpx.get(f"{base}/api/endpoints/{endpoint['token']}").json()
-                last = httpx.get(f"{base}/api/endpoints/{endpoint['token']}/captures",
-                                 params={"limit": 1}).json()["captures"][0]
+                last = last_capture(base, endpoint["token"])
                 result.update(name=name, stored=stored["capture_count"],
                               validation=f"{last['validation']['status']}",
                               parsed=last["parsed"]["kind"])

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import os
 import sys
 import tempfile
@@ -30,7 +29,17 @@ import httpx
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import free_port, json_body, start, stop, wait_up
+from ingest import (
+    FULL_PIPELINE,
+    free_port,
+    github_signature,
+    json_body,
+    last_capture,
+    serve_command,
+    start,
+    stop,
+    wait_up,
+)
 
 
 class Connection(asyncio.Protocol):
@@ -128,26 +137,21 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     body = json_body()
-    secret = "bench-secret"
-    headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=" + hmac.new(
-        secret.encode(), body, "sha256").hexdigest()}
+    headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": github_signature(body)}
     with tempfile.TemporaryDirectory(prefix="hookscope-steady-") as tmp:
         port = free_port()
-        proc = start([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port",
-                      str(port), "--db", str(Path(tmp) / "steady.db")], Path(tmp) / "log")
+        proc = start(serve_command(port, Path(tmp) / "steady.db"), Path(tmp) / "log")
         try:
             base = f"http://127.0.0.1:{port}"
             wait_up(base + "/healthz", proc)
-            endpoint = httpx.post(base + "/api/endpoints", json={
-                "max_captures": 1_000_000,
-                "verify": {"scheme": "auto", "secrets": [secret]}}).json()
+            endpoint = httpx.post(base + "/api/endpoints",
+                                  json={"max_captures": 1_000_000, **FULL_PIPELINE}).json()
             path = f"/h/{endpoint['token']}"
             uvloop.run(drive(port, path, headers, body, args.rate, args.warmup,
                              args.connections))
             pool = uvloop.run(drive(port, path, headers, body, args.rate, args.seconds,
                                     args.connections))
-            last = httpx.get(f"{base}/api/endpoints/{endpoint['token']}/captures",
-                             params={"limit": 1}).json()["captures"][0]
+            last = last_capture(base, endpoint["token"])
         finally:
             stop(proc)
     lat = sorted(pool.latencies)

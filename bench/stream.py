@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import hmac
 import itertools
 import os
 import statistics
@@ -35,7 +34,7 @@ import httpx
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import free_port, start, stop, wait_up
+from ingest import FULL_PIPELINE, free_port, github_signature, serve_command, start, stop, wait_up
 
 
 def cpu_s(pid: int) -> float:
@@ -118,9 +117,9 @@ async def send(host: str, port: int, token: str, count: int) -> None:
     try:
         for i in range(count):
             body = b'{"action": "opened", "number": %d}' % i
-            signature = hmac.new(SECRET.encode(), body, "sha256").hexdigest().encode()
+            signature = github_signature(body).encode()
             writer.write(b"POST /h/%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n"
-                         b"Content-Type: application/json\r\nX-Hub-Signature-256: sha256=%s\r\n"
+                         b"Content-Type: application/json\r\nX-Hub-Signature-256: %s\r\n"
                          b"X-Sent-At: %r\r\n\r\n%s"
                          % (token.encode(), host.encode(), len(body), signature,
                             time.monotonic(), body))
@@ -134,9 +133,8 @@ async def send(host: str, port: int, token: str, count: int) -> None:
         writer.close()
 
 
-SECRET = "bench-secret"
 PIPELINES = {"plain": {},  # the defaults: every capture parsed, format detection on
-             "full": {"verify": {"scheme": "auto", "secrets": [SECRET]}, "format": "auto"}}
+             "full": FULL_PIPELINE}
 
 
 async def run(url: str, pid: int, viewers: int, captures: int, pipeline: str) -> dict:
@@ -187,8 +185,7 @@ def main() -> int:
     for pipeline, count in itertools.product(args.pipeline, args.viewers):
         with tempfile.TemporaryDirectory(prefix="hookscope-stream-") as tmp:
             port = free_port()
-            proc = start([sys.executable, "-m", "app", "serve", "--port", str(port),
-                          "--db", str(Path(tmp) / "stream.db")], Path(tmp) / "server.log")
+            proc = start(serve_command(port, Path(tmp) / "stream.db"), Path(tmp) / "server.log")
             try:
                 url = f"http://127.0.0.1:{port}"
                 wait_up(url + "/healthz", proc)
