@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+KEY_HELP = "endpoint token or alias, or its capture URL"
 SERVER_HELP = f"the Hookscope server [env HOOKSCOPE_URL, default {DEFAULT_SERVER}]"
 
 
@@ -100,8 +101,7 @@ def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
                    "signature, validation) as they arrive; reconnects and resumes without gaps "
                    "when the stream drops. --json prints each capture summary as one line of "
                    "JSON. Ctrl-C stops (exit 0).")
-    tail.add_argument("key", metavar="KEY",
-                      help="endpoint token or alias, or its capture URL")
+    tail.add_argument("key", metavar="KEY", help=KEY_HELP)
     tail.add_argument("--after", type=int, metavar="SEQ",
                       help="first print the captures after this sequence number (0: all)")
 
@@ -110,8 +110,7 @@ def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
                    "before the wait began counts), print it, and check the expectations. Exit 0 "
                    "when met, 1 when one fails (saying which field and why), 3 when nothing "
                    "arrives within --timeout.")
-    wait.add_argument("key", metavar="KEY",
-                      help="endpoint token or alias, or its capture URL")
+    wait.add_argument("key", metavar="KEY", help=KEY_HELP)
     wait.add_argument("--after", type=int, default=0, metavar="SEQ",
                       help="only a capture with a higher sequence number counts (default 0)")
     wait.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
