@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 
 import pytest
 
@@ -100,6 +101,37 @@ async def test_one_failing_operation_does_not_fail_its_batch(store):
         return_exceptions=True)
     assert isinstance(results[20], Conflict)
     assert sorted(r for i, r in enumerate(results) if i != 20) == list(range(1, 41))
+
+
+async def test_what_one_turn_of_the_loop_asks_for_is_one_commit(store):
+    endpoint = await _endpoint(store, max_captures=10_000)
+    before = store._writer._commits
+
+    def add() -> asyncio.Future[int]:
+        return asyncio.ensure_future(store.add_capture(_capture(endpoint.id, endpoint.token,
+                                                                b"x")))
+
+    adds = [add()]
+    # Mid-turn, the writer thread gets the GIL for a while: it must find nothing to commit yet.
+    asyncio.get_running_loop().call_soon(time.sleep, 0.05)
+    adds += [add() for _ in range(199)]
+    seqs = await asyncio.gather(*adds)
+    assert sorted(seqs) == list(range(1, 201))
+    assert store._writer._commits == before + 1
+
+
+async def test_close_commits_what_was_asked_for_before_it(tmp_path):
+    store = SQLiteStore(tmp_path / "closing.db")
+    await store.open()
+    endpoint = await _endpoint(store)
+    # The task asks for its write, and close() runs before the loop hands that write over.
+    adding = asyncio.create_task(store.add_capture(_capture(endpoint.id, endpoint.token, b"k")))
+    await asyncio.sleep(0)
+    store._writer.stop()
+    assert await asyncio.wait_for(adding, 5) == 1
+    await store.close()
+    with sqlite3.connect(tmp_path / "closing.db") as conn:
+        assert conn.execute("SELECT body FROM captures").fetchall() == [(b"k",)]
 
 
 async def test_capture_for_a_deleted_endpoint_fails_as_gone(store):
