@@ -46,6 +46,13 @@ def serve_command(port: int, db: Path) -> list[str]:
             "--db", str(db)]
 
 
+def bare_command(port: int) -> list[str]:
+    """bench/bare_app.py on the uvicorn settings `hookscope serve` uses."""
+    return [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
+            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            "--no-proxy-headers", "--no-server-header", "--log-level", "warning"]
+
+
 def last_capture(base: str, token: str) -> dict:
     return httpx.get(f"{base}/api/endpoints/{token}/captures",
                      params={"limit": 1}).json()["captures"][0]
@@ -161,12 +168,7 @@ def main() -> int:
         workdir = Path(tmp)
         bare_port, hs_port = free_port(), free_port()
         servers = {
-            "bare starlette": (
-                [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
-                 "--port", str(bare_port), "--loop", "uvloop", "--http", "httptools",
-                 "--no-access-log", "--no-proxy-headers", "--no-server-header",
-                 "--log-level", "warning"],
-                f"http://127.0.0.1:{bare_port}", None),
+            "bare starlette": (bare_command(bare_port), f"http://127.0.0.1:{bare_port}", None),
             "hookscope": (None, f"http://127.0.0.1:{hs_port}", {}),
             "hookscope full": (None, f"http://127.0.0.1:{hs_port}", FULL_PIPELINE),
         }

@@ -11,7 +11,7 @@ The endpoint verifies signatures with scheme `auto` and a secret and detects the
 (`auto`); each request is a 1 KiB JSON body signed as GitHub signs. Everything talks to
 127.0.0.1; the load generator (uvloop, bare protocols) shares the 2 cores with the server.
 
-    .venv/bin/python bench/steady.py [--rate 2000] [--seconds 10] [--connections 32]
+    .venv/bin/python bench/steady.py [--rate 2000] [--seconds 10] [--connections 32] [--bare]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import (
     FULL_PIPELINE,
+    bare_command,
     free_port,
     github_signature,
     json_body,
@@ -135,36 +136,50 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--bare", action="store_true",
+                        help="drive bench/bare_app.py instead (uvicorn, same settings as "
+                             "bench/ingest): the floor this machine allows at that rate")
     args = parser.parse_args()
     body = json_body()
     headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": github_signature(body)}
+    last = None
     with tempfile.TemporaryDirectory(prefix="hookscope-steady-") as tmp:
         port = free_port()
-        proc = start(serve_command(port, Path(tmp) / "steady.db"), Path(tmp) / "log")
+        base = f"http://127.0.0.1:{port}"
+        if args.bare:
+            proc = start(bare_command(port), Path(tmp) / "log")
+        else:
+            proc = start(serve_command(port, Path(tmp) / "steady.db"), Path(tmp) / "log")
         try:
-            base = f"http://127.0.0.1:{port}"
-            wait_up(base + "/healthz", proc)
-            endpoint = httpx.post(base + "/api/endpoints",
-                                  json={"max_captures": 1_000_000, **FULL_PIPELINE}).json()
-            path = f"/h/{endpoint['token']}"
+            wait_up(base + "/healthz", proc)  # any answer will do (the bare app's is a 404)
+            if args.bare:
+                path = "/h/bench"
+            else:
+                endpoint = httpx.post(base + "/api/endpoints",
+                                      json={"max_captures": 1_000_000, **FULL_PIPELINE}).json()
+                path = f"/h/{endpoint['token']}"
             uvloop.run(drive(port, path, headers, body, args.rate, args.warmup,
                              args.connections))
             pool = uvloop.run(drive(port, path, headers, body, args.rate, args.seconds,
                                     args.connections))
-            last = last_capture(base, endpoint["token"])
+            if not args.bare:
+                last = last_capture(base, endpoint["token"])
         finally:
             stop(proc)
     lat = sorted(pool.latencies)
     sent = int(args.rate * args.seconds)
+    server = ("bench/bare_app.py (reads the body, answers JSON)" if args.bare
+              else "verify auto + format auto")
     print(f"# python bench/steady.py {' '.join(sys.argv[1:])}  ({os.cpu_count()} cores, "
           f"{args.rate:.0f} req/s for {args.seconds:.0f}s after {args.warmup:.0f}s warm-up, "
-          f"{args.connections} connections, 1 KiB signed JSON, verify auto + format auto)")
+          f"{args.connections} connections, 1 KiB signed JSON, {server})")
     print(f"requests {len(lat)}/{sent}  statuses {pool.statuses}  connections lost {pool.lost}")
     print(f"p50 {percentile(lat, 0.5):.2f} ms  p90 {percentile(lat, 0.9):.2f} ms  "
           f"p99 {percentile(lat, 0.99):.2f} ms  p99.9 {percentile(lat, 0.999):.2f} ms  "
           f"max {lat[-1] * 1000:.2f} ms")
-    print(f"last capture: signature {last['signature']['status']} "
-          f"({last['signature']['scheme']}), validation {last['validation']['status']}")
+    if last is not None:
+        print(f"last capture: signature {last['signature']['status']} "
+              f"({last['signature']['scheme']}), validation {last['validation']['status']}")
     print("target: p99 <= 5 ms at a steady 2,000 req/s")
     return 0
 
