@@ -276,6 +276,11 @@ async def test_the_wal_stays_bounded_under_sustained_writes(tmp_path, monkeypatc
             largest = max(largest, wal.stat().st_size)
         # Without the reset the WAL keeps every commit's pages, ~78 KB each: 150+ MB here.
         assert largest < 32 * 1024 * 1024
+        # Once the writes stop, the file itself is given back.
+        deadline = time.monotonic() + 5
+        while wal.stat().st_size > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert wal.stat().st_size == 0
     finally:
         await store.close()
     with sqlite3.connect(tmp_path / "busy.db") as conn:
