@@ -29,6 +29,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -39,8 +40,18 @@ log = logging.getLogger("hookscope.writer")
 
 MAX_BATCH = 1024
 CHECKPOINT_EVERY_S = 1.0
-# Past this size the WAL is checkpointed to its end and started over (see _reset_wal).
+# Past WAL_RESET_BYTES the WAL is checkpointed to its end and started over when that holds the
+# writer only briefly; past WAL_LIMIT_BYTES and WAL_LIMIT_DB_RATIO times the database's size,
+# however long it holds it (see _reset_wal).
 WAL_RESET_BYTES = 64 * 1024 * 1024
+WAL_LIMIT_BYTES = 1024 * 1024 * 1024
+WAL_LIMIT_DB_RATIO = 4
+RESET_RESIDUAL_BYTES = 4 * 1024 * 1024
+RESET_MAX_PASSES = 4
+# A reset that held the writer longer than this is not tried again for RESET_BACKOFF intervals,
+# unless forced: when the disk is busy with large bodies, every sync takes long.
+RESET_SLOW_S = 0.05
+RESET_BACKOFF = 30
 
 _STOP = object()
 
@@ -233,12 +244,20 @@ class Writer:
         wal = f"{self._path}-wal"
         try:
             seen = 0
+            skip = 0
             while not self._stopping.wait(CHECKPOINT_EVERY_S):
                 if self._commits != seen:
                     seen = self._commits
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if _size(wal) > WAL_RESET_BYTES:
-                        self._reset_wal(conn)
+                    frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+                    size = _size(wal)
+                    if size <= WAL_RESET_BYTES:
+                        continue
+                    force = size > max(WAL_LIMIT_BYTES, WAL_LIMIT_DB_RATIO * _size(self._path))
+                    if force or skip == 0:
+                        held = self._reset_wal(conn, frames, force=force)
+                        skip = RESET_BACKOFF if held > RESET_SLOW_S else 0
+                    else:
+                        skip -= 1
                 elif _size(wal) > WAL_RESET_BYTES:
                     # No commit for a whole interval: give the disk space back. Truncating
                     # takes a while (120-215 ms for 64 MiB here), which a busy writer must not
@@ -250,21 +269,38 @@ class Writer:
         finally:
             conn.close()
 
-    def _reset_wal(self, conn: sqlite3.Connection) -> None:
+    def _reset_wal(self, conn: sqlite3.Connection, frames: int, *, force: bool) -> float:
         """Checkpoint the WAL to its end and have the next transaction start it over.
 
         SQLite starts the WAL over only when a transaction begins after a checkpoint has copied
         all of it. A PASSIVE checkpoint takes milliseconds, and under sustained load the writer
         always commits more in the meantime, so the WAL grew without bound (measured: 525 MB
-        beside a 14 MB database after 10 s at 1,000 captures/s). A second PASSIVE pass copies
-        what came during the first; what is left is copied while the writer waits (2-5 ms,
-        bench/steady), and RESTART makes the next transaction write from the WAL's beginning,
-        over the same file: its size stays what it reached (WAL_RESET_BYTES and at most one
-        interval's commits more) until the writer is idle.
+        beside a 14 MB database after 10 s at 1,000 captures/s). More PASSIVE passes copy what
+        came during the one before, until that is at most RESET_RESIDUAL_BYTES; then RESTART,
+        while the writer waits, copies the rest and makes the next transaction write from the
+        WAL's beginning, over the same file, whose size stays what it reached until the writer
+        is idle. With small captures that holds the writer 1-7 ms (bench/steady). With 1 MiB
+        bodies at 150+ MB/s (bench/large) the disk is busy and every sync slow: the passes do
+        not catch up, or the RESTART holds the writer 150-350 ms anyway; such a WAL is left to
+        grow (see RESET_BACKOFF) until the limit (`force`).
+
+        `frames`: the WAL's length in frames as the last PASSIVE pass found it. Returns how
+        long the writer was held, in seconds.
         """
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        for _ in range(RESET_MAX_PASSES):
+            before = frames
+            frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+            # What the writer added while the pass before ran (negative: the WAL restarted).
+            if (frames - before) * page_size <= RESET_RESIDUAL_BYTES:
+                break
+        else:
+            if not force:
+                return 0.0
+        started = time.monotonic()
         with self._transaction:
             conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        return time.monotonic() - started
 
 
 def _size(path: str) -> int:

@@ -257,11 +257,18 @@ async def test_a_new_database_uses_16k_pages_and_an_old_one_keeps_its_own(tmp_pa
         conn.close()
 
 
-async def test_the_wal_stays_bounded_under_sustained_writes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("catches_up", [True, False], ids=["caught-up", "forced-at-limit"])
+async def test_the_wal_stays_bounded_under_sustained_writes(tmp_path, monkeypatch, catches_up):
     # With only PASSIVE checkpoints, a writer that never pauses keeps the WAL growing: SQLite
     # starts it over only after a checkpoint has caught up, which never happens.
     monkeypatch.setattr(writer, "CHECKPOINT_EVERY_S", 0.02)
     monkeypatch.setattr(writer, "WAL_RESET_BYTES", 1024 * 1024)
+    monkeypatch.setattr(writer, "RESET_SLOW_S", 60)  # a slow machine's resets never back off
+    if not catches_up:
+        # As if the writer always outpaced the copying: only the hard limit starts it over.
+        monkeypatch.setattr(writer, "RESET_RESIDUAL_BYTES", -1)
+        monkeypatch.setattr(writer, "WAL_LIMIT_BYTES", 4 * 1024 * 1024)
+        monkeypatch.setattr(writer, "WAL_LIMIT_DB_RATIO", 0)
     store = SQLiteStore(tmp_path / "busy.db")
     await store.open()
     try:
