@@ -40,16 +40,15 @@ log = logging.getLogger("hookscope.writer")
 
 MAX_BATCH = 1024
 CHECKPOINT_EVERY_S = 1.0
-# Past WAL_RESET_BYTES the WAL is checkpointed to its end and started over when that holds the
-# writer only briefly; past WAL_LIMIT_BYTES and WAL_LIMIT_DB_RATIO times the database's size,
-# however long it holds it (see _reset_wal).
+# Past WAL_RESET_BYTES the WAL is checkpointed to its end and started over (see _reset_wal);
+# after a reset that held the writer over RESET_SLOW_S, or could not catch up, only once
+# RESET_BACKOFF intervals have passed or the WAL is past both WAL_LIMIT_BYTES and
+# WAL_LIMIT_DB_RATIO times the database's size.
 WAL_RESET_BYTES = 64 * 1024 * 1024
-WAL_LIMIT_BYTES = 1024 * 1024 * 1024
-WAL_LIMIT_DB_RATIO = 4
-RESET_RESIDUAL_BYTES = 4 * 1024 * 1024
+WAL_LIMIT_BYTES = 4 * 1024 * 1024 * 1024
+WAL_LIMIT_DB_RATIO = 1
+RESET_RESIDUAL_BYTES = 8 * 1024 * 1024
 RESET_MAX_PASSES = 4
-# A reset that held the writer longer than this is not tried again for RESET_BACKOFF intervals,
-# unless forced: when the disk is busy with large bodies, every sync takes long.
 RESET_SLOW_S = 0.05
 RESET_BACKOFF = 30
 
@@ -115,6 +114,7 @@ class Writer:
 
         `single=True` says the op changes the database with at most one statement, which SQLite
         applies whole or not at all, so it needs no savepoint of its own (captures: the hot path).
+        Called from event loops; stop() from the thread of the loop that used the store.
         """
         if self._stopping.is_set():
             raise RuntimeError("the store is closed")
@@ -148,7 +148,7 @@ class Writer:
             return
         with self._gate:
             # What was asked for before stop() is committed, even if its loop has not handed it
-            # over yet (stop() is called from the loop, so that hand-over would come too late).
+            # over yet (should stop() run before that hand-over) - unless the thread is gone.
             for loop in list(self._pending):
                 items = self._pending.pop(loop, None)
                 if items:
@@ -157,6 +157,7 @@ class Writer:
             self._queue.put(_STOP)
         self._thread.join()
         self._thread = None
+        _fail_queued(self._queue)  # what reached the queue after a dying thread's last drain
         if self._checkpointer is not None:
             self._checkpointer.join()
             self._checkpointer = None
@@ -172,14 +173,7 @@ class Writer:
             conn.close()
             with self._gate:
                 self._stopping.set()
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not _STOP:
-                    _deliver([(future, loop, None, RuntimeError("the store is closed"))
-                              for _, _, future, loop in item])
+            _fail_queued(self._queue)
 
     def _loop(self, conn: sqlite3.Connection) -> None:
         while True:
@@ -238,69 +232,94 @@ class Writer:
 
     def _checkpoint_loop(self) -> None:
         conn = connect(self._path)
-        # Only the reset waits for anything (readers still on the WAL), and it does so while
-        # the writer waits for it: not for long.
+        # Only RESTART and TRUNCATE wait for anything (readers still on the WAL), and they do so
+        # while the writer waits for them: not for long.
         conn.execute("PRAGMA busy_timeout = 100")
+        frame_bytes = conn.execute("PRAGMA page_size").fetchone()[0] + 24
         wal = f"{self._path}-wal"
+        seen = 0
+        skip = 0
         try:
-            seen = 0
-            skip = 0
             while not self._stopping.wait(CHECKPOINT_EVERY_S):
-                if self._commits != seen:
-                    seen = self._commits
-                    frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
-                    size = _size(wal)
-                    if size <= WAL_RESET_BYTES:
+                try:
+                    if self._commits == seen:
+                        if _size(wal):
+                            # No commit for a whole interval: give the disk space back.
+                            # Truncating a big WAL takes a while (120-215 ms for 64 MiB here),
+                            # which a busy writer must not wait for; an idle one hardly notices.
+                            with self._transaction:
+                                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                         continue
-                    force = size > max(WAL_LIMIT_BYTES, WAL_LIMIT_DB_RATIO * _size(self._path))
-                    if force or skip == 0:
-                        held = self._reset_wal(conn, frames, force=force)
-                        skip = RESET_BACKOFF if held > RESET_SLOW_S else 0
-                    else:
+                    seen = self._commits
+                    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    # The WAL's length in use, not its file: a restarted WAL keeps its file.
+                    length = row[1] * frame_bytes
+                    if length <= WAL_RESET_BYTES:
+                        continue
+                    force = length > max(WAL_LIMIT_BYTES,
+                                         WAL_LIMIT_DB_RATIO * _size(self._path))
+                    if skip and not force:
                         skip -= 1
-                elif _size(wal) > WAL_RESET_BYTES:
-                    # No commit for a whole interval: give the disk space back. Truncating
-                    # takes a while (120-215 ms for 64 MiB here), which a busy writer must not
-                    # wait for, and an idle one hardly notices.
-                    with self._transaction:
-                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        except sqlite3.Error as exc:
-            log.warning("background checkpoint stopped: %s", exc)
+                        continue
+                    held = self._reset_wal(conn, row, frame_bytes, force=force)
+                    skip = RESET_BACKOFF if held is None or held > RESET_SLOW_S else 0
+                except sqlite3.Error as exc:  # a full disk, say: try again next interval
+                    log.warning("background checkpoint failed: %s", exc)
         finally:
             conn.close()
 
-    def _reset_wal(self, conn: sqlite3.Connection, frames: int, *, force: bool) -> float:
+    def _reset_wal(self, conn: sqlite3.Connection, row: tuple[int, int, int],
+                   frame_bytes: int, *, force: bool = False) -> float | None:
         """Checkpoint the WAL to its end and have the next transaction start it over.
 
         SQLite starts the WAL over only when a transaction begins after a checkpoint has copied
         all of it. A PASSIVE checkpoint takes milliseconds, and under sustained load the writer
         always commits more in the meantime, so the WAL grew without bound (measured: 525 MB
         beside a 14 MB database after 10 s at 1,000 captures/s). More PASSIVE passes copy what
-        came during the one before, until that is at most RESET_RESIDUAL_BYTES; then RESTART,
+        came during the one before, until at most RESET_RESIDUAL_BYTES are left; then RESTART,
         while the writer waits, copies the rest and makes the next transaction write from the
-        WAL's beginning, over the same file, whose size stays what it reached until the writer
-        is idle. With small captures that holds the writer 1-7 ms (bench/steady). With 1 MiB
-        bodies at 150+ MB/s (bench/large) the disk is busy and every sync slow: the passes do
-        not catch up, or the RESTART holds the writer 150-350 ms anyway; such a WAL is left to
-        grow (see RESET_BACKOFF) until the limit (`force`).
+        WAL's beginning, over the same file, which keeps its size until the writer is idle.
+        With small captures that holds the writer 1-7 ms (bench/steady). With 1 MiB bodies at
+        150+ MB/s (bench/large) the disk is busy and every sync slow: the passes do not catch
+        up, and a RESTART held the writer 150-350 ms. So when RESET_MAX_PASSES do not catch up
+        there is no RESTART unless `force`, and the checkpointer leaves the WAL to grow for a
+        while (RESET_BACKOFF), up to the limit; so too after a slow RESTART.
 
-        `frames`: the WAL's length in frames as the last PASSIVE pass found it. Returns how
-        long the writer was held, in seconds.
+        `row`: what the last PASSIVE pass returned, (busy, frames in the WAL, frames copied).
+        Returns how long the writer was held, in seconds (0 when a reader kept the WAL: that
+        is not the disk being slow), or None when there was no RESTART.
         """
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         for _ in range(RESET_MAX_PASSES):
-            before = frames
-            frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
-            # What the writer added while the pass before ran (negative: the WAL restarted).
-            if (frames - before) * page_size <= RESET_RESIDUAL_BYTES:
+            before = row[1]
+            started = time.monotonic()
+            row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            # Left for RESTART: what came during this pass (about as much as during the one
+            # before; negative if the WAL restarted) and what a reader kept from being copied.
+            left = max(row[1] - before, 0) + row[1] - row[2]
+            # A pass this small that still took long says the disk is busy: RESTART would be
+            # as slow, with the writer waiting.
+            if (left * frame_bytes <= RESET_RESIDUAL_BYTES
+                    and time.monotonic() - started <= RESET_SLOW_S):
                 break
         else:
             if not force:
-                return 0.0
-        started = time.monotonic()
+                return None
         with self._transaction:
-            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-        return time.monotonic() - started
+            started = time.monotonic()
+            busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+            held = time.monotonic() - started
+        return 0.0 if busy else held
+
+
+def _fail_queued(queued: queue.SimpleQueue[Any]) -> None:
+    while True:
+        try:
+            item = queued.get_nowait()
+        except queue.Empty:
+            return
+        if item is not _STOP:
+            _deliver([(future, loop, None, RuntimeError("the store is closed"))
+                      for _, _, future, loop in item])
 
 
 def _size(path: str) -> int:
