@@ -85,6 +85,8 @@ class FailureThrottle:
 
     def blocked(self, address: str) -> int:
         """0 when `address` may try, else the whole seconds to put in Retry-After."""
+        if not self._buckets:  # nobody has failed: no address to parse on every request
+            return 0
         bucket = self._buckets.get(_client_key(address))
         if bucket is None:
             return 0

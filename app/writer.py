@@ -4,10 +4,9 @@ Why this shape (measured on a 2-core machine): one COMMIT per request tops out n
 a writer that takes everything queued since its last commit and commits it as one transaction
 (no artificial wait, so an idle server commits a lone request at once) reached about twice that.
 Each event loop hands over what it asked for once per turn, as one item, rather than waking the
-thread for every operation.
-The promise is unchanged: an operation's future resolves only after the COMMIT that contains it
-returned, so a capture is acknowledged only once it is durable (WAL, synchronous=NORMAL: safe
-against a killed process; a power cut may lose the last commits).
+thread for every operation. The promise is unchanged: an operation's future resolves only after
+the COMMIT that contains it returned, so a capture is acknowledged only once it is durable (WAL,
+synchronous=NORMAL: safe against a killed process; a power cut may lose the last commits).
 
 Each operation runs inside its own SAVEPOINT, so one failing operation (a duplicate alias, a
 vanished endpoint) fails alone and the rest of the batch commits. If the COMMIT itself fails,
@@ -117,7 +116,7 @@ class Writer:
         Called from event loops; stop() from the thread of the loop that used the store.
         """
         if self._stopping.is_set():
-            raise RuntimeError("the store is closed")
+            raise _closed()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         # Handed to the thread once per turn of the event loop, not once per operation: a
@@ -139,8 +138,7 @@ class Writer:
             if not self._stopping.is_set():
                 self._queue.put(items)
                 return
-        _resolve_all([(future, None, RuntimeError("the store is closed"))
-                      for _, _, future, _ in items])
+        _resolve_all([(future, None, _closed()) for _, _, future, _ in items])
 
     def stop(self) -> None:
         """Commit everything already queued, then close. Safe to call twice."""
@@ -311,6 +309,10 @@ class Writer:
         return 0.0 if busy else held
 
 
+def _closed() -> RuntimeError:
+    return RuntimeError("the store is closed")
+
+
 def _fail_queued(queued: queue.SimpleQueue[Any]) -> None:
     while True:
         try:
@@ -318,8 +320,7 @@ def _fail_queued(queued: queue.SimpleQueue[Any]) -> None:
         except queue.Empty:
             return
         if item is not _STOP:
-            _deliver([(future, loop, None, RuntimeError("the store is closed"))
-                      for _, _, future, loop in item])
+            _deliver([(future, loop, None, _closed()) for _, _, future, loop in item])
 
 
 def _size(path: str) -> int:

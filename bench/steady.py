@@ -146,10 +146,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hookscope-steady-") as tmp:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        if args.bare:
-            proc = start(bare_command(port), Path(tmp) / "log")
-        else:
-            proc = start(serve_command(port, Path(tmp) / "steady.db"), Path(tmp) / "log")
+        command = bare_command(port) if args.bare else serve_command(port, Path(tmp) / "db")
+        proc = start(command, Path(tmp) / "log")
         try:
             wait_up(base + "/healthz", proc)  # any answer will do (the bare app's is a 404)
             if args.bare:

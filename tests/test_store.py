@@ -121,7 +121,7 @@ async def test_what_one_turn_of_the_loop_asks_for_is_one_commit(store):
     assert store._writer._commits == before + 1
 
 
-async def test_close_commits_what_was_asked_for_before_it(tmp_path):
+async def test_stopping_commits_what_was_asked_for_before_the_hand_over(tmp_path):
     store = SQLiteStore(tmp_path / "closing.db")
     await store.open()
     endpoint = await _endpoint(store)
