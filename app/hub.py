@@ -14,7 +14,7 @@ from collections import deque
 from typing import Protocol
 
 QUEUE_SIZE = 256
-KEEPALIVE_S = 15.0  # a stream quiet for this long gets a comment, so proxies keep it open
+KEEPALIVE_S = 15.0  # a stream is never silent longer than this (API.md), so proxies keep it open
 KEEPALIVE = b": keep-alive\n\n"
 MAX_SUBSCRIBERS_PER_ENDPOINT = 5000  # live streams and long-polls of one endpoint together
 
@@ -135,7 +135,8 @@ class Hub:
 
     def subscribe(self, endpoint_id: int, *, keepalive: bool = False) -> Subscription:
         """A new subscription; with `keepalive`, it is offered a (None, comment) item whenever
-        a whole keep-alive period passes without anything else offered (a live stream)."""
+        a whole tick (half of `keepalive_s`) passes without anything else offered, so it is
+        never silent for longer than `keepalive_s` (a live stream)."""
         subscription = Subscription(self, endpoint_id, self.queue_size, keepalive)
         if self.closed:  # shutting down: a stream or wait that starts now ends at once
             subscription.dropped = True
@@ -151,10 +152,12 @@ class Hub:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_loop = loop
-        self._timer = loop.call_later(self.keepalive_s, self._tick) if loop else None
+        # A tick of half the limit: a stream last offered something just after one tick is
+        # found quiet at the next and gets its comment at the one after, within the limit.
+        self._timer = loop.call_later(self.keepalive_s / 2, self._tick) if loop else None
 
     def _tick(self) -> None:
-        """One timer for every stream: each that was quiet for a whole period gets a comment."""
+        """One timer for every stream: each that was quiet for a whole tick gets a comment."""
         streams = [s for subscribers in self._subscribers.values() for s in subscribers
                    if s.keepalive]
         for subscription in streams:

@@ -185,7 +185,7 @@ async def test_a_waiting_subscriber_gets_items_in_order_and_ends_when_dropped():
 
 @pytest.mark.anyio
 async def test_one_timer_sends_keep_alives_to_quiet_streams_only():
-    hub = Hub(keepalive_s=0.05)
+    hub = Hub(keepalive_s=0.1)  # a tick every 0.05 s
     quiet = hub.subscribe(1, keepalive=True)
     busy = hub.subscribe(1, keepalive=True)
     poll = hub.subscribe(1)  # a long-poll: no keep-alives
@@ -198,6 +198,22 @@ async def test_one_timer_sends_keep_alives_to_quiet_streams_only():
     assert not poll.items
     hub.close()  # the ticker stops with the streams
     assert hub._timer is None
+
+
+@pytest.mark.anyio
+async def test_a_quiet_stream_is_never_silent_longer_than_the_keep_alive_limit():
+    # API.md: keep-alive comments at least every 15 s; here the limit is 1 s.
+    hub = Hub(keepalive_s=1.0)
+    stream = hub.subscribe(1, keepalive=True)
+    started = asyncio.get_running_loop().time()
+    await asyncio.sleep(0.55)  # just after the first tick: quiet for the second only from now
+    stream.offer((1, b"frame"))
+    offered = asyncio.get_running_loop().time()
+    while not any(seq is None for seq, _ in stream.items):
+        await stream.changed()
+    silent = asyncio.get_running_loop().time() - offered
+    assert 0.4 < silent < 1.0 + 0.3, (silent, offered - started)
+    hub.close()
 
 
 @pytest.mark.anyio
@@ -330,7 +346,7 @@ def test_deleting_the_endpoint_ends_its_streams(live):
 
 
 def test_a_quiet_stream_sends_keep_alive_comments_then_events(live, monkeypatch):
-    monkeypatch.setattr(live.app.state.hub, "keepalive_s", 0.2)
+    monkeypatch.setattr(live.app.state.hub, "keepalive_s", 0.4)  # a tick every 0.2 s
     token = _endpoint(live.url)
     lines: list[str] = []
     with _stream(live.url, token) as response:
