@@ -1,10 +1,11 @@
 """What the store keeps: per-endpoint counters and the limits they are held to.
 
-Touched only in the writer thread. The counters (last sequence number, capture count, stored
-body bytes) are loaded from the endpoint row on first use and written back once per batch: the
-writer is the only one who changes them, so its copy is authoritative. Before each commit the
-captures beyond an endpoint's max_captures or max_bytes, and beyond HOOKSCOPE_MAX_TOTAL_BYTES
-over all endpoints, are pruned oldest first; an endpoint's newest capture never is.
+Touched only inside the writer's transactions (app.writer), one at a time. The counters (last
+sequence number, capture count, stored body bytes) are loaded from the endpoint row on first use
+and written back once per batch: the writer is the only one who changes them, so its copy is
+authoritative. Before each commit the captures beyond an endpoint's max_captures or max_bytes,
+and beyond HOOKSCOPE_MAX_TOTAL_BYTES over all endpoints, are pruned oldest first; an endpoint's
+newest capture never is.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ _NOT_NEWEST = ("seq < (SELECT MAX(newest.seq) FROM captures newest "
 
 @dataclass
 class Retention:
-    """Per-endpoint counters and the limits they are held to, touched only in the writer
-    thread. `max_total_bytes` (0: none) caps the body bytes of all endpoints together."""
+    """Per-endpoint counters and the limits they are held to, touched only inside the
+    writer's transactions. `max_total_bytes` (0: none) caps the body bytes of all endpoints
+    together."""
 
     max_total_bytes: int = 0
     counters: dict[int, Counter] = field(default_factory=dict)

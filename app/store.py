@@ -2,7 +2,7 @@
 
 Writes go through the one group-commit writer (app.writer); reads use their own aiosqlite
 connection, so a long read never delays an acknowledgement. Per-endpoint counters and the limits
-they are held to live in the writer thread (app.retention). Sequence numbers only grow, even
+they are held to live with the writer (app.retention). Sequence numbers only grow, even
 across clears, deletes and pruning, because `last_seq` is kept on the endpoint row.
 
 A lock file beside the database (`<db>.lock`, flock) makes sure two processes never write one
@@ -270,7 +270,7 @@ class SQLiteStore:
             state.stored(conn, capture.endpoint_id, 1, len(values[-1]))
             return seq
 
-        capture.seq = await self._writer.run(op, single=True)
+        capture.seq = await self._writer.run(op, single=True, quick=True, size=len(values[-1]))
         return capture.seq
 
     async def get_capture(self, capture_id: str, *, body: bool = True) -> Capture | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from app import writer
 from app.migrations import LATEST, MIGRATIONS, SchemaTooNew, migrate
 from app.models import Capture, new_capture_id, now_us
+from app.retention import Retention
 from app.store import CaptureQuery, Conflict, Gone, SQLiteStore, StoreLocked, check_writable
 
 pytestmark = pytest.mark.anyio
@@ -119,6 +121,61 @@ async def test_what_one_turn_of_the_loop_asks_for_is_one_commit(store):
     seqs = await asyncio.gather(*adds)
     assert sorted(seqs) == list(range(1, 201))
     assert store._writer._commits == before + 1
+
+
+def _where_committed(conn: sqlite3.Connection) -> threading.Thread:
+    conn.execute("INSERT INTO t VALUES (1)")
+    return threading.current_thread()
+
+
+async def test_quick_small_writes_commit_on_the_event_loop_and_the_rest_on_the_thread(tmp_path):
+    w = writer.Writer(str(tmp_path / "w.db"), Retention())
+    w.start()
+    try:
+        await w.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
+        here = threading.current_thread()
+        assert await w.run(_where_committed, quick=True, size=1024) is here
+        assert await w.run(_where_committed, quick=True,
+                           size=writer.INLINE_MAX_BYTES + 1) is w._thread
+        assert await w.run(_where_committed) is w._thread
+        # One slow operation in a turn sends the whole turn to the thread.
+        assert await asyncio.gather(w.run(_where_committed, quick=True),
+                                    w.run(_where_committed)) == [w._thread, w._thread]
+        # So do quick ones that together write too much.
+        half = writer.INLINE_MAX_BYTES // 2 + 1
+        assert await asyncio.gather(*(w.run(_where_committed, quick=True, size=half)
+                                      for _ in range(2))) == [w._thread, w._thread]
+    finally:
+        w.stop()
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (7,)
+
+
+async def test_the_event_loop_never_waits_for_another_commit(tmp_path):
+    """While the checkpointer holds the writer (a WAL reset), a quick write goes to the thread,
+    which waits for it; the event loop goes on serving."""
+    w = writer.Writer(str(tmp_path / "w.db"), Retention())
+    w.start()
+    try:
+        await w.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
+        w._transaction.acquire()
+        threading.Timer(0.3, w._transaction.release).start()
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.ensure_future(tick())
+        try:
+            assert await w.run(_where_committed, quick=True) is w._thread
+        finally:
+            ticker.cancel()
+        assert ticks >= 10
+    finally:
+        w.stop()
 
 
 async def test_stopping_commits_what_was_asked_for_before_the_hand_over(tmp_path):
