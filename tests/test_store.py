@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
@@ -13,7 +14,16 @@ from app import writer
 from app.migrations import LATEST, MIGRATIONS, SchemaTooNew, migrate
 from app.models import Capture, new_capture_id, now_us
 from app.retention import Retention
-from app.store import CaptureQuery, Conflict, Gone, SQLiteStore, StoreLocked, check_writable
+from app.store import (
+    CaptureQuery,
+    Conflict,
+    Gone,
+    SQLiteStore,
+    StoreLocked,
+    _headers_json,
+    _verdict_json,
+    check_writable,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -104,6 +114,17 @@ async def test_one_failing_operation_does_not_fail_its_batch(store):
         return_exceptions=True)
     assert isinstance(results[20], Conflict)
     assert sorted(r for i, r in enumerate(results) if i != 20) == list(range(1, 41))
+
+
+@pytest.mark.parametrize("value", [
+    [["x-a", "plain"], ["x-b", "quote \" backslash \\ nul \x00 tab \t"], ["x-c", "caf\xe9 \xff"]],
+    {"scheme": "github", "status": "failed", "reason": "caf\u00e9 \u2028 \U0001f600",
+     "secret_index": None, "auto": True, "errors": [{"path": "/a/0", "message": "1.5e300"}],
+     "n": [0, -1, 2.5, 1e300, True, False]},
+])
+def test_the_capture_paths_json_is_what_json_dumps_writes(value):
+    assert _headers_json(value) == json.dumps(value, ensure_ascii=False)
+    assert _verdict_json(value) == json.dumps(value)
 
 
 async def test_what_one_turn_of_the_loop_asks_for_is_one_commit(store):
