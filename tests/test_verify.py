@@ -273,6 +273,20 @@ def test_auto_picks_the_scheme_from_the_request(case):
                       "secret_index": 0, "auto": True}
 
 
+def test_auto_picks_the_first_scheme_in_order_among_several_signatures():
+    """A request signed every way `auto` knows: it takes the first scheme in SCHEMES' order,
+    whether that one is recognised by a header (most) or otherwise (Avo, WebEngage)."""
+    order = list(SCHEMES)
+    auto = sorted((c for c in CASES if c.auto), key=lambda c: order.index(c.scheme))
+    assert len(auto) == 9
+    for start, case in enumerate(auto):
+        signed = [c.sign(c.new_secret(), NOW, BODY) for c in auto[start:]]
+        headers = [pair for one in signed for pair in one.headers]
+        query = "&".join(one.query for one in signed if one.query)
+        result = verdict({"scheme": "auto", "secrets": ["x"]}, headers, query)
+        assert (result["scheme"], result["auto"]) == (case.scheme, True)
+
+
 def test_auto_with_no_known_signature_is_missing():
     result = verdict({"scheme": "auto", "secrets": ["x"]}, [("x-other", "1")])
     assert (result["scheme"], result["status"]) == ("auto", "missing")

@@ -27,8 +27,18 @@ log = logging.getLogger("hookscope.verify")
 SCHEMES: dict[str, Scheme] = {s.id: s for s in (
     STANDARD_WEBHOOKS, SVIX, STRIPE, GITHUB, SHOPIFY, SLACK, VIRTUOSO, AVO, WEBENGAGE, HMAC, TOKEN,
 )}
+_AUTO = tuple(s for s in SCHEMES.values() if s.detect_headers or s.detect)
 AUTO_DESCRIPTION = ("picks the scheme from the signature present (first match): "
-                    + ", ".join(s.id for s in SCHEMES.values() if s.detect))
+                    + ", ".join(s.id for s in _AUTO))
+# `auto` picks the first scheme in _AUTO whose signature is present. Most are recognised by a
+# header, and all those headers are looked up at once: asking each scheme in turn was 15% of a
+# GitHub-signed capture's verification (instructions, callgrind).
+_RANK_BY_HEADER: dict[str, int] = {}
+for _rank, _scheme in enumerate(_AUTO):
+    for _name in _scheme.detect_headers:
+        _RANK_BY_HEADER.setdefault(_name, _rank)
+_DETECT_HEADERS = frozenset(_RANK_BY_HEADER)
+_DETECT_OTHERWISE = tuple(rank for rank, s in enumerate(_AUTO) if s.detect)
 SCHEME_IDS: tuple[str, ...] = ("auto", *SCHEMES)
 COMMON_FIELDS = ("scheme", "secrets", "tolerance_seconds")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -79,7 +89,7 @@ def check_signature(config: Mapping[str, Any] | None, request: SignedRequest,
     scheme = SCHEMES.get(scheme_id)
     picked = scheme_id == "auto"
     if picked:
-        scheme = next((s for s in SCHEMES.values() if s.detect and s.detect(request)), None)
+        scheme = _auto_scheme(request)
     secrets = list(config.get("secrets") or [])
     if scheme is None:
         verdict = Verdict("missing", "no signature of a known scheme is present")
@@ -100,6 +110,19 @@ def check_signature(config: Mapping[str, Any] | None, request: SignedRequest,
         log.exception("scheme %s raised", scheme.id)
         verdict = failed(f"could not check the signature ({type(exc).__name__})")
     return _json(scheme.id, verdict, picked)
+
+
+def _auto_scheme(request: SignedRequest) -> Scheme | None:
+    """The first scheme in _AUTO whose signature the request carries, or None."""
+    first = min(map(_RANK_BY_HEADER.__getitem__,
+                    _DETECT_HEADERS.intersection(request.header_names())), default=len(_AUTO))
+    for rank in _DETECT_OTHERWISE:
+        if rank >= first:
+            break
+        detect = _AUTO[rank].detect
+        if detect is not None and detect(request):
+            return _AUTO[rank]
+    return _AUTO[first] if first < len(_AUTO) else None
 
 
 def _json(scheme_id: str, verdict: Verdict, picked: bool) -> dict[str, Any]:

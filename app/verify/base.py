@@ -11,7 +11,7 @@ import base64
 import binascii
 import hmac
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, KeysView, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
@@ -44,6 +44,10 @@ class SignedRequest:
     def header(self, name: str) -> str | None:
         """The first value of a header, or None."""
         return self._first.get(name.lower())
+
+    def header_names(self) -> KeysView[str]:
+        """The names (lower case) of the headers present."""
+        return self._first.keys()
 
     @property
     def query_params(self) -> dict[str, str]:
@@ -103,7 +107,9 @@ class Scheme:
     check: Check
     options: tuple[Option, ...] = ()
     timed: bool = False  # signs a timestamp, so tolerance_seconds applies
-    # For `auto`: does this request carry this scheme's signature?
+    # For `auto`: the request carries this scheme's signature when any of these headers is
+    # present, or when `detect` says so.
+    detect_headers: tuple[str, ...] = ()
     detect: Callable[[SignedRequest], bool] | None = None
     # Extra checks of the options beyond their choices: (field, message) problems.
     check_options: Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None = None

@@ -37,6 +37,5 @@ GITHUB = Scheme(
                 "sha1=); GitLab's X-Gitlab-Token is the `token` scheme",
     headers=("x-hub-signature-256", "x-hub-signature"),
     check=check,
-    detect=lambda r: r.header("x-hub-signature-256") is not None
-    or r.header("x-hub-signature") is not None,
+    detect_headers=("x-hub-signature-256", "x-hub-signature"),
 )

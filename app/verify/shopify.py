@@ -30,5 +30,5 @@ SHOPIFY = Scheme(
     description="X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the body",
     headers=("x-shopify-hmac-sha256",),
     check=check,
-    detect=lambda r: r.header("x-shopify-hmac-sha256") is not None,
+    detect_headers=("x-shopify-hmac-sha256",),
 )

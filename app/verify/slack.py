@@ -36,5 +36,5 @@ SLACK = Scheme(
     headers=("x-slack-signature", "x-slack-request-timestamp"),
     check=check,
     timed=True,
-    detect=lambda r: r.header("x-slack-signature") is not None,
+    detect_headers=("x-slack-signature",),
 )

@@ -77,7 +77,7 @@ STANDARD_WEBHOOKS = Scheme(
     headers=("webhook-id", "webhook-timestamp", "webhook-signature"),
     check=_checker("webhook"),
     timed=True,
-    detect=lambda r: r.header("webhook-signature") is not None,
+    detect_headers=("webhook-signature",),
 )
 
 SVIX = Scheme(
@@ -87,5 +87,5 @@ SVIX = Scheme(
     headers=("svix-id", "svix-timestamp", "svix-signature"),
     check=_checker("svix"),
     timed=True,
-    detect=lambda r: r.header("svix-signature") is not None,
+    detect_headers=("svix-signature",),
 )

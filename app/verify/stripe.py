@@ -50,5 +50,5 @@ STRIPE = Scheme(
     headers=("stripe-signature",),
     check=check,
     timed=True,
-    detect=lambda r: r.header("stripe-signature") is not None,
+    detect_headers=("stripe-signature",),
 )

@@ -55,5 +55,5 @@ VIRTUOSO = Scheme(
                 "try the payload field",
     headers=("x-virtuoso-signature",),
     check=check,
-    detect=lambda r: r.header("x-virtuoso-signature") is not None,
+    detect_headers=("x-virtuoso-signature",),
 )
