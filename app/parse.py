@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import defusedxml.ElementTree as SafeET
+import orjson
 from defusedxml import DefusedXmlException
 
 log = logging.getLogger("hookscope.parse")
@@ -178,8 +179,22 @@ def _finite_float(text: str) -> float:
 STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
+# orjson decodes a 1 KiB document in a fifth of the standard library's time (a capture's
+# instructions: -8%, callgrind). Where the two could differ, the standard library decides:
+# orjson turns integers beyond 64 bits into floats (so any run of 19 digits goes to the
+# standard library), and everything orjson refuses (lone surrogates, a BOM, UTF-16, nesting
+# past 1024, NaN, 1e400, and what is not JSON at all) is decided, and explained, by it.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
+
+
 def loads_strict(data: bytes) -> Any:
     """Decode JSON bytes (UTF-8/16/32); ValueError or RecursionError when it is not JSON."""
+    if _LONG_NUMBER not in data.translate(_DIGITS_TO_ZERO):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
     return STRICT_JSON.decode(data.decode(json.detect_encoding(data)))
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
-from app.parse import duplicate_keys, parse_body, parse_for_display
+from app.parse import duplicate_keys, loads_strict, parse_body, parse_for_display
 
 MULTIPART = (b'--XX\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
              b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
@@ -99,6 +100,29 @@ def test_huge_numbers_parse_or_fail_quickly_with_a_reason():
     assert integer.error is not None and "4300" in integer.error
     assert parse_body(b"[" + b"9" * 4000 + b"]", "application/json").value == [int("9" * 4000)]
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("document", [
+    b"[18446744073709551615, 18446744073709551616, -9223372036854775808, -9223372036854775809]",
+    b'{"big": 123456789012345678901234567890, "long": 0.12345678901234567890123}',
+    b'["\\ud800 alone", "\\ud83d\\ude00", "caf\xc3\xa9"]',
+    b"\xef\xbb\xbf" + b'{"after": "a BOM"}',
+    '{"utf16": true}'.encode("utf-16"),
+    b'{"a": 1, "a": 2, "n": [-0, -0.0, 1e-400, 1E5, 0.1000000000000000055511151231257827]}',
+    b"[" * 500 + b"]" * 500,
+])
+def test_json_decodes_exactly_as_the_standard_library_does(document):
+    expected = json.loads(document)
+    assert repr(loads_strict(document)) == repr(expected)
+
+
+@pytest.mark.parametrize("document", [b"[NaN]", b"[Infinity]", b"[1e400]", b"[-1e400]", b"[1,]",
+                                      b'{"a": "\x01"}', b'"\xff"', b"[" * 1100 + b"]" * 1100,
+                                      b"[" * 200_000])
+def test_what_is_not_strict_json_is_refused_with_the_standard_librarys_reason(document):
+    with pytest.raises((ValueError, RecursionError)) as refused:
+        loads_strict(document)
+    assert "orjson" not in type(refused.value).__module__
 
 
 def test_duplicate_keys_are_found_at_every_depth():
