@@ -48,12 +48,28 @@ async def read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
             return b"".join(chunks), dropped > 0
 
 
+# Header names a webhook is likely to carry, decoded once (the capture path decodes every name
+# and value of every request).
+_NAMES = {name.encode(): name for name in (
+    "host", "user-agent", "accept", "accept-encoding", "content-type", "content-length",
+    "connection", "authorization", "x-forwarded-for", "x-forwarded-proto", "x-request-id",
+    "x-hub-signature", "x-hub-signature-256", "x-github-event", "x-github-delivery",
+    "x-github-hook-id", "stripe-signature", "webhook-id", "webhook-timestamp",
+    "webhook-signature", "svix-id", "svix-timestamp", "svix-signature",
+    "x-shopify-hmac-sha256", "x-shopify-topic", "x-slack-signature",
+    "x-slack-request-timestamp", "x-virtuoso-signature")}
+
+
 def build_capture(scope: dict[str, Any], *, endpoint_id: int, endpoint_token: str,
                   received_at: int, body: bytes, truncated: bool) -> Capture:
     """The capture of a request; its response status is filled in once it is decided."""
-    headers = [[name.decode("latin-1"), value.decode("latin-1")]
+    headers = [[_NAMES.get(name) or name.decode("latin-1"), value.decode("latin-1")]
                for name, value in scope["headers"]]
-    content_type = next((value for name, value in headers if name == "content-type"), None)
+    content_type = None
+    for name, value in headers:
+        if name == "content-type":
+            content_type = value
+            break
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
     client = scope.get("client")
