@@ -31,6 +31,7 @@ lint: $(VENV)/.test-deps
 bench: $(VENV)/.run-deps
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/instructions.py
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/steady.py
