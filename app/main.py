@@ -5,25 +5,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import EXCEPTION_HANDLERS
 from app.formats import Validation, load_formats
 from app.hub import Hub
 from app.limits import FailureThrottle
 from app.models import now_us
-from app.routes import build_middleware, build_routes
+from app.routes import build_front, build_middleware, build_routes
 from app.settings import Settings
 from app.store import SQLiteStore, Store
 
 log = logging.getLogger("hookscope")
 
 
+class Hookscope(Starlette):
+    """The Starlette app with `front` in front of all of it, its error middleware included: the
+    capture path (app.routes.capture) takes capture URLs before Starlette sees them."""
+
+    def __init__(self, *, front: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._front = front(super().__call__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._front(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
-               hub: Hub | None = None) -> Starlette:
+               hub: Hub | None = None) -> Hookscope:
     """Build the ASGI app. A store passed in is the caller's to open and close (tests do that);
     otherwise the app opens its SQLite store at startup and closes it at shutdown."""
     settings = settings or Settings()
@@ -50,8 +64,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
 
     validation = Validation(load_formats())
     throttle = FailureThrottle()
-    app = Starlette(routes=build_routes(),
-                    middleware=build_middleware(active, settings, validation, live, throttle),
+    app = Hookscope(front=build_front(active, settings, validation, live),
+                    routes=build_routes(),
+                    middleware=build_middleware(settings, throttle),
                     exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
                     lifespan=lifespan)
     app.state.settings = settings

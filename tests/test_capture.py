@@ -306,3 +306,24 @@ async def test_a_parser_that_raises_costs_neither_the_capture_nor_its_full_view(
         "kind": "text", "value": None,
         "error": "could not be parsed (RuntimeError: parser bug)"}
     assert "could not parse a body of type 'application/xml'" in caplog.text
+
+
+async def test_a_bug_on_the_capture_path_answers_the_error_shape_and_the_next_request_works(
+        client, endpoint, monkeypatch, caplog):
+    import app.routes.capture as capture_path
+
+    real = capture_path.build_capture
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(capture_path, "build_capture", broken)
+    response = await client.post(f"/h/{endpoint['token']}", content=b"x")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal"
+    assert "a bug" not in response.text  # the trace goes to the log, never to the client
+    assert "KeyError: 'a bug'" in caplog.text
+    monkeypatch.setattr(capture_path, "build_capture", real)
+    response = await client.post(f"/h/{endpoint['token']}", content=b"y")
+    assert response.status_code == 200
+    assert (await _only_capture(client, endpoint["token"]))["body_text"] == "y"

@@ -1,16 +1,20 @@
 """The URL map: every route Hookscope serves.
 
     ANY /h/{key} and /h/{key}/{rest:path}   capture URLs: app.routes.capture.CaptureMiddleware
-                                            takes them ahead of the router (the hot path)
+                                            takes them in front of Starlette (the hot path)
     /, /e/{key}, /static                    the browser pages (app.routes.pages)
     everything else                         the routes below
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from app.access import AccessMiddleware
 from app.formats import Validation
@@ -22,12 +26,17 @@ from app.settings import Settings
 from app.store import Store
 
 
-def build_middleware(store: Store, settings: Settings, validation: Validation,
-                     hub: Publisher, throttle: FailureThrottle) -> list[Middleware]:
-    return [Middleware(CaptureMiddleware, store=store, settings=settings,
-                       validation=validation, hub=hub),
-            Middleware(AccessMiddleware, token=settings.token, public_url=settings.public_url,
+def build_middleware(settings: Settings, throttle: FailureThrottle) -> list[Middleware]:
+    """Starlette's middleware. The capture path is in front of all of it (build_front)."""
+    return [Middleware(AccessMiddleware, token=settings.token, public_url=settings.public_url,
                        allowed_hosts=settings.allowed_hosts, throttle=throttle)]
+
+
+def build_front(store: Store, settings: Settings, validation: Validation,
+                hub: Publisher) -> Callable[[ASGIApp], ASGIApp]:
+    """What takes capture URLs in front of the Starlette app it is given."""
+    return partial(CaptureMiddleware, store=store, settings=settings, validation=validation,
+                   hub=hub)
 
 
 def build_routes() -> list[BaseRoute]:
