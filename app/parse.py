@@ -183,14 +183,18 @@ STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_fin
 # instructions: -8%, callgrind). Where the two could differ, the standard library decides:
 # orjson turns integers beyond 64 bits into floats (so any run of 19 digits goes to the
 # standard library), and everything orjson refuses (lone surrogates, a BOM, UTF-16, nesting
-# past 1024, NaN, 1e400, and what is not JSON at all) is decided, and explained, by it.
+# past 1024, NaN, 1e400, and what is not JSON at all) is decided, and explained, by it. So is
+# anything that could nest deeper than the standard library goes (about 990 levels, less the
+# caller's stack), which orjson would accept and then json.dumps could not write out.
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_NUMBER = b"0" * 19
+_MAX_OPENINGS = 900
 
 
 def loads_strict(data: bytes) -> Any:
     """Decode JSON bytes (UTF-8/16/32); ValueError or RecursionError when it is not JSON."""
-    if _LONG_NUMBER not in data.translate(_DIGITS_TO_ZERO):
+    if (data.count(b"[") + data.count(b"{") <= _MAX_OPENINGS
+            and _LONG_NUMBER not in data.translate(_DIGITS_TO_ZERO)):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

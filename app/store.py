@@ -282,7 +282,9 @@ class SQLiteStore:
                 "format, body, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                 "?, ?, ?, ?, ?)", (*values, seq))
             counter.last_seq = seq
-            counter.last_at = capture.received_at
+            # A capture taken by the writer thread (a large body) can commit after one that
+            # arrived later and was committed on the event loop.
+            counter.last_at = max(counter.last_at or 0, capture.received_at)
             state.stored(conn, capture.endpoint_id, 1, len(values[-1]))
             return seq
 

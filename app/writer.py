@@ -263,13 +263,19 @@ class Writer:
             self._hooks.before_commit(conn)
             conn.execute("COMMIT")
             self._commits += 1
-        except Exception as exc:
-            log.error("commit failed, %d operations not stored: %s", len(batch), exc)
+        except BaseException as exc:
+            log.error("commit failed, %d operations not stored: %r", len(batch), exc)
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             self._hooks.after_rollback()
-            outcomes = [(future, loop, None, exc) for _, _, future, loop in batch]
+            if isinstance(exc, Exception):
+                return [(future, loop, None, exc) for _, _, future, loop in batch]
+            # KeyboardInterrupt and the like go on up, but nobody may wait forever for what
+            # this batch held, nor find its transaction still open.
+            interrupted = RuntimeError("the commit was interrupted; nothing in it was stored")
+            _deliver([(future, loop, None, interrupted) for _, _, future, loop in batch])
+            raise
         return outcomes
 
     def _checkpoint_loop(self) -> None:

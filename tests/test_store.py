@@ -199,6 +199,31 @@ async def test_the_event_loop_never_waits_for_another_commit(tmp_path):
         w.stop()
 
 
+class _Interrupt(BaseException):
+    """Not an Exception: like KeyboardInterrupt, it goes on up."""
+
+
+async def test_an_interrupted_commit_fails_its_writes_and_leaves_no_transaction_open(tmp_path):
+    w = writer.Writer(str(tmp_path / "w.db"), Retention())
+    w.start()
+    try:
+        await w.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
+
+        def interrupted(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t VALUES (1)")
+            raise _Interrupt
+
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: None)  # the callback's _Interrupt
+        with pytest.raises(RuntimeError, match="interrupted"):
+            await asyncio.wait_for(w.run(interrupted, quick=True), 5)
+        assert await w.run(_where_committed, quick=True) is threading.current_thread()
+    finally:
+        w.stop()
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (1,)
+
+
 async def test_stopping_commits_what_was_asked_for_before_the_hand_over(tmp_path):
     store = SQLiteStore(tmp_path / "closing.db")
     await store.open()
