@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from app.models import Capture, new_capture_id
 from app.parse import parse_body
+from app.verify import SCHEMES
 from app.verify.base import SignedRequest
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -48,16 +49,12 @@ async def read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
             return b"".join(chunks), dropped > 0
 
 
-# Header names a webhook is likely to carry, decoded once (the capture path decodes every name
-# and value of every request).
+# Header names most webhooks carry, decoded once (the capture path decodes every name and value
+# of every request): the common ones and every one a signature scheme reads.
 _NAMES = {name.encode(): name for name in (
     "host", "user-agent", "accept", "accept-encoding", "content-type", "content-length",
-    "connection", "authorization", "x-forwarded-for", "x-forwarded-proto", "x-request-id",
-    "x-hub-signature", "x-hub-signature-256", "x-github-event", "x-github-delivery",
-    "x-github-hook-id", "stripe-signature", "webhook-id", "webhook-timestamp",
-    "webhook-signature", "svix-id", "svix-timestamp", "svix-signature",
-    "x-shopify-hmac-sha256", "x-shopify-topic", "x-slack-signature",
-    "x-slack-request-timestamp", "x-virtuoso-signature")}
+    "connection", "x-forwarded-for", "x-forwarded-proto", "x-request-id",
+    *(header for scheme in SCHEMES.values() for header in scheme.headers))}
 
 
 def build_capture(scope: dict[str, Any], *, endpoint_id: int, endpoint_token: str,
