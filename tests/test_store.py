@@ -7,6 +7,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -144,84 +145,86 @@ async def test_what_one_turn_of_the_loop_asks_for_is_one_commit(store):
     assert store._writer._commits == before + 1
 
 
+@pytest.fixture
+async def bare_writer(tmp_path) -> AsyncIterator[writer.Writer]:
+    """A writer on its own file, with one table `t`; stop() it to read the file."""
+    w = writer.Writer(str(tmp_path / "w.db"), Retention())
+    w.start()
+    try:
+        await w.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
+        yield w
+    finally:
+        w.stop()
+
+
+def _rows_in_t(tmp_path) -> int:
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+
+
 def _where_committed(conn: sqlite3.Connection) -> threading.Thread:
     conn.execute("INSERT INTO t VALUES (1)")
     return threading.current_thread()
 
 
-async def test_quick_small_writes_commit_on_the_event_loop_and_the_rest_on_the_thread(tmp_path):
-    w = writer.Writer(str(tmp_path / "w.db"), Retention())
-    w.start()
-    try:
-        await w.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
-        here = threading.current_thread()
-        assert await w.run(_where_committed, quick=True, size=1024) is here
-        assert await w.run(_where_committed, quick=True,
-                           size=writer.INLINE_MAX_BYTES + 1) is w._thread
-        assert await w.run(_where_committed) is w._thread
-        # One slow operation in a turn sends the whole turn to the thread.
-        assert await asyncio.gather(w.run(_where_committed, quick=True),
-                                    w.run(_where_committed)) == [w._thread, w._thread]
-        # So do quick ones that together write too much.
-        half = writer.INLINE_MAX_BYTES // 2 + 1
-        assert await asyncio.gather(*(w.run(_where_committed, quick=True, size=half)
-                                      for _ in range(2))) == [w._thread, w._thread]
-    finally:
-        w.stop()
-    with sqlite3.connect(tmp_path / "w.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (7,)
+async def test_quick_small_writes_commit_on_the_event_loop_and_the_rest_on_the_thread(
+        bare_writer, tmp_path):
+    w = bare_writer
+    here = threading.current_thread()
+    assert await w.run(_where_committed, quick=True, size=1024) is here
+    assert await w.run(_where_committed, quick=True,
+                       size=writer.INLINE_MAX_BYTES + 1) is w._thread
+    assert await w.run(_where_committed) is w._thread
+    # One slow operation in a turn sends the whole turn to the thread.
+    assert await asyncio.gather(w.run(_where_committed, quick=True),
+                                w.run(_where_committed)) == [w._thread, w._thread]
+    # So do quick ones that together write too much.
+    half = writer.INLINE_MAX_BYTES // 2 + 1
+    assert await asyncio.gather(*(w.run(_where_committed, quick=True, size=half)
+                                  for _ in range(2))) == [w._thread, w._thread]
+    w.stop()
+    assert _rows_in_t(tmp_path) == 7
 
 
-async def test_the_event_loop_never_waits_for_another_commit(tmp_path):
+async def test_the_event_loop_never_waits_for_another_commit(bare_writer):
     """While the checkpointer holds the writer (a WAL reset), a quick write goes to the thread,
     which waits for it; the event loop goes on serving."""
-    w = writer.Writer(str(tmp_path / "w.db"), Retention())
-    w.start()
+    w = bare_writer
+    w._transaction.acquire()
+    threading.Timer(0.3, w._transaction.release).start()
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.ensure_future(tick())
     try:
-        await w.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
-        w._transaction.acquire()
-        threading.Timer(0.3, w._transaction.release).start()
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticker = asyncio.ensure_future(tick())
-        try:
-            assert await w.run(_where_committed, quick=True) is w._thread
-        finally:
-            ticker.cancel()
-        assert ticks >= 10
+        assert await w.run(_where_committed, quick=True) is w._thread
     finally:
-        w.stop()
+        ticker.cancel()
+    assert ticks >= 10
 
 
 class _Interrupt(BaseException):
     """Not an Exception: like KeyboardInterrupt, it goes on up."""
 
 
-async def test_an_interrupted_commit_fails_its_writes_and_leaves_no_transaction_open(tmp_path):
-    w = writer.Writer(str(tmp_path / "w.db"), Retention())
-    w.start()
-    try:
-        await w.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
+async def test_an_interrupted_commit_fails_its_writes_and_leaves_no_transaction_open(
+        bare_writer, tmp_path):
+    def interrupted(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t VALUES (1)")
+        raise _Interrupt
 
-        def interrupted(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO t VALUES (1)")
-            raise _Interrupt
-
-        loop = asyncio.get_running_loop()
-        loop.set_exception_handler(lambda loop, context: None)  # the callback's _Interrupt
-        with pytest.raises(RuntimeError, match="interrupted"):
-            await asyncio.wait_for(w.run(interrupted, quick=True), 5)
-        assert await w.run(_where_committed, quick=True) is threading.current_thread()
-    finally:
-        w.stop()
-    with sqlite3.connect(tmp_path / "w.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (1,)
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: None)  # the callback's _Interrupt
+    with pytest.raises(RuntimeError, match="interrupted"):
+        await asyncio.wait_for(bare_writer.run(interrupted, quick=True), 5)
+    assert await bare_writer.run(_where_committed, quick=True) is threading.current_thread()
+    bare_writer.stop()
+    assert _rows_in_t(tmp_path) == 1
 
 
 async def test_stopping_commits_what_was_asked_for_before_the_hand_over(tmp_path):
