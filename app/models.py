@@ -34,14 +34,18 @@ class _RandomPool:
     def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._buffer = b""
+        self._used = 0
         self._lock = threading.Lock()
 
     def take(self, n: int) -> bytes:
         with self._lock:
-            if len(self._buffer) < n:
-                self._buffer = os.urandom(self._size)
-            chunk, self._buffer = self._buffer[:n], self._buffer[n:]
-        return chunk
+            start = self._used
+            if start + n > len(self._buffer):
+                self._buffer = os.urandom(max(self._size, n))
+                start = 0
+            self._used = start + n
+            # Never handed out twice: each take moves past what it returned.
+            return self._buffer[start:start + n]
 
 
 _random = _RandomPool()

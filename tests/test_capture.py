@@ -198,6 +198,24 @@ async def test_204_response_has_no_body(client):
     assert response.headers["x-hookscope-capture"].startswith("c_")
 
 
+async def test_a_changed_response_answers_the_next_capture(client, endpoint):
+    """The reply is made once per response config; a PATCH must still change the very next one."""
+    token = endpoint["token"]
+    first = await client.post(f"/h/{token}")
+    assert first.json() == {"ok": True, "id": first.headers["x-hookscope-capture"]}
+    assert first.headers["content-length"] == str(len(first.content))
+    await client.patch(f"/api/endpoints/{token}", json={"response": {
+        "status": 201, "headers": {"X-Reply": "two"}, "body": "second"}})
+    second = await client.post(f"/h/{token}")
+    assert (second.status_code, second.text, second.headers["x-reply"]) == (201, "second", "two")
+    assert second.headers["content-length"] == "6"
+    await client.patch(f"/api/endpoints/{token}", json={"response": {"status": 204}})
+    third = await client.post(f"/h/{token}")
+    assert (third.status_code, third.content) == (204, b"")
+    assert "content-length" not in third.headers
+    assert third.headers["x-hookscope-capture"] != second.headers["x-hookscope-capture"]
+
+
 async def test_sequence_numbers_only_grow(client, endpoint):
     token = endpoint["token"]
     for _ in range(3):

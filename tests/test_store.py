@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app import writer
+from app import models, writer
 from app.migrations import LATEST, MIGRATIONS, SchemaTooNew, migrate
 from app.models import Capture, new_capture_id, now_us
 from app.retention import Retention
@@ -27,6 +27,26 @@ from app.store import (
 )
 
 pytestmark = pytest.mark.anyio
+
+
+def test_random_pool_hands_out_each_byte_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Capture ids take their random part from a pool: no two takes may share bytes, across
+    refills too."""
+    fetched = []
+
+    def urandom(n: int) -> bytes:
+        start = sum(map(len, fetched))
+        fetched.append(bytes(range(start, start + n)))  # every byte ever drawn is distinct
+        return fetched[-1]
+
+    monkeypatch.setattr(models.os, "urandom", urandom)
+    pool = models._RandomPool(size=25)
+    taken = [pool.take(10) for _ in range(7)]
+    assert all(len(chunk) == 10 for chunk in taken)
+    assert len(set(b"".join(taken))) == 70  # nothing handed out twice
+    assert len(fetched) == 4  # two takes per 25-byte buffer; the last 5 bytes are dropped
+    assert taken[2] == fetched[1][:10]
+    assert pool.take(40) == fetched[4]  # more than the pool's size: a buffer of its own
 
 
 def _capture(endpoint_id: int, token: str, body: bytes) -> Capture:
@@ -66,6 +86,17 @@ async def test_restart_keeps_endpoints_captures_and_sequence(tmp_path):
         assert await store.add_capture(fresh) == 4
     finally:
         await store.close()
+
+
+async def test_bodies_are_blobs_and_unchecked_verdicts_null(store):
+    """The writer binds bytes and None through identity adapters (app.writer): the columns must
+    still hold a BLOB and NULLs."""
+    endpoint = await _endpoint(store)
+    await store.add_capture(_capture(endpoint.id, endpoint.token, b"\x00\xffraw"))
+    with sqlite3.connect(store.path) as conn:
+        row = conn.execute("SELECT typeof(body), body, typeof(signature), typeof(parsed_error), "
+                           "typeof(validation) FROM captures").fetchone()
+    assert row == ("blob", b"\x00\xffraw", "null", "null", "null")
 
 
 async def test_pruning_keeps_the_newest_max_captures(store):

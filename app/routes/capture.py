@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.capture import Disconnected, build_capture, read_body, signed_request
 from app.errors import send_error
@@ -31,6 +31,7 @@ from app.verify import check_signature
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger("hookscope.capture")
+MAX_REPLIES = 10_000  # endpoints whose reply is kept made
 
 
 class CaptureMiddleware:
@@ -42,6 +43,7 @@ class CaptureMiddleware:
         self.validation = validation
         self.hub = hub
         self.limiter = RateLimiter(settings.rate_limit)
+        self._replies: dict[int, _Reply] = {}  # by endpoint id
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/h/"):
@@ -105,7 +107,15 @@ class CaptureMiddleware:
             return
         if endpoint.response["delay_ms"]:
             await asyncio.sleep(endpoint.response["delay_ms"] / 1000)
-        await _reply(send, endpoint, capture.id)
+        await _reply(send, self._reply(endpoint), capture.id)
+
+    def _reply(self, endpoint: Endpoint) -> _Reply:
+        reply = self._replies.get(endpoint.id)
+        if reply is None or reply.config is not endpoint.response:
+            if len(self._replies) >= MAX_REPLIES:
+                self._replies.clear()
+            reply = self._replies[endpoint.id] = _reply_for(endpoint.response)
+        return reply
 
     def _validate(self, endpoint: Endpoint, capture: Capture) -> dict[str, Any] | None:
         try:
@@ -139,29 +149,44 @@ class CaptureMiddleware:
         return None
 
 
-async def _reply(send: Send, endpoint: Endpoint, capture_id: str) -> None:
-    config = endpoint.response
+class _Reply(NamedTuple):
+    """An endpoint's configured answer, made once per response config: on every capture only the
+    capture's id goes in (building it all per request was ~3% of a capture's instructions)."""
+
+    config: dict[str, Any]  # the response config this was made from
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]  # those before the capture's own
+    body: bytes | None  # None: the default JSON naming the capture
+
+
+def _reply_for(config: dict[str, Any]) -> _Reply:
     status = config["status"]
     headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
                for name, value in config["headers"].items()]
-    if config["body"] is None:
-        # Capture ids are [0-9a-f_] only, so this is valid JSON without an encoder.
-        content = b'{"ok": true, "id": "' + capture_id.encode() + b'"}'
-        default_type = b"application/json"
-    else:
-        content = config["body"].encode()
-        default_type = _guess_type(config["body"])
+    body = None if config["body"] is None else config["body"].encode()
     if not any(name == b"content-type" for name, _ in headers):
+        default_type = b"application/json" if body is None else _guess_type(config["body"])
         headers.append((b"content-type", default_type))
     if status in (204, 304):
-        content = b""
+        body = b""
+    elif body is not None:
+        headers.append((b"content-length", str(len(body)).encode()))
+    return _Reply(config, status, tuple(headers), body)
+
+
+async def _reply(send: Send, reply: _Reply, capture_id: str) -> None:
+    capture_header = (b"x-hookscope-capture", capture_id.encode())
+    content = reply.body
+    if content is None:
+        # Capture ids are [0-9a-f_] only, so this is valid JSON without an encoder.
+        content = b'{"ok": true, "id": "' + capture_header[1] + b'"}'
+        headers = [*reply.headers, (b"content-length", str(len(content)).encode()),
+                   capture_header, *_INERT]
     else:
-        headers.append((b"content-length", str(len(content)).encode()))
-    headers.append((b"x-hookscope-capture", capture_id.encode()))
-    # A configured body (HTML, say) is served from Hookscope's own origin: a browser must never
-    # run it there. Webhook senders ignore both headers.
-    headers.extend(_INERT)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+        headers = [*reply.headers, capture_header, *_INERT]
+    # _INERT: a configured body (HTML, say) is served from Hookscope's own origin: a browser
+    # must never run it there. Webhook senders ignore both headers.
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": content})
 
 

@@ -36,9 +36,8 @@ class SignedRequest:
         self.query = query
         self.body = body
         self.content_type = content_type
-        self._first: dict[str, str] = {}
-        for key, value in reversed(headers):
-            self._first[key] = value
+        # Built from the last pair to the first, so the first value of each name stays.
+        self._first: dict[str, str] = dict(reversed(headers))
         self._params: dict[str, str] | None = None
 
     def header(self, name: str) -> str | None:
