@@ -19,6 +19,7 @@ import standardwebhooks
 import stripe
 
 from app.verify import SCHEMES, SignedRequest, check_signature
+from app.verify.base import digest
 
 NOW = 1_763_800_000
 BODY = b'{"event": "order.created", "id": 42, "note": "caf\xc3\xa9"}'
@@ -495,3 +496,12 @@ def test_a_truncated_body_cannot_be_verified_and_says_so():
                              truncated=True)
     assert result["status"] == "failed"
     assert "cut at the size limit" in result["reason"]
+
+
+def test_digest_keys_once_and_never_carries_one_message_into_the_next():
+    """digest() copies an HMAC keyed once per secret: each call must equal a fresh hmac.new."""
+    calls = [("sha256", b"k1", b"first"), ("sha256", b"k1", b"second"), ("sha256", b"k2", b"first"),
+             ("sha1", b"k1", b"first"), ("sha512", b"", b""), ("sha256", b"k1", b"first"),
+             ("sha256", b"x" * 200, b"y" * 5000)]  # a key longer than a block; a long body
+    for algorithm, key, message in calls:
+        assert digest(algorithm, key, message) == hmac.new(key, message, algorithm).digest()

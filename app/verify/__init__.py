@@ -102,8 +102,9 @@ def check_signature(config: Mapping[str, Any] | None, request: SignedRequest,
                                        "cannot be checked"), picked)
     options = ({k: v for k, v in config.items() if k not in COMMON_FIELDS} if scheme.options
                else {})
-    context = Context(secrets=secrets, options=options,
-                      tolerance=int(config.get("tolerance_seconds", DEFAULT_TOLERANCE)), now=now)
+    # Positional: keywords to a NamedTuple cost a dict on every capture.
+    context = Context(secrets, options, int(config.get("tolerance_seconds", DEFAULT_TOLERANCE)),
+                      now)
     try:
         verdict = scheme.check(request, context)
     except Exception as exc:  # a scheme bug must never cost a capture
