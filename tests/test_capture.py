@@ -9,6 +9,8 @@ import time
 import httpx
 import pytest
 
+from app.capture import build_capture
+
 pytestmark = pytest.mark.anyio
 
 
@@ -16,6 +18,28 @@ async def _only_capture(client: httpx.AsyncClient, token: str) -> dict:
     listing = (await client.get(f"/api/endpoints/{token}/captures")).json()
     assert len(listing["captures"]) == 1, listing
     return (await client.get(f"/api/captures/{listing['captures'][0]['id']}")).json()
+
+
+def test_build_capture_fills_every_field_by_name():
+    """build_capture passes Capture's fields by position (it is the hot path): each must land
+    in its own field, so a field added to Capture cannot shift the others unnoticed."""
+    scope = {"type": "http", "method": "PATCH", "path": "/h/tok/x y", "raw_path": b"/h/tok/x%20y",
+             "query_string": b"a=1&b=\xe9", "client": ("10.0.0.7", 5555),
+             "headers": [(b"x-custom", b"v\xe9"), (b"content-type", b"application/json"),
+                         (b"x-custom", b"second")]}
+    capture = build_capture(scope, endpoint_id=7, endpoint_token="tok", received_at=1_700_000,
+                            body=b'{"a": 1}', truncated=True)
+    assert capture.id.startswith("c_") and len(capture.id) == 34
+    assert (capture.endpoint_id, capture.endpoint_token, capture.received_at) == (7, "tok",
+                                                                                   1_700_000)
+    assert (capture.method, capture.path, capture.query) == ("PATCH", "/h/tok/x%20y", "a=1&b=é")
+    assert capture.headers == [["x-custom", "vé"], ["content-type", "application/json"],
+                               ["x-custom", "second"]]
+    assert (capture.remote_addr, capture.content_type) == ("10.0.0.7", "application/json")
+    assert (capture.body_size, capture.truncated, capture.response_status) == (8, True, 0)
+    assert (capture.parsed_kind, capture.parsed_error, capture.seq) == ("json", None, 0)
+    assert capture.body == b'{"a": 1}' and capture.parsed.value == {"a": 1}
+    assert (capture.signature, capture.validation) == (None, None)
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS",
