@@ -104,6 +104,9 @@ class Endpoint:
     stored_bytes: int = 0
     last_seq: int = 0
     last_capture_at: int | None = None
+    # The capture path's answer made ready from `response` on first use (app.routes.capture):
+    # it lives as long as this object, which the store replaces when the endpoint changes.
+    reply: Any = field(default=None, init=False, repr=False, compare=False)
 
     def config(self) -> dict[str, Any]:
         """The JSON-stored part: what the capture path reads besides identity and limits."""

@@ -40,7 +40,8 @@ _FORM_LIKE = re.compile(rb"[A-Za-z0-9_.\-\[\]%+]+=[^\s&]*(&[A-Za-z0-9_.\-\[\]%+]
 
 class Parsed:
     """A body's parsed view. A plain slotted class, not a dataclass: one is made on every capture,
-    and a frozen dataclass took 8k instructions to build where this takes 2k (callgrind)."""
+    and a frozen dataclass took 8k instructions to build where this takes 2k (callgrind). Treat
+    it as immutable; it is not hashable (its value is usually a dict)."""
 
     __slots__ = ("error", "kind", "value")
 

@@ -31,7 +31,6 @@ from app.verify import check_signature
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger("hookscope.capture")
-MAX_REPLIES = 10_000  # endpoints whose reply is kept made
 
 
 class CaptureMiddleware:
@@ -43,7 +42,6 @@ class CaptureMiddleware:
         self.validation = validation
         self.hub = hub
         self.limiter = RateLimiter(settings.rate_limit)
-        self._replies: dict[int, _Reply] = {}  # by endpoint id
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/h/"):
@@ -107,15 +105,10 @@ class CaptureMiddleware:
             return
         if endpoint.response["delay_ms"]:
             await asyncio.sleep(endpoint.response["delay_ms"] / 1000)
-        await _reply(send, self._reply(endpoint), capture.id)
-
-    def _reply(self, endpoint: Endpoint) -> _Reply:
-        reply = self._replies.get(endpoint.id)
+        reply = endpoint.reply
         if reply is None or reply.config is not endpoint.response:
-            if len(self._replies) >= MAX_REPLIES:
-                self._replies.clear()
-            reply = self._replies[endpoint.id] = _reply_for(endpoint.response)
-        return reply
+            reply = endpoint.reply = _reply_for(endpoint.response)
+        await _reply(send, reply, capture.id)
 
     def _validate(self, endpoint: Endpoint, capture: Capture) -> dict[str, Any] | None:
         try:
@@ -150,8 +143,9 @@ class CaptureMiddleware:
 
 
 class _Reply(NamedTuple):
-    """An endpoint's configured answer, made once per response config: on every capture only the
-    capture's id goes in (building it all per request was ~3% of a capture's instructions)."""
+    """An endpoint's configured answer, made once per Endpoint object (Endpoint.reply): on every
+    capture only the capture's id goes in (building it all per request was ~3% of a capture's
+    instructions)."""
 
     config: dict[str, Any]  # the response config this was made from
     status: int

@@ -139,7 +139,9 @@ def digest(algorithm: str, key: bytes, message: bytes) -> bytes:
 
 @functools.lru_cache(maxsize=256)
 def _keyed(algorithm: str, key: bytes) -> hmac.HMAC:
-    """An HMAC with its key set and nothing hashed yet; it is only ever copied."""
+    """An HMAC with its key set and nothing hashed yet; it is only ever copied. (A secret that
+    was replaced stays here until 256 newer ones push it out: the process that verifies holds
+    secrets in memory anyway.)"""
     return hmac.new(key, digestmod=algorithm)
 
 
