@@ -91,10 +91,14 @@ for _kind, _identity in ((bytes, bytes), (type(None), {}.get)):
 
 def connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    # For a new database only (an existing one keeps its size): a 1 MiB body is 64 pages of
-    # 16 KiB in the WAL instead of 256 of 4 KiB (bench/large: +25-30% MB/s; 1 KiB captures
-    # no slower in bench/ingest).
-    conn.execute("PRAGMA page_size = 16384")
+    # For a new database only (an existing one keeps its size). Every commit writes each page
+    # it touched whole to the WAL (a capture touches four: the table's, two indexes', its
+    # endpoint's), so small pages suit small captures and large ones large bodies. Measured with
+    # a commit per 2 captures (what bench/steady's 2,000/s gives): 4 KiB pages write 11 KiB of
+    # WAL per 1 KiB capture, 8 KiB 17, 16 KiB 29 (80 MB/s of WAL in bench/steady). bench/large:
+    # 8 KiB pages about 8% fewer MB/s than 16 KiB, 4 KiB 10-25% fewer. With 8 KiB the server's
+    # CPU per capture was 5-8% lower at a steady 2,000/s, and req/s no lower at 64 connections.
+    conn.execute("PRAGMA page_size = 8192")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")

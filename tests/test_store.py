@@ -378,13 +378,13 @@ async def test_a_closed_store_refuses_work_instead_of_hanging(tmp_path):
         await asyncio.wait_for(store.add_capture(_capture(endpoint.id, endpoint.token, b"x")), 5)
 
 
-async def test_a_new_database_uses_16k_pages_and_an_old_one_keeps_its_own(tmp_path):
-    old = tmp_path / "old.db"
+async def test_a_new_database_uses_8k_pages_and_an_old_one_keeps_its_own(tmp_path):
+    old = tmp_path / "old.db"  # as the versions before 8 KiB pages made them
     conn = sqlite3.connect(old)
-    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA page_size = 16384")
     conn.execute("CREATE TABLE t (x)")
     conn.close()
-    for path, size in ((tmp_path / "new.db", 16384), (old, 4096)):
+    for path, size in ((tmp_path / "new.db", 8192), (old, 16384)):
         store = SQLiteStore(path)
         await store.open()
         await store.close()
