@@ -239,6 +239,15 @@ async def test_the_event_loop_never_waits_for_another_commit(bare_writer):
     assert ticks >= 10
 
 
+async def test_while_the_checkpointer_copies_pages_quick_writes_go_to_the_thread(bare_writer):
+    """A checkpoint's fsyncs can hold a WAL write up for milliseconds: not on the event loop."""
+    w = bare_writer
+    w._checkpointing = True  # as the checkpointer sets it around its copying
+    assert await w.run(_where_committed, quick=True) is w._thread
+    w._checkpointing = False
+    assert await w.run(_where_committed, quick=True) is threading.current_thread()
+
+
 class _Interrupt(BaseException):
     """Not an Exception: like KeyboardInterrupt, it goes on up."""
 
