@@ -4,8 +4,9 @@ Why this shape (measured on a 2-core machine): one COMMIT per request tops out n
 committing everything asked for since the last commit as one transaction (no artificial wait, so
 an idle server commits a lone request at once) reached about twice that. Each event loop gathers
 what it asked for during one turn and, at the end of that turn, commits it itself when the turn
-asked only for quick operations (captures) of at most INLINE_MAX_BYTES together and no other
-commit is under way; otherwise it hands the turn to the writer thread as one item. Committing on
+asked only for quick operations (captures) of at most INLINE_MAX_BYTES together, no other
+commit is under way and the checkpointer is not copying pages (its fsyncs can hold a WAL write up
+for milliseconds); otherwise it hands the turn to the writer thread as one item. Committing on
 the loop saves the hand-over: a thread that shares the GIL with the loop cost it more CPU than
 SQLite's own work did (bench/ingest: +10-30% req/s for the full pipeline). Large bodies and
 long operations (deleting an endpoint with its captures) go to the thread, whose SQLite calls
@@ -94,8 +95,8 @@ def connect(path: str) -> sqlite3.Connection:
     # For a new database only (an existing one keeps its size). Every commit writes each page
     # it touched whole to the WAL (a capture touches four: the table's, two indexes', its
     # endpoint's), so small pages suit small captures and large ones large bodies. Measured with
-    # a commit per 2 captures (what bench/steady's 2,000/s gives): 4 KiB pages write 11 KiB of
-    # WAL per 1 KiB capture, 8 KiB 17, 16 KiB 29 (80 MB/s of WAL in bench/steady). bench/large:
+    # a commit per 2 captures (about what bench/steady's 2,000/s gives): 4 KiB pages write 11 KiB
+    # of WAL per 1 KiB capture, 8 KiB 17, 16 KiB 29 (bench/steady's WAL grew 80 MB/s). bench/large:
     # 8 KiB pages about 8% fewer MB/s than 16 KiB, 4 KiB 10-25% fewer. With 8 KiB the server's
     # CPU per capture was 5-8% lower at a steady 2,000/s, and req/s no lower at 64 connections.
     conn.execute("PRAGMA page_size = 8192")
