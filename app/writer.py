@@ -79,18 +79,17 @@ class BatchHooks(Protocol):
     def after_rollback(self) -> None: ...
 
 
-# sqlite3 looks for an adapter for every parameter that is not an int, float, str or bytearray,
-# NULL and BLOB included; finding none cost two failed attribute lookups, each formatting an
-# AttributeError it then drops (~2k instructions a parameter, 2-3 per capture: callgrind). With
-# identity adapters (`{}.get` gives None for any key, in C) it is one dict lookup and no value
-# changes. Sqlite3's adapters are the whole process's (the pytest plugin runs in the user's), so
-# one registered by someone else is left alone.
-for _kind, _identity in ((bytes, bytes), (type(None), {}.get)):
-    if (_kind, sqlite3.PrepareProtocol) not in sqlite3.adapters:
-        sqlite3.register_adapter(_kind, _identity)
-
-
 def connect(path: str) -> sqlite3.Connection:
+    # sqlite3 looks for an adapter for every parameter that is not an int, float, str or
+    # bytearray, NULL and BLOB included; finding none cost two failed attribute lookups, each
+    # formatting an AttributeError it then drops (~2k instructions a parameter, 2-3 per capture:
+    # callgrind). With identity adapters (`{}.get` gives None for any key, in C) it is one dict
+    # lookup and no value changes. Sqlite3's adapters are the whole process's (the pytest plugin
+    # runs in the user's), so they are set when a database is opened, not on import, and one
+    # registered by someone else is left alone.
+    for kind, identity in ((bytes, bytes), (type(None), {}.get)):
+        if (kind, sqlite3.PrepareProtocol) not in sqlite3.adapters:
+            sqlite3.register_adapter(kind, identity)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     # For a new database only (an existing one keeps its size). Every commit writes each page
     # it touched whole to the WAL (a capture touches four: the table's, two indexes', its

@@ -38,7 +38,7 @@ for _rank, _scheme in enumerate(_AUTO):
     for _name in _scheme.detect_headers:
         _RANK_BY_HEADER.setdefault(_name, _rank)
 _DETECT_HEADERS = frozenset(_RANK_BY_HEADER)
-_DETECT_OTHERWISE = tuple(rank for rank, s in enumerate(_AUTO) if s.detect)
+_DETECT_OTHERWISE = tuple((rank, s.detect) for rank, s in enumerate(_AUTO) if s.detect)
 SCHEME_IDS: tuple[str, ...] = ("auto", *SCHEMES)
 COMMON_FIELDS = ("scheme", "secrets", "tolerance_seconds")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -121,11 +121,10 @@ def _auto_scheme(request: SignedRequest) -> Scheme | None:
         rank = _RANK_BY_HEADER[name]
         if rank < first:
             first = rank
-    for rank in _DETECT_OTHERWISE:
+    for rank, detect in _DETECT_OTHERWISE:
         if rank >= first:
             break
-        detect = _AUTO[rank].detect
-        if detect is not None and detect(request):
+        if detect(request):
             return _AUTO[rank]
     return _AUTO[first] if first < len(_AUTO) else None
 
