@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -436,6 +437,14 @@ async def test_a_new_database_uses_8k_pages_and_an_old_one_keeps_its_own(tmp_pat
         conn.close()
 
 
+async def _truncated(wal: Path) -> bool:
+    """Whether the WAL file is emptied within 5 seconds."""
+    deadline = time.monotonic() + 5
+    while wal.stat().st_size > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return wal.stat().st_size == 0
+
+
 @pytest.mark.parametrize("backing_off", [False, True], ids=["resets", "backing-off-to-the-limit"])
 async def test_the_wal_stays_bounded_under_sustained_writes(tmp_path, monkeypatch, backing_off):
     # With only PASSIVE checkpoints, a writer that never pauses keeps the WAL growing: SQLite
@@ -446,7 +455,7 @@ async def test_the_wal_stays_bounded_under_sustained_writes(tmp_path, monkeypatc
     monkeypatch.setattr(writer, "RESET_SLOW_S", -1 if backing_off else 60)
     if backing_off:
         # After the first reset, only the hard limit starts the WAL over.
-        monkeypatch.setattr(writer, "RESET_BACKOFF", 10**9)
+        monkeypatch.setattr(writer, "RESET_BACKOFF_S", 10**9)
         monkeypatch.setattr(writer, "WAL_LIMIT_BYTES", 4 * 1024 * 1024)
         monkeypatch.setattr(writer, "WAL_LIMIT_DB_RATIO", 0)
     store = SQLiteStore(tmp_path / "busy.db")
@@ -469,11 +478,29 @@ async def test_the_wal_stays_bounded_under_sustained_writes(tmp_path, monkeypatc
             growth.append(wal.stat().st_size - before < 500 * 16 * 1024)
         assert growth[-2:] == [True, True], growth
         # Once the writes stop, the file itself is given back.
-        deadline = time.monotonic() + 5
-        while wal.stat().st_size > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert wal.stat().st_size == 0
+        assert await _truncated(wal)
     finally:
         await store.close()
     with sqlite3.connect(tmp_path / "busy.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM captures").fetchone()[0] == 500 * len(growth)
+
+
+async def test_the_wal_file_is_truncated_only_after_a_whole_idle_interval(tmp_path, monkeypatch):
+    # Checkpoints come every few milliseconds; truncating a big WAL takes 100+ ms with the
+    # writer waiting, so a short pause in the traffic must not set it off.
+    monkeypatch.setattr(writer, "CHECKPOINT_EVERY_S", 0.01)
+    monkeypatch.setattr(writer, "IDLE_TRUNCATE_S", 3600)
+    store = SQLiteStore(tmp_path / "idle.db")
+    await store.open()
+    try:
+        endpoint = await _endpoint(store)
+        wal = tmp_path / "idle.db-wal"
+        await store.add_capture(_capture(endpoint.id, endpoint.token, b"x" * 4096))
+        await asyncio.sleep(0.3)  # thirty checkpoint intervals without a commit
+        assert wal.stat().st_size > 0
+        monkeypatch.setattr(writer, "IDLE_TRUNCATE_S", 0.1)
+        assert await _truncated(wal)
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "idle.db") as conn:
+        assert conn.execute("SELECT body FROM captures").fetchall() == [(b"x" * 4096,)]
