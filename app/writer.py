@@ -4,9 +4,8 @@ Why this shape (measured on a 2-core machine): one COMMIT per request tops out n
 committing everything asked for since the last commit as one transaction (no artificial wait, so
 an idle server commits a lone request at once) reached about twice that. Each event loop gathers
 what it asked for during one turn and, at the end of that turn, commits it itself when the turn
-asked only for quick operations (captures) of at most INLINE_MAX_BYTES together, no other
-commit is under way and the checkpointer is not copying pages (its fsyncs can hold a WAL write up
-for milliseconds); otherwise it hands the turn to the writer thread as one item. Committing on
+asked only for quick operations (captures) of at most INLINE_MAX_BYTES together and no other
+commit is under way; otherwise it hands the turn to the writer thread as one item. Committing on
 the loop saves the hand-over: a thread that shares the GIL with the loop cost it more CPU than
 SQLite's own work did (bench/ingest: +10-30% req/s for the full pipeline). Large bodies and
 long operations (deleting an endpoint with its captures) go to the thread, whose SQLite calls
@@ -124,8 +123,6 @@ class Writer:
         # Held by the writer for each transaction; the checkpointer takes it to reset the WAL.
         self._transaction = threading.Lock()
         self._commits = 0
-        # Set while the checkpointer copies pages (see _end_turn).
-        self._checkpointing = False
         self._conn: sqlite3.Connection | None = None
         # Operations asked for during the current turn of each event loop (see run()).
         self._pending: dict[asyncio.AbstractEventLoop, _Turn] = {}
@@ -184,11 +181,11 @@ class Writer:
         with self._gate:  # so nothing is queued after the thread's last drain
             closed = self._stopping.is_set()
             # Never wait here for another commit (the checkpointer's, or the thread's): the
-            # thread can wait for it while this loop goes on serving. Nor while the checkpointer
-            # copies pages: its fsyncs held WAL writes up for 5-15 ms (ext4's journal; measured
-            # at a steady 2,000 captures/s, where the loop then fell behind by as much).
+            # thread can wait for it while this loop goes on serving. (Handing turns to the
+            # thread while a checkpoint ran, too, helped when one came every second; with one
+            # every 50 ms it cost 15% of req/s at 64 connections and no steady-rate latency.)
             here = (not closed and turn.quick and turn.size <= INLINE_MAX_BYTES
-                    and not self._checkpointing and self._transaction.acquire(blocking=False))
+                    and self._transaction.acquire(blocking=False))
             if not closed and not here:
                 self._queue.put(turn.items)
                 return
@@ -325,7 +322,6 @@ class Writer:
                         continue
                     seen = self._commits
                     last_commit = time.monotonic()
-                    self._checkpointing = True
                     row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     # The WAL's length in use, not its file: a restarted WAL keeps its file.
                     length = row[1] * frame_bytes
@@ -340,8 +336,6 @@ class Writer:
                         backoff_until = time.monotonic() + RESET_BACKOFF_S
                 except sqlite3.Error as exc:  # a full disk, say: try again next interval
                     log.warning("background checkpoint failed: %s", exc)
-                finally:
-                    self._checkpointing = False
         finally:
             conn.close()
 

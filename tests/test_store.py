@@ -240,48 +240,6 @@ async def test_the_event_loop_never_waits_for_another_commit(bare_writer):
     assert ticks >= 10
 
 
-async def test_while_the_checkpointer_copies_pages_quick_writes_go_to_the_thread(bare_writer):
-    """A checkpoint's fsyncs can hold a WAL write up for milliseconds: not on the event loop."""
-    w = bare_writer
-    w._checkpointing = True  # as the checkpointer sets it around its copying
-    assert await w.run(_where_committed, quick=True) is w._thread
-    w._checkpointing = False
-    assert await w.run(_where_committed, quick=True) is threading.current_thread()
-
-
-async def test_the_checkpointer_flags_its_copying_and_then_clears_the_flag(tmp_path, monkeypatch):
-    seen = []  # the flag, each time the checkpointer starts a PASSIVE checkpoint
-    real_connect = writer.connect
-
-    class Watched:
-        def __init__(self, conn: sqlite3.Connection) -> None:
-            self._conn = conn
-
-        def __getattr__(self, name: str):
-            return getattr(self._conn, name)
-
-        def execute(self, sql: str, *args):
-            if "wal_checkpoint(PASSIVE)" in sql:
-                seen.append(w._checkpointing)
-            return self._conn.execute(sql, *args)
-
-    monkeypatch.setattr(writer, "connect", lambda path: Watched(real_connect(path)))
-    monkeypatch.setattr(writer, "CHECKPOINT_EVERY_S", 0.05)
-    w = writer.Writer(str(tmp_path / "w.db"), Retention())
-    w.start()
-    try:
-        await w.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
-        await w.run(_where_committed, quick=True)
-        deadline = time.monotonic() + 5
-        while not seen and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert seen and all(seen)
-        await asyncio.sleep(0.2)  # no commit since: the checkpointer only idles now
-        assert w._checkpointing is False
-    finally:
-        w.stop()
-
-
 class _Interrupt(BaseException):
     """Not an Exception: like KeyboardInterrupt, it goes on up."""
 
