@@ -49,8 +49,8 @@ MAX_BATCH = 1024
 # A turn of quick operations writing at most this many bytes is committed on its event loop.
 INLINE_MAX_BYTES = 256 * 1024
 # Small, frequent checkpoints: each one's disk syncs hold WAL writes up for less time. At a
-# steady 2,000 captures/s (bench/steady, alternated) p99 was 4.3-8.6 ms with one a second, and
-# 3.1-3.6 ms with one every 50 ms; bench/large and bench/ingest were no different.
+# steady 2,000 captures/s (bench/steady, alternated) p99 was 5.3-9.3 ms with one a second, and
+# 2.4-4.0 ms with one every 50 ms; bench/large and bench/ingest were no worse.
 CHECKPOINT_EVERY_S = 0.05
 # The WAL file is truncated once no commit came for this long.
 IDLE_TRUNCATE_S = 1.0
@@ -183,7 +183,7 @@ class Writer:
             # Never wait here for another commit (the checkpointer's, or the thread's): the
             # thread can wait for it while this loop goes on serving. (Handing turns to the
             # thread while a checkpoint ran, too, helped when one came every second; with one
-            # every 50 ms it cost 15% of req/s at 64 connections and no steady-rate latency.)
+            # every 50 ms it cost 15% of req/s at 64 connections and made the steady p99 worse.)
             here = (not closed and turn.quick and turn.size <= INLINE_MAX_BYTES
                     and self._transaction.acquire(blocking=False))
             if not closed and not here:
@@ -318,7 +318,10 @@ class Writer:
                             # big WAL takes a while (120-215 ms for 64 MiB here), which a busy
                             # writer must not wait for; an idle one hardly notices.
                             with self._transaction:
-                                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                                busy = conn.execute(
+                                    "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                            if busy:  # a reader kept the WAL: try again in IDLE_TRUNCATE_S,
+                                last_commit = time.monotonic()  # not every interval
                         continue
                     seen = self._commits
                     last_commit = time.monotonic()

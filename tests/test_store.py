@@ -470,3 +470,40 @@ async def test_the_wal_file_is_truncated_only_after_a_whole_idle_interval(tmp_pa
         await store.close()
     with sqlite3.connect(tmp_path / "idle.db") as conn:
         assert conn.execute("SELECT body FROM captures").fetchall() == [(b"x" * 4096,)]
+
+
+async def test_a_truncation_a_reader_holds_up_is_tried_again_only_after_an_idle_interval(
+        tmp_path, monkeypatch):
+    # Each try holds the writer up to the checkpointer's busy timeout (100 ms).
+    tries = []
+    real_connect = writer.connect
+
+    class Watched:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self._conn = conn
+
+        def __getattr__(self, name: str):
+            return getattr(self._conn, name)
+
+        def execute(self, sql: str, *args):
+            if "wal_checkpoint(TRUNCATE)" in sql:
+                tries.append(time.monotonic())
+            return self._conn.execute(sql, *args)
+
+    monkeypatch.setattr(writer, "connect", lambda path: Watched(real_connect(path)))
+    monkeypatch.setattr(writer, "CHECKPOINT_EVERY_S", 0.01)
+    monkeypatch.setattr(writer, "IDLE_TRUNCATE_S", 0.4)
+    store = SQLiteStore(tmp_path / "held.db")
+    await store.open()
+    reader = sqlite3.connect(tmp_path / "held.db", isolation_level=None)
+    try:
+        endpoint = await _endpoint(store)
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM captures").fetchone()  # a read on the WAL
+        await store.add_capture(_capture(endpoint.id, endpoint.token, b"x"))
+        await asyncio.sleep(1.5)
+        # Without the wait, a try every interval: about 14 in that time.
+        assert 1 <= len(tries) <= 4, tries
+    finally:
+        reader.close()
+        await store.close()
