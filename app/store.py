@@ -40,22 +40,16 @@ ENDPOINT_COLUMNS = (
 TARGET_CACHE_SIZE = 10_000
 
 
-def _verdict_json(verdict: dict[str, Any]) -> str:
-    """A signature or validation verdict's column. orjson, as for headers: 3.6k instructions for
-    a signature verdict against 15.7k for the json module's C encoder (callgrind). What it
-    refuses, a lone surrogate that a validation error's path quotes from a key of the body, the
-    json module writes, escaped (SQLite text cannot hold a lone surrogate)."""
+def _json_column(value: Any) -> str:
+    """The headers, signature and validation columns' JSON text. orjson: eight headers take 4.9k
+    instructions against 25.9k with the json module's C encoder, a signature verdict 3.6k against
+    15.7k (callgrind). Non-ASCII stays as it is, so `q` finds it in headers (Latin-1 text). What
+    orjson refuses, a lone surrogate that a validation error's path quotes from a key of the
+    body, the json module writes, escaped (SQLite text cannot hold a lone surrogate)."""
     try:
-        return orjson.dumps(verdict).decode()
+        return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
-        return json.dumps(verdict)
-
-
-def _headers_json(headers: list[list[str]]) -> str:
-    """The headers column. orjson writes eight headers in a fifth of the json module's
-    instructions (callgrind: 4.9k against 25.9k); header values are Latin-1 text, never the
-    surrogates orjson refuses. Non-ASCII stays as it is, so `q` finds it."""
-    return orjson.dumps(headers).decode()
+        return json.dumps(value)
 
 
 class StoreLocked(RuntimeError):
@@ -265,7 +259,7 @@ class SQLiteStore:
         state = self._state
         values = (
             capture.id, capture.endpoint_id, capture.received_at, capture.method, capture.path,
-            capture.query, _headers_json(capture.headers), capture.remote_addr,
+            capture.query, _json_column(capture.headers), capture.remote_addr,
             capture.content_type, capture.body_size, int(capture.truncated),
             capture.response_status, capture.parsed_kind, capture.parsed_error,
             *_verdict(capture.signature, "unchecked"),
@@ -404,7 +398,7 @@ def _verdict(verdict: dict[str, Any] | None, default: str) -> tuple[str, str | N
     """(status column, JSON column) of a signature or validation verdict; NULL when unchecked."""
     if verdict is None:
         return default, None
-    return verdict["status"], _verdict_json(verdict)
+    return verdict["status"], _json_column(verdict)
 
 
 def _check_alias_free(conn: sqlite3.Connection, alias: str | None, own_id: int | None) -> None:

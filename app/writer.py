@@ -307,24 +307,24 @@ class Writer:
         frame_bytes = conn.execute("PRAGMA page_size").fetchone()[0] + 24
         wal = f"{self._path}-wal"
         seen = 0
-        last_commit = time.monotonic()
+        idle_since = time.monotonic()  # the last commit seen, or the last refused truncation
         backoff_until = 0.0
         try:
             while not self._stopping.wait(CHECKPOINT_EVERY_S):
                 try:
                     if self._commits == seen:
-                        if time.monotonic() - last_commit >= IDLE_TRUNCATE_S and _size(wal):
+                        if time.monotonic() - idle_since >= IDLE_TRUNCATE_S and _size(wal):
                             # No commit for a while: give the disk space back. Truncating a
                             # big WAL takes a while (120-215 ms for 64 MiB here), which a busy
                             # writer must not wait for; an idle one hardly notices.
                             with self._transaction:
                                 busy = conn.execute(
                                     "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-                            if busy:  # a reader kept the WAL: try again in IDLE_TRUNCATE_S,
-                                last_commit = time.monotonic()  # not every interval
+                            if busy:  # a reader kept the WAL: not again every interval
+                                idle_since = time.monotonic()
                         continue
                     seen = self._commits
-                    last_commit = time.monotonic()
+                    idle_since = time.monotonic()
                     row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     # The WAL's length in use, not its file: a restarted WAL keeps its file.
                     length = row[1] * frame_bytes

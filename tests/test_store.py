@@ -22,8 +22,7 @@ from app.store import (
     Gone,
     SQLiteStore,
     StoreLocked,
-    _headers_json,
-    _verdict_json,
+    _json_column,
     check_writable,
 )
 
@@ -152,7 +151,7 @@ async def test_one_failing_operation_does_not_fail_its_batch(store):
 def test_the_headers_column_is_json_with_non_ascii_as_it_is():
     headers = [["x-a", "plain"], ["x-b", "quote \" backslash \\ nul \x00 tab \t"],
                ["x-c", "caf\xe9 \xff"]]
-    text = _headers_json(headers)
+    text = _json_column(headers)
     assert json.loads(text) == headers
     assert "caf\xe9 \xff" in text  # so `q` finds it
 
@@ -163,7 +162,7 @@ def test_the_verdict_column_holds_any_verdict_as_json(key):
     value = {"format": "custom", "status": "invalid",
              "errors": [{"path": f"/{key}/0", "message": "0 is not of type 'string'"}],
              "n": [0, -1, 2.5, 1e300, True, False, None]}
-    text = _verdict_json(value)
+    text = _json_column(value)
     assert json.loads(text) == value
     text.encode()  # SQLite stores text as UTF-8: no lone surrogate may be left in it
 
