@@ -90,7 +90,7 @@ def check_signature(config: Mapping[str, Any] | None, request: SignedRequest,
     picked = scheme_id == "auto"
     if picked:
         scheme = _auto_scheme(request)
-    secrets = list(config.get("secrets") or [])
+    secrets = config.get("secrets") or ()
     if scheme is None:
         verdict = Verdict("missing", "no signature of a known scheme is present")
         return _json("auto", verdict if secrets else Verdict("unchecked", "no secret configured"),

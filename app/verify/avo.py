@@ -17,13 +17,11 @@ from app.verify.base import (
     Scheme,
     SignedRequest,
     Verdict,
-    digest,
     failed,
-    match,
+    match_hmac,
     missing,
     no_match,
     timestamp_problem,
-    utf8,
     verified,
 )
 
@@ -65,7 +63,7 @@ def check(request: SignedRequest, ctx: Context) -> Verdict:
     if alg != "HS256":
         return failed(f"JWT alg {alg!r} is refused: Avo signs with HS256")
     signed = f"{head}.{payload}".encode("ascii")
-    index = match(ctx.secrets, [given], lambda s: digest("sha256", utf8(s), signed))
+    index = match_hmac(ctx.secrets, [given], "sha256", signed)
     if index is None:
         return no_match(ctx.secrets)
     iat = claims.get("iat")

@@ -7,25 +7,25 @@ from app.verify.base import (
     Scheme,
     SignedRequest,
     Verdict,
-    digest,
-    match,
+    match_hmac,
     missing,
     no_match,
     signature_from,
-    utf8,
     verified,
 )
 
+# (header, algorithm, prefix), the newer first.
+_HEADERS = (("x-hub-signature-256", "sha256", "sha256="), ("x-hub-signature", "sha1", "sha1="))
+
 
 def check(request: SignedRequest, ctx: Context) -> Verdict:
-    for header, algorithm in (("x-hub-signature-256", "sha256"), ("x-hub-signature", "sha1")):
+    for header, algorithm, prefix in _HEADERS:
         if request.header(header) is None:
             continue
-        given = signature_from(request, header, prefix=f"{algorithm}=")
+        given = signature_from(request, header, prefix=prefix)
         if isinstance(given, Verdict):
             return given
-        index = match(ctx.secrets, [given],
-                      lambda secret, a=algorithm: digest(a, utf8(secret), request.body))
+        index = match_hmac(ctx.secrets, [given], algorithm, request.body)
         return no_match(ctx.secrets) if index is None else verified(index)
     return missing("no X-Hub-Signature-256 or X-Hub-Signature header")
 

@@ -7,11 +7,9 @@ from app.verify.base import (
     Scheme,
     SignedRequest,
     Verdict,
-    digest,
-    match,
+    match_hmac,
     no_match,
     signature_from,
-    utf8,
     verified,
 )
 
@@ -20,7 +18,7 @@ def check(request: SignedRequest, ctx: Context) -> Verdict:
     given = signature_from(request, "x-shopify-hmac-sha256", encoding="base64")
     if isinstance(given, Verdict):
         return given
-    index = match(ctx.secrets, [given], lambda s: digest("sha256", utf8(s), request.body))
+    index = match_hmac(ctx.secrets, [given], "sha256", request.body)
     return no_match(ctx.secrets) if index is None else verified(index)
 
 

@@ -8,11 +8,9 @@ from app.verify.base import (
     SignedRequest,
     Verdict,
     after_match,
-    digest,
     failed,
-    match,
+    match_hmac,
     signature_from,
-    utf8,
 )
 
 
@@ -24,7 +22,7 @@ def check(request: SignedRequest, ctx: Context) -> Verdict:
     if stamp is None:
         return failed("X-Slack-Request-Timestamp is missing")
     signed = f"v0:{stamp}:".encode("latin-1") + request.body
-    index = match(ctx.secrets, [given], lambda s: digest("sha256", utf8(s), signed))
+    index = match_hmac(ctx.secrets, [given], "sha256", signed)
     return after_match(index, ctx, stamp, header="X-Slack-Request-Timestamp")
 
 

@@ -11,11 +11,9 @@ from app.verify.base import (
     Verdict,
     after_match,
     decode_signature,
-    digest,
     failed,
-    match,
+    match_hmac,
     missing,
-    utf8,
 )
 
 
@@ -38,7 +36,7 @@ def check(request: SignedRequest, ctx: Context) -> Verdict:
     if not given:
         return failed("Stripe-Signature has no v1=<hex> signature (v0 entries are ignored)")
     signed = f"{stamp}.".encode("latin-1") + request.body
-    index = match(ctx.secrets, given, lambda secret: digest("sha256", utf8(secret), signed))
+    index = match_hmac(ctx.secrets, given, "sha256", signed)
     return after_match(index, ctx, stamp, header="Stripe-Signature t")
 
 

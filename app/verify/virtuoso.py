@@ -15,11 +15,9 @@ from app.verify.base import (
     Scheme,
     SignedRequest,
     Verdict,
-    digest,
-    match,
+    match_hmac,
     no_match,
     signature_from,
-    utf8,
     verified,
 )
 
@@ -42,7 +40,7 @@ def check(request: SignedRequest, ctx: Context) -> Verdict:
     if isinstance(given, Verdict):
         return given
     for content in _candidates(request):
-        index = match(ctx.secrets, [given], lambda s, c=content: digest("sha1", utf8(s), c))
+        index = match_hmac(ctx.secrets, [given], "sha1", content)
         if index is not None:
             return verified(index)
     return no_match(ctx.secrets)
