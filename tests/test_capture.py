@@ -259,6 +259,23 @@ async def test_replies_cannot_run_as_pages_of_hookscope(client):
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
+async def test_a_configured_content_type_on_the_default_body_is_inert_too(client):
+    created = (await client.post("/api/endpoints", json={"response": {
+        "headers": {"Content-Type": "text/html"}}})).json()
+    response = await client.post(f"/h/{created['token']}")
+    assert response.headers["content-type"] == "text/html"
+    assert response.json()["id"] == response.headers["x-hookscope-capture"]
+    assert response.headers["content-security-policy"] == "sandbox"
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_the_default_reply_is_json_naming_the_capture_and_nothing_more(client, endpoint):
+    response = await client.post(f"/h/{endpoint['token']}", content=b"<b>hi</b>")
+    assert response.json() == {"ok": True, "id": response.headers["x-hookscope-capture"]}
+    assert response.headers["content-type"] == "application/json"
+    assert "content-security-policy" not in response.headers
+
+
 @pytest.mark.parametrize(("body", "kind", "error"), [
     (b"[1e999]", "json", "too large for a 64-bit float"),
     (b'{"n": NaN}', "json", "NaN is not valid JSON"),
