@@ -259,14 +259,17 @@ async def test_replies_cannot_run_as_pages_of_hookscope(client):
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
-async def test_a_configured_content_type_on_the_default_body_is_inert_too(client):
-    created = (await client.post("/api/endpoints", json={"response": {
-        "headers": {"Content-Type": "text/html"}}})).json()
-    response = await client.post(f"/h/{created['token']}")
-    assert response.headers["content-type"] == "text/html"
-    assert response.json()["id"] == response.headers["x-hookscope-capture"]
-    assert response.headers["content-security-policy"] == "sandbox"
-    assert response.headers["x-content-type-options"] == "nosniff"
+@pytest.mark.parametrize("response", [
+    {"body": "<b>hi</b>"},  # its Content-Type guessed
+    {"headers": {"Content-Type": "text/html"}},  # over the default body
+    {"headers": {"X-Foo": "1"}},
+])
+async def test_a_configured_body_or_header_makes_the_reply_inert(client, response):
+    created = (await client.post("/api/endpoints", json={"response": response})).json()
+    reply = await client.post(f"/h/{created['token']}")
+    assert reply.headers["x-hookscope-capture"].startswith("c_")
+    assert reply.headers["content-security-policy"] == "sandbox"
+    assert reply.headers["x-content-type-options"] == "nosniff"
 
 
 async def test_the_default_reply_is_json_naming_the_capture_and_nothing_more(client, endpoint):
@@ -274,6 +277,7 @@ async def test_the_default_reply_is_json_naming_the_capture_and_nothing_more(cli
     assert response.json() == {"ok": True, "id": response.headers["x-hookscope-capture"]}
     assert response.headers["content-type"] == "application/json"
     assert "content-security-policy" not in response.headers
+    assert "x-content-type-options" not in response.headers
 
 
 @pytest.mark.parametrize(("body", "kind", "error"), [

@@ -166,10 +166,11 @@ def _reply_for(config: dict[str, Any]) -> _Reply:
         body = b""
     elif body is not None:
         headers.append((b"content-length", str(len(body)).encode()))
-    # A configured body (HTML, say), or the default one under a configured Content-Type, is
-    # served from Hookscope's own origin: a browser must never run it there. Webhook senders
-    # ignore both headers. The default reply, JSON that only names the capture, needs neither
-    # (uvicorn checks each header sent: two cost a capture ~8k instructions, callgrind).
+    # A configured body (HTML, say), or the default one under configured headers (a
+    # Content-Type, say), is served from Hookscope's own origin: a browser must never run it
+    # there. Webhook senders ignore both headers. The default reply, JSON that only names the
+    # capture, needs neither (uvicorn checks each header sent: two cost a capture ~8k
+    # instructions, callgrind).
     inert = _INERT if config["body"] is not None or config["headers"] else ()
     return _Reply(config, status, tuple(headers), body, inert)
 

@@ -192,7 +192,7 @@ def match_hmac(secrets: Sequence[str], given: Sequence[bytes], algorithm: str,
     """match() for most schemes: each secret's UTF-8 bytes key an HMAC of `message`. (No
     function made and called per secret: this runs on every capture of a verifying endpoint.)"""
     for index, secret in enumerate(secrets):
-        if _equals_any(digest(algorithm, secret.encode(), message), given):
+        if _equals_any(digest(algorithm, secret.encode("utf-8"), message), given):
             return index
     return None
 
