@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     settings = settings or Settings()
     owns_store = store is None
     active: Store = store if store is not None else SQLiteStore(
-        settings.db, max_total_bytes=settings.max_total_bytes)
+        settings.db, max_total_bytes=settings.max_total_bytes, synchronous=settings.synchronous)
     live = hub if hub is not None else Hub()
 
     @asynccontextmanager

@@ -27,6 +27,12 @@ class Settings:
                          cli="--port")
     db: str = _setting("data/hookscope.db", "HOOKSCOPE_DB",
                        "SQLite database file; its folder is created if missing.", cli="--db")
+    synchronous: str = _setting(
+        "normal", "HOOKSCOPE_SYNCHRONOUS",
+        "When a capture counts as stored. normal: committed to SQLite's WAL, which survives a "
+        "killed process (a power cut may lose the last commits). full: each commit is also synced "
+        "to disk before its captures are answered, which survives a power cut.",
+        cli="--synchronous")
     public_url: str = _setting(
         "", "HOOKSCOPE_PUBLIC_URL",
         "Base of the absolute URLs Hookscope hands out (e.g. https://hooks.example.com behind a "
@@ -111,6 +117,9 @@ class Settings:
             raise SettingsError("HOOKSCOPE_SWEEP_INTERVAL must be at least 1 second")
         if self.http not in ("httptools", "h11"):
             raise SettingsError(f"HOOKSCOPE_HTTP must be httptools or h11, got {self.http!r}")
+        if self.synchronous not in ("normal", "full"):
+            raise SettingsError(
+                f"HOOKSCOPE_SYNCHRONOUS must be normal or full, got {self.synchronous!r}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise SettingsError("HOOKSCOPE_PUBLIC_URL must start with http:// or https://")
 

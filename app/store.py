@@ -97,10 +97,11 @@ class Store(Protocol):
 
 
 class SQLiteStore:
-    def __init__(self, path: str | os.PathLike[str], *, max_total_bytes: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, max_total_bytes: int = 0,
+                 synchronous: str = "normal") -> None:
         self.path = str(path)
         self._state = Retention(max_total_bytes)
-        self._writer = Writer(self.path, self._state)
+        self._writer = Writer(self.path, self._state, synchronous)
         self._read: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
         self._targets: dict[str, Endpoint] = {}

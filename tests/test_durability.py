@@ -66,9 +66,10 @@ async def _load(url: str, token: str, proc: ServerProcess) -> tuple[dict[str, by
 
 
 @pytest.mark.slow
-def test_every_acknowledged_capture_survives_sigkill(tmp_path: Path):
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+def test_every_acknowledged_capture_survives_sigkill(tmp_path: Path, synchronous: str):
     db = tmp_path / "durable.db"
-    first = ServerProcess(db, tmp_path / "first.log")
+    first = ServerProcess(db, tmp_path / "first.log", args=("--synchronous", synchronous))
     url = first.start()
     token = httpx.post(url + "/api/endpoints", json={"max_captures": 1_000_000}).json()["token"]
     acknowledged, failures = asyncio.run(_load(url, token, first))

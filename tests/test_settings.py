@@ -42,6 +42,7 @@ def test_environment_overrides_defaults_and_flags_override_environment():
     ({"HOOKSCOPE_ACCESS_LOG": "maybe"}, "HOOKSCOPE_ACCESS_LOG must be true or false"),
     ({"HOOKSCOPE_MAX_BODY_BYTES": "0"}, "HOOKSCOPE_MAX_BODY_BYTES must be at least 1"),
     ({"HOOKSCOPE_HTTP": "h2"}, "HOOKSCOPE_HTTP must be httptools or h11"),
+    ({"HOOKSCOPE_SYNCHRONOUS": "FULL"}, "HOOKSCOPE_SYNCHRONOUS must be normal or full"),
     ({"HOOKSCOPE_PUBLIC_URL": "hooks.example.com"}, "must start with http"),
 ])
 def test_bad_settings_are_refused_with_the_variable_named(env, message):

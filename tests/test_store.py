@@ -225,6 +225,25 @@ async def test_quick_small_writes_commit_on_the_event_loop_and_the_rest_on_the_t
     assert _rows_in_t(tmp_path) == 7
 
 
+@pytest.mark.parametrize(("synchronous", "level", "on_the_loop"),
+                         [("normal", 1, True), ("full", 2, False)])
+async def test_synchronous_full_syncs_every_commit_and_commits_on_the_thread(
+        tmp_path, synchronous, level, on_the_loop):
+    """FULL makes each commit wait for the disk, so none may hold the event loop."""
+    w = writer.Writer(str(tmp_path / "w.db"), Retention(), synchronous)
+    w.start()
+    try:
+        await w.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
+        assert await w.run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0],
+                           quick=True) == level
+        where = await w.run(_where_committed, quick=True, size=1024)
+        assert (where is threading.current_thread()) is on_the_loop
+        assert where in (threading.current_thread(), w._thread)
+    finally:
+        w.stop()
+    assert _rows_in_t(tmp_path) == 1
+
+
 async def test_the_event_loop_never_waits_for_another_commit(bare_writer):
     """While the checkpointer holds the writer (a WAL reset), a quick write goes to the thread,
     which waits for it; the event loop goes on serving."""
@@ -489,7 +508,7 @@ async def test_a_truncation_a_reader_holds_up_is_tried_again_only_after_an_idle_
                 tries.append(time.monotonic())
             return self._conn.execute(sql, *args)
 
-    monkeypatch.setattr(writer, "connect", lambda path: Watched(real_connect(path)))
+    monkeypatch.setattr(writer, "connect", lambda *args: Watched(real_connect(*args)))
     monkeypatch.setattr(writer, "CHECKPOINT_EVERY_S", 0.01)
     monkeypatch.setattr(writer, "IDLE_TRUNCATE_S", 0.4)
     store = SQLiteStore(tmp_path / "held.db")
