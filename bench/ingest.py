@@ -11,7 +11,12 @@ Each round measures the full pipeline, the bare app and plain Hookscope one afte
 each ratio is taken within its round; the summary gives the median over the rounds (every round
 is printed too).
 
+`--peer URL` adds another capture server to every round, one already running on 127.0.0.1 (a
+peer such as Request Baskets; BENCHMARKS.md says how it was built and started): the same wrk
+load goes to URL, and the summary sets Hookscope against it.
+
     .venv/bin/python bench/ingest.py [--seconds 10] [--connections 64] [--rounds 3]
+        [--synchronous normal|full] [--peer URL]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -46,9 +52,9 @@ def github_signature(body: bytes) -> str:
     return "sha256=" + hmac.new(SECRET.encode(), body, "sha256").hexdigest()
 
 
-def serve_command(port: int, db: Path) -> list[str]:
+def serve_command(port: int, db: Path, synchronous: str = "normal") -> list[str]:
     return [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--db", str(db)]
+            "--db", str(db), "--synchronous", synchronous]
 
 
 def bare_command(port: int) -> list[str]:
@@ -155,6 +161,12 @@ def _measure(name: str, cmd: list[str], base: str, fields: dict | None, body: by
         stop(proc)
 
 
+def _measure_peer(url: str, body: bytes, args: argparse.Namespace, workdir: Path) -> dict:
+    """The same load against a capture server that somebody else started and keeps."""
+    run_wrk(url, body, args.warmup, args.connections, workdir)
+    return run_wrk(url, body, args.seconds, args.connections, workdir)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -163,9 +175,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="measure every server this many times, one after another; each "
                              "figure is the median of its rounds")
+    parser.add_argument("--synchronous", choices=("normal", "full"), default="normal",
+                        help="Hookscope's HOOKSCOPE_SYNCHRONOUS (full: a disk sync per commit)")
+    parser.add_argument("--peer", metavar="URL",
+                        help="a capture URL of another server already running on 127.0.0.1, "
+                             "measured in every round too")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.peer and urlsplit(args.peer).hostname not in ("127.0.0.1", "localhost"):
+        parser.error("--peer must be on 127.0.0.1: benchmarks talk to loopback only")
     if shutil.which("wrk") is None:
         print("bench/ingest needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
@@ -187,8 +206,10 @@ def main() -> int:
             results = {}
             for name, (cmd, base, fields) in servers.items():
                 db = workdir / f"round{round_number}-{name.replace(' ', '_')}.db"
-                results[name] = _measure(name, cmd or serve_command(hs_port, db), base, fields,
-                                         body, signed, args, workdir)
+                command = cmd or serve_command(hs_port, db, args.synchronous)
+                results[name] = _measure(name, command, base, fields, body, signed, args, workdir)
+            if args.peer:
+                results["peer"] = _measure_peer(args.peer, body, args, workdir)
             rounds.append(results)
     command = "python bench/ingest.py " + " ".join(sys.argv[1:])
     print(f"# {command.strip()}  ({os.cpu_count()} cores, {args.connections} connections, "
@@ -220,6 +241,11 @@ def main() -> int:
           f"verification costs {cost:.1%} of throughput; last verdict = "
           f"{last_full.get('verdict')}; captures stored in the last round = "
           f"{last_full.get('stored')}")
+    if args.peer:
+        print(f"peer ({args.peer}) / bare = {median_ratio('peer'):.0%}, p99 = "
+              f"{median('peer', 'p99_ms'):.1f} ms; hookscope / peer = "
+              f"{median_ratio('hookscope', to='peer'):.2f}x, full pipeline / peer = "
+              f"{median_ratio('hookscope full', to='peer'):.2f}x")
     return 0
 
 
