@@ -12,9 +12,10 @@ long operations (deleting an endpoint with its captures) go to the thread, whose
 overlap with the loop reading the next requests (bench/large: -20% MB/s without it).
 
 The promise is the same on both paths: an operation's future resolves only after the COMMIT that
-contains it returned, so a capture is acknowledged only once it is durable (WAL,
-synchronous=NORMAL: safe against a killed process; a power cut may lose the last commits;
-HOOKSCOPE_SYNCHRONOUS=full syncs every commit, on the thread only).
+contains it returned, so a capture is acknowledged only once it is durable. By default that means
+in the WAL (synchronous=NORMAL: safe against a killed process; a power cut may lose the last
+commits). With synchronous "full" every commit is also synced to disk, and every commit runs on
+the thread, so the loop never waits for the disk.
 
 Each operation runs inside its own SAVEPOINT, so one failing operation (a duplicate alias, a
 vanished endpoint) fails alone and the rest of the batch commits. If the COMMIT itself fails,
@@ -84,6 +85,15 @@ class BatchHooks(Protocol):
     def after_rollback(self) -> None: ...
 
 
+# The store's `synchronous` setting, as SQLite's PRAGMAs. fullfsync asks macOS to flush the
+# drive's cache too (its plain fsync does not); elsewhere SQLite ignores it.
+SYNCHRONOUS = {
+    "normal": ("PRAGMA synchronous = NORMAL",),
+    "full": ("PRAGMA synchronous = FULL", "PRAGMA fullfsync = ON",
+             "PRAGMA checkpoint_fullfsync = ON"),
+}
+
+
 def connect(path: str, synchronous: str = "normal") -> sqlite3.Connection:
     # sqlite3 looks for an adapter for every parameter that is not an int, float, str or
     # bytearray, NULL and BLOB included; finding none cost two failed attribute lookups, each
@@ -107,8 +117,8 @@ def connect(path: str, synchronous: str = "normal") -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     # NORMAL syncs the WAL only at checkpoints; FULL at every commit too. Either way one commit
     # serves a whole batch of captures, so FULL costs one sync per batch, not per capture.
-    conn.execute("PRAGMA synchronous = FULL" if synchronous == "full" else
-                 "PRAGMA synchronous = NORMAL")
+    for pragma in SYNCHRONOUS[synchronous]:
+        conn.execute(pragma)
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA busy_timeout = 5000")
     return conn
@@ -116,6 +126,9 @@ def connect(path: str, synchronous: str = "normal") -> sqlite3.Connection:
 
 class Writer:
     def __init__(self, path: str, hooks: BatchHooks, synchronous: str = "normal") -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS)}, "
+                             f"got {synchronous!r}")
         self._path = path
         self._synchronous = synchronous
         # A commit under synchronous=FULL waits for the disk (fdatasync here: 0.27 ms median,

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from app import models, writer
+from app.main import create_app
 from app.migrations import LATEST, MIGRATIONS, SchemaTooNew, migrate
 from app.models import Capture, new_capture_id, now_us
 from app.retention import Retention
+from app.settings import Settings
 from app.store import (
     CaptureQuery,
     Conflict,
@@ -185,9 +187,10 @@ async def test_what_one_turn_of_the_loop_asks_for_is_one_commit(store):
 
 
 @pytest.fixture
-async def bare_writer(tmp_path) -> AsyncIterator[writer.Writer]:
-    """A writer on its own file, with one table `t`; stop() it to read the file."""
-    w = writer.Writer(str(tmp_path / "w.db"), Retention())
+async def bare_writer(tmp_path, request) -> AsyncIterator[writer.Writer]:
+    """A writer on its own file, with one table `t`; stop() it to read the file. Parametrize it
+    indirectly with a `synchronous` setting; "normal" otherwise."""
+    w = writer.Writer(str(tmp_path / "w.db"), Retention(), getattr(request, "param", "normal"))
     w.start()
     try:
         await w.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
@@ -225,23 +228,39 @@ async def test_quick_small_writes_commit_on_the_event_loop_and_the_rest_on_the_t
     assert _rows_in_t(tmp_path) == 7
 
 
-@pytest.mark.parametrize(("synchronous", "level", "on_the_loop"),
-                         [("normal", 1, True), ("full", 2, False)])
+@pytest.mark.parametrize(("bare_writer", "level", "on_the_loop"),
+                         [("normal", 1, True), ("full", 2, False)], indirect=["bare_writer"])
 async def test_synchronous_full_syncs_every_commit_and_commits_on_the_thread(
-        tmp_path, synchronous, level, on_the_loop):
+        bare_writer, tmp_path, level, on_the_loop):
     """FULL makes each commit wait for the disk, so none may hold the event loop."""
-    w = writer.Writer(str(tmp_path / "w.db"), Retention(), synchronous)
-    w.start()
-    try:
-        await w.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
-        assert await w.run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0],
-                           quick=True) == level
-        where = await w.run(_where_committed, quick=True, size=1024)
-        assert (where is threading.current_thread()) is on_the_loop
-        assert where in (threading.current_thread(), w._thread)
-    finally:
-        w.stop()
+    w = bare_writer
+    assert await w.run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0],
+                       quick=True) == level
+    where = await w.run(_where_committed, quick=True, size=1024)
+    assert (where is threading.current_thread()) is on_the_loop
+    w.stop()
     assert _rows_in_t(tmp_path) == 1
+
+
+async def test_the_synchronous_setting_reaches_every_connection_the_writer_opens(
+        tmp_path, monkeypatch):
+    opened = []
+    real_connect = writer.connect
+
+    def recording(path: str, synchronous: str = "normal") -> sqlite3.Connection:
+        opened.append(synchronous)
+        return real_connect(path, synchronous)
+
+    monkeypatch.setattr(writer, "connect", recording)
+    app = create_app(Settings(db=str(tmp_path / "full.db"), synchronous="full"))
+    async with app.router.lifespan_context(app):
+        pass
+    assert opened == ["full", "full"]  # the writer's and the checkpointer's
+
+
+def test_an_unknown_synchronous_setting_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="synchronous must be one of"):
+        SQLiteStore(tmp_path / "x.db", synchronous="FULL")
 
 
 async def test_the_event_loop_never_waits_for_another_commit(bare_writer):
