@@ -32,7 +32,7 @@ class Settings:
         "When a capture counts as stored. normal: committed to SQLite's WAL, which survives a "
         "killed process (a power cut may lose the last commits). full: each commit is also synced "
         "to disk before its captures are answered, which survives a power cut (if the disk "
-        "honours flushes); it costs 20-40 percent of the captures a second under load.",
+        "honours flushes); it costs about a quarter of the captures a second under load.",
         cli="--synchronous")
     public_url: str = _setting(
         "", "HOOKSCOPE_PUBLIC_URL",

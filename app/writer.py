@@ -133,7 +133,7 @@ class Writer:
         self._synchronous = synchronous
         # A commit under synchronous=FULL waits for the disk (fdatasync here: 0.27 ms median,
         # 5 ms p99), so it runs on the thread, not the event loop: bench/ingest, 64 connections,
-        # p99 20-27 ms that way against 21-60 ms on the loop, for about the same req/s.
+        # p99 20-28 ms that way against 21-60 ms on the loop, for about the same req/s.
         self._inline = synchronous != "full"
         self._hooks = hooks
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()

@@ -171,12 +171,20 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def _measure_peer(url: str, body: bytes, args: argparse.Namespace, workdir: Path) -> dict:
-    """The same load against a capture server that somebody else started and keeps; one POST
-    must succeed first, so a wrong URL is not measured as a fast server."""
-    answer = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+def _check_peer(url: str, body: bytes) -> str | None:
+    """Why the peer cannot be measured, or None: one capture must be answered 2xx first, so a
+    wrong URL or a stopped server is not measured as a fast one."""
+    try:
+        answer = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+    except httpx.HTTPError as error:
+        return f"--peer {url}: {error!r}; is it running?"
     if not answer.is_success:
-        sys.exit(f"--peer {url} answered {answer.status_code} to a capture, not 2xx")
+        return f"--peer {url} answered {answer.status_code} to a capture, not 2xx"
+    return None
+
+
+def _measure_peer(url: str, body: bytes, args: argparse.Namespace, workdir: Path) -> dict:
+    """The same load against a capture server that somebody else started and keeps."""
     run_wrk(url, body, args.warmup, args.connections, workdir)
     return run_wrk(url, body, args.seconds, args.connections, workdir)
 
@@ -192,8 +200,8 @@ def main() -> int:
     parser.add_argument("--synchronous", choices=("normal", "full"), default="normal",
                         help="Hookscope's HOOKSCOPE_SYNCHRONOUS (full: a disk sync per commit)")
     parser.add_argument("--peer", metavar="URL",
-                        help="a capture URL of another server already running on 127.0.0.1, "
-                             "measured in every round too")
+                        help="a capture URL of another server already running, on a loopback "
+                             "IP address such as 127.0.0.1; measured in every round too")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -204,6 +212,9 @@ def main() -> int:
         print("bench/ingest needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
     body = json_body()
+    if args.peer and (problem := _check_peer(args.peer, body)):
+        print(problem, file=sys.stderr)
+        return 2
     signed = {"X-Hub-Signature-256": github_signature(body)}
     rounds: list[dict[str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="hookscope-bench-") as tmp:
