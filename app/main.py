@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     settings = settings or Settings()
     owns_store = store is None
     active: Store = store if store is not None else SQLiteStore(
-        settings.db, max_total_bytes=settings.max_total_bytes, synchronous=settings.synchronous)
+        settings.db, max_total_bytes=settings.max_total_bytes, synchronous=settings.synchronous,
+        body_file_bytes=settings.body_file_bytes)
     live = hub if hub is not None else Hub()
 
     @asynccontextmanager

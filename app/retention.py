@@ -29,6 +29,11 @@ class Counter:
     max_bytes: int | None
 
 
+# A capture's stored body bytes, in the row or in a file (app.bodyfiles). Reading file_bytes of
+# a row whose body is in the row costs nothing, even behind a large body: SQLite keeps a 0 in the
+# record's header alone, so no overflow page is read for it.
+STORED_BYTES = "(length(body) + file_bytes)"
+
 # Not its endpoint's newest capture (an index lookup per row: captures_endpoint_seq).
 _NOT_NEWEST = ("seq < (SELECT MAX(newest.seq) FROM captures newest "
                "WHERE newest.endpoint_id = captures.endpoint_id)")
@@ -69,6 +74,9 @@ class Retention:
         if self.total_bytes is not None:
             self.total_bytes += size
 
+    def prepare(self, conn: sqlite3.Connection) -> None:
+        pass
+
     def before_commit(self, conn: sqlite3.Connection) -> None:
         # The newest capture of an endpoint is never pruned, even when it alone is over a limit
         # (and so an acknowledged capture is never gone before anyone could look at it).
@@ -102,7 +110,7 @@ class Retention:
         doomed: list[int] = []
         freed = 0
         for rowid, endpoint_id, length in conn.execute(
-                f"SELECT rowid, endpoint_id, length(body) FROM captures {where}", params):
+                f"SELECT rowid, endpoint_id, {STORED_BYTES} FROM captures {where}", params):
             if (count and len(doomed) >= count) or (size and freed >= size):
                 break
             doomed.append(rowid)
@@ -115,7 +123,7 @@ class Retention:
 
     def delete_endpoint(self, conn: sqlite3.Connection, endpoint_id: int) -> int:
         count, size = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM captures "
+            f"SELECT COUNT(*), COALESCE(SUM({STORED_BYTES}), 0) FROM captures "
             "WHERE endpoint_id = ?", (endpoint_id,)).fetchone()
         conn.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
         self.counters.pop(endpoint_id, None)
@@ -123,6 +131,9 @@ class Retention:
         if self.total_bytes is not None:
             self.total_bytes -= size
         return int(count)
+
+    def after_commit(self, conn: sqlite3.Connection) -> None:
+        pass
 
     def after_rollback(self) -> None:
         # Our copies may be ahead of what was committed: reload from the database on next use.

@@ -34,6 +34,11 @@ class Settings:
         "to disk before its captures are answered, which survives a power cut (if the disk "
         "honours flushes); it costs about a quarter of the captures a second under load.",
         cli="--synchronous")
+    body_file_bytes: int = _setting(
+        0, "HOOKSCOPE_BODY_FILE_BYTES",
+        "Bodies of at least this many bytes are kept as files in a folder beside the database "
+        "(<db>.bodies), not in it: written once rather than twice, for large bodies at speed. "
+        "Search (q) does not look inside them. 0: every body in the database file.")
     public_url: str = _setting(
         "", "HOOKSCOPE_PUBLIC_URL",
         "Base of the absolute URLs Hookscope hands out (e.g. https://hooks.example.com behind a "
@@ -107,7 +112,8 @@ class Settings:
             raise SettingsError("HOOKSCOPE_MAX_BODY_BYTES must be at least 1")
         if self.default_max_captures < 1:
             raise SettingsError("HOOKSCOPE_DEFAULT_MAX_CAPTURES must be at least 1")
-        for f in ("default_max_bytes", "max_total_bytes", "rate_limit", "default_ttl"):
+        for f in ("default_max_bytes", "max_total_bytes", "rate_limit", "default_ttl",
+                  "body_file_bytes"):
             if getattr(self, f) < 0:
                 raise SettingsError(f"HOOKSCOPE_{f.upper()} must be 0 (off) or more")
         if self.token and (not self.token.isascii() or not self.token.isprintable()

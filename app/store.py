@@ -2,8 +2,9 @@
 
 Writes go through the one group-commit writer (app.writer); reads use their own aiosqlite
 connection, so a long read never delays an acknowledgement. Per-endpoint counters and the limits
-they are held to live with the writer (app.retention). Sequence numbers only grow, even
-across clears, deletes and pruning, because `last_seq` is kept on the endpoint row.
+they are held to live with the writer (app.retention), and so do large bodies kept in files beside
+the database when HOOKSCOPE_BODY_FILE_BYTES asks for it (app.bodyfiles). Sequence numbers only
+grow, even across clears, deletes and pruning, because `last_seq` is kept on the endpoint row.
 
 A lock file beside the database (`<db>.lock`, flock) makes sure two processes never write one
 file; the kernel releases it when the process dies, so a restart after SIGKILL needs no manual step.
@@ -11,8 +12,10 @@ file; the kernel releases it when the process dies, so a restart after SIGKILL n
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -23,9 +26,10 @@ from typing import Any, Protocol
 import aiosqlite
 import orjson
 
+from app.bodyfiles import BodyFiles
 from app.migrations import LATEST, SchemaTooNew
 from app.models import Capture, Endpoint, new_token
-from app.retention import Gone, Retention
+from app.retention import STORED_BYTES, Gone, Retention
 from app.writer import Writer
 
 SUMMARY_COLUMNS = (
@@ -38,6 +42,7 @@ ENDPOINT_COLUMNS = (
     "capture_count, last_capture_at, max_bytes, stored_bytes"
 )
 TARGET_CACHE_SIZE = 10_000
+log = logging.getLogger("hookscope.store")
 
 
 def _json_column(value: Any) -> str:
@@ -98,10 +103,11 @@ class Store(Protocol):
 
 class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str], *, max_total_bytes: int = 0,
-                 synchronous: str = "normal") -> None:
+                 synchronous: str = "normal", body_file_bytes: int = 0) -> None:
         self.path = str(path)
         self._state = Retention(max_total_bytes)
-        self._writer = Writer(self.path, self._state, synchronous)
+        self._files = BodyFiles(self.path, body_file_bytes, synchronous)
+        self._writer = Writer(self.path, (self._state, self._files), synchronous)
         self._read: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
         self._targets: dict[str, Endpoint] = {}
@@ -114,6 +120,8 @@ class SQLiteStore:
         self._take_lock()
         try:
             self._writer.start()
+            if orphans := await self._writer.run(self._files.sweep):
+                log.info("removed %d body files that no capture pointed at", orphans)
             self._read = await aiosqlite.connect(self.path, isolation_level=None)
             await self._read.execute("PRAGMA query_only = ON")
             await self._read.execute("PRAGMA busy_timeout = 5000")
@@ -258,6 +266,9 @@ class SQLiteStore:
         endpoint up before a PATCH must not bring the old limit back.
         """
         state = self._state
+        files = self._files
+        body = capture.body or b""
+        in_file = files.wanted(len(body))
         values = (
             capture.id, capture.endpoint_id, capture.received_at, capture.method, capture.path,
             capture.query, _json_column(capture.headers), capture.remote_addr,
@@ -265,33 +276,41 @@ class SQLiteStore:
             capture.response_status, capture.parsed_kind, capture.parsed_error,
             *_verdict(capture.signature, "unchecked"),
             *_verdict(capture.validation, "unknown"),
-            (capture.validation or {}).get("format"), capture.body or b"")
+            (capture.validation or {}).get("format"),
+            *((b"", len(body)) if in_file else (body, 0)))
 
         def op(conn: sqlite3.Connection) -> int:
             counter = state.counter(conn, capture.endpoint_id)
             seq = counter.last_seq + 1
+            if in_file:
+                files.write(capture.id, body)  # removed after the commit if the row is not in it
             conn.execute(
                 "INSERT INTO captures (id, endpoint_id, received_at, method, path, query, headers, "
                 "remote_addr, content_type, body_size, truncated, response_status, parsed_kind, "
                 "parsed_error, signature_status, signature, validation_status, validation, "
-                "format, body, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?, ?, ?, ?)", (*values, seq))
+                "format, body, file_bytes, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?, ?, ?, ?, ?, ?, ?)", (*values, seq))
             counter.last_seq = seq
             # A capture taken by the writer thread (a large body) can commit after one that
             # arrived later and was committed on the event loop.
             counter.last_at = max(counter.last_at or 0, capture.received_at)
-            state.stored(conn, capture.endpoint_id, 1, len(values[-1]))
+            state.stored(conn, capture.endpoint_id, 1, len(body))
             return seq
 
-        capture.seq = await self._writer.run(op, single=True, quick=True, size=len(values[-1]))
+        capture.seq = await self._writer.run(op, single=True, quick=True, size=len(body))
         return capture.seq
 
     async def get_capture(self, capture_id: str, *, body: bool = True) -> Capture | None:
-        columns = SUMMARY_COLUMNS + (", c.body" if body else "")
+        columns = SUMMARY_COLUMNS + (", c.body, c.file_bytes" if body else "")
         rows = await self._rows(
             f"SELECT {columns} FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
             "WHERE c.id = ?", (capture_id,))
-        return _capture(rows[0]) if rows else None
+        if not rows:
+            return None
+        capture = _capture(rows[0])
+        if body and (file_bytes := rows[0][-1]):
+            capture.body = await asyncio.to_thread(self._files.read, capture.id, file_bytes)
+        return capture
 
     async def list_captures(self, endpoint: Endpoint, query: CaptureQuery) -> list[Capture]:
         where = ["c.endpoint_id = ?"]
@@ -328,7 +347,7 @@ class SQLiteStore:
 
         def op(conn: sqlite3.Connection) -> bool:
             row = conn.execute("DELETE FROM captures WHERE id = ? RETURNING endpoint_id, "
-                               "length(body)", (capture_id,)).fetchone()
+                               f"{STORED_BYTES}", (capture_id,)).fetchone()
             if row is None:
                 return False
             state.stored(conn, row[0], -1, -row[1])

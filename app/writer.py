@@ -38,7 +38,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -81,7 +81,12 @@ class _Turn:
 
 
 class BatchHooks(Protocol):
+    """What the store keeps in step with the writer's transactions (app.retention,
+    app.bodyfiles), called on the writer's connection in the order given."""
+
+    def prepare(self, conn: sqlite3.Connection) -> None: ...
     def before_commit(self, conn: sqlite3.Connection) -> None: ...
+    def after_commit(self, conn: sqlite3.Connection) -> None: ...
     def after_rollback(self) -> None: ...
 
 
@@ -125,7 +130,8 @@ def connect(path: str, synchronous: str = "normal") -> sqlite3.Connection:
 
 
 class Writer:
-    def __init__(self, path: str, hooks: BatchHooks, synchronous: str = "normal") -> None:
+    def __init__(self, path: str, hooks: Sequence[BatchHooks],
+                 synchronous: str = "normal") -> None:
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS)}, "
                              f"got {synchronous!r}")
@@ -135,7 +141,7 @@ class Writer:
         # 5 ms p99), so it runs on the thread, not the event loop: bench/ingest, 64 connections,
         # p99 20-28 ms that way against 21-60 ms on the loop, for about the same req/s.
         self._inline = synchronous != "full"
-        self._hooks = hooks
+        self._hooks = tuple(hooks)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
@@ -158,6 +164,8 @@ class Writer:
             # Never cut the WAL file when it starts over: freeing its pages held that commit
             # 56-69 ms (bench/steady). The checkpointer truncates it once the writer is idle.
             conn.execute("PRAGMA journal_size_limit = -1")
+            for hook in self._hooks:
+                hook.prepare(conn)
         except BaseException:
             conn.close()
             raise
@@ -303,7 +311,8 @@ class Writer:
                     if not single:
                         conn.execute("RELEASE op")
                     outcomes.append((future, loop, result, None))
-            self._hooks.before_commit(conn)
+            for hook in self._hooks:
+                hook.before_commit(conn)
             conn.execute("COMMIT")
             self._commits += 1
         except BaseException as exc:
@@ -311,7 +320,8 @@ class Writer:
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-            self._hooks.after_rollback()
+            for hook in self._hooks:
+                hook.after_rollback()
             if isinstance(exc, Exception):
                 return [(future, loop, None, exc) for _, _, future, loop in batch]
             # KeyboardInterrupt and the like go on up, but nobody may wait forever for what
@@ -319,6 +329,11 @@ class Writer:
             interrupted = RuntimeError("the commit was interrupted; nothing in it was stored")
             _deliver([(future, loop, None, interrupted) for _, _, future, loop in batch])
             raise
+        for hook in self._hooks:
+            try:
+                hook.after_commit(conn)
+            except Exception:  # committed all the same: tidying up failed, say so
+                log.exception("after a commit")
         return outcomes
 
     def _checkpoint_loop(self) -> None:

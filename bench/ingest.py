@@ -126,8 +126,11 @@ def run_wrk(url: str, body: bytes, seconds: int, connections: int, workdir: Path
     return result
 
 
-def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+def start(cmd: list[str], log: Path, settings: dict[str, str] | None = None
+          ) -> subprocess.Popen[bytes]:
+    """Run `cmd` with no HOOKSCOPE_ settings but `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKSCOPE_")}
+    env.update(settings or {})
     with open(log, "wb") as out:
         return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=out, env=env)
 

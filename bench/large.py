@@ -5,12 +5,18 @@ few connections: once as application/octet-stream (the storage path alone: read,
 commit) and once as JSON (the full pipeline: parse, detect a format, validate). Each 2xx is a
 committed capture. Everything talks to 127.0.0.1.
 
-    .venv/bin/python bench/large.py [--seconds 10] [--connections 4]
+`--body-file-bytes N` measures each body twice, one run after the other: stored in the database
+(the default), then with HOOKSCOPE_BODY_FILE_BYTES=N (bodies of N bytes or more in files beside
+it); `--synchronous full` runs both with a disk sync per commit.
+
+    .venv/bin/python bench/large.py [--seconds 10] [--connections 4] [--body-file-bytes N]
+        [--synchronous normal|full]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -61,19 +67,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--body-file-bytes", type=int, default=0, metavar="N",
+                        help="also measure with HOOKSCOPE_BODY_FILE_BYTES=N (bodies in files)")
+    parser.add_argument("--synchronous", choices=("normal", "full"), default="normal",
+                        help="Hookscope's HOOKSCOPE_SYNCHRONOUS (full: a disk sync per commit)")
     args = parser.parse_args()
+    if args.body_file_bytes < 0 or args.body_file_bytes > MIB:
+        parser.error("--body-file-bytes must be 1..1048576 (0: only bodies in the database), "
+                     "or the 1 MiB bodies would not go to files")
+    storages = {"database": {}}
+    if args.body_file_bytes:
+        storages["files"] = {"HOOKSCOPE_BODY_FILE_BYTES": str(args.body_file_bytes)}
     if shutil.which("wrk") is None:
         print("bench/large needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
     rows = []
     with tempfile.TemporaryDirectory(prefix="hookscope-large-") as tmp:
         workdir = Path(tmp)
-        for name, (content_type, body) in bodies().items():
+        for (name, (content_type, body)), (storage, settings) in itertools.product(
+                bodies().items(), storages.items()):
             body_file = workdir / f"{name}.body"
             body_file.write_bytes(body)
             port = free_port()
-            db = workdir / f"{name}.db"
-            proc = start(serve_command(port, db), workdir / f"{name}.log")
+            db = workdir / f"{name}-{storage}.db"
+            proc = start(serve_command(port, db, args.synchronous),
+                         workdir / f"{name}-{storage}.log", settings)
             try:
                 base = f"http://127.0.0.1:{port}"
                 wait_up(base + "/healthz", proc)
@@ -84,7 +102,7 @@ def main() -> int:
                                  args.connections, workdir)
                 stored = httpx.get(f"{base}/api/endpoints/{endpoint['token']}").json()
                 last = last_capture(base, endpoint["token"])
-                result.update(name=name, stored=stored["capture_count"],
+                result.update(name=name, storage=storage, stored=stored["capture_count"],
                               validation=f"{last['validation']['status']}",
                               parsed=last["parsed"]["kind"])
                 rows.append(result)
@@ -92,10 +110,11 @@ def main() -> int:
                 stop(proc)
     print(f"# python bench/large.py {' '.join(sys.argv[1:])}  ({os.cpu_count()} cores, "
           f"{args.connections} connections, {args.seconds}s, 1 MiB bodies)")
-    print(f"{'body':<14} {'req/s':>7} {'MB/s':>7} {'p99 ms':>8} {'non-2xx':>8} {'stored':>7} "
-          "parsed/validation")
+    print(f"{'body':<14} {'stored in':<9} {'req/s':>7} {'MB/s':>7} {'p99 ms':>8} {'non-2xx':>8} "
+          f"{'stored':>7} parsed/validation")
     for r in rows:
-        print(f"{r['name']:<14} {r['rps']:>7.1f} {r['mb_s']:>7.1f} {r['p99_ms']:>8.1f} "
+        print(f"{r['name']:<14} {r['storage']:<9} {r['rps']:>7.1f} {r['mb_s']:>7.1f} "
+              f"{r['p99_ms']:>8.1f} "
               f"{r['non_2xx']:>8} {r['stored']:>7} {r['parsed']}/{r['validation']}")
     print("target: >= 200 MB/s durable")
     return 0

@@ -66,10 +66,16 @@ async def _load(url: str, token: str, proc: ServerProcess) -> tuple[dict[str, by
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("synchronous", ["normal", "full"])
-def test_every_acknowledged_capture_survives_sigkill(tmp_path: Path, synchronous: str):
+@pytest.mark.parametrize(("synchronous", "body_files"),
+                         [("normal", False), ("full", False), ("normal", True)],
+                         ids=["normal", "full", "bodies-in-files"])
+def test_every_acknowledged_capture_survives_sigkill(tmp_path: Path, synchronous: str,
+                                                     body_files: bool):
     db = tmp_path / "durable.db"
-    first = ServerProcess(db, tmp_path / "first.log", args=("--synchronous", synchronous))
+    # HOOKSCOPE_BODY_FILE_BYTES=1: every body with a byte in it goes to a file.
+    env = {"HOOKSCOPE_BODY_FILE_BYTES": "1"} if body_files else {}
+    first = ServerProcess(db, tmp_path / "first.log", env=env,
+                          args=("--synchronous", synchronous))
     url = first.start()
     token = httpx.post(url + "/api/endpoints", json={"max_captures": 1_000_000}).json()["token"]
     acknowledged, failures = asyncio.run(_load(url, token, first))
@@ -77,7 +83,7 @@ def test_every_acknowledged_capture_survives_sigkill(tmp_path: Path, synchronous
     assert len(acknowledged) >= 1000, f"too little load to prove anything ({len(acknowledged)})"
     assert failures >= 1, "the kill should have interrupted in-flight requests"
 
-    second = ServerProcess(db, tmp_path / "second.log")
+    second = ServerProcess(db, tmp_path / "second.log", env=env)
     url = second.start()
     try:
         with httpx.Client(base_url=url) as client:
@@ -95,5 +101,10 @@ def test_every_acknowledged_capture_survives_sigkill(tmp_path: Path, synchronous
             assert not missing, f"{len(missing)} acknowledged captures lost: {sorted(missing)[:3]}"
             for capture_id, body in acknowledged.items():
                 assert client.get(f"/api/captures/{capture_id}/body").content == body
+        if body_files:
+            files = {p.name for p in Path(f"{db}.bodies").iterdir()}
+            assert set(acknowledged) <= files
+            # What the kill cut off between a file and its commit is swept at the restart.
+            assert files == set(stored), f"{len(files - set(stored))} files without a capture"
     finally:
         second.stop()

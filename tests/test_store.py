@@ -190,7 +190,7 @@ async def test_what_one_turn_of_the_loop_asks_for_is_one_commit(store):
 async def bare_writer(tmp_path, request) -> AsyncIterator[writer.Writer]:
     """A writer on its own file, with one table `t`; stop() it to read the file. Parametrize it
     indirectly with a `synchronous` setting; "normal" otherwise."""
-    w = writer.Writer(str(tmp_path / "w.db"), Retention(), getattr(request, "param", "normal"))
+    w = writer.Writer(str(tmp_path / "w.db"), [Retention()], getattr(request, "param", "normal"))
     w.start()
     try:
         await w.run(lambda conn: conn.execute("CREATE TABLE t (x)"))

@@ -1,0 +1,149 @@
+"""Large bodies kept as files beside the database (HOOKSCOPE_BODY_FILE_BYTES; off by default).
+
+SQLite writes a body twice: into the WAL at the commit, then into the database at a checkpoint,
+and on this project's 2-core machine those two copies took most of a core at 1 MiB a request
+(perf: the writer thread 0.54 of a core, the checkpointer 0.41). A body of at least `threshold`
+bytes is instead written once, to `<db>.bodies/<capture id>`, by the operation that inserts its
+row and before that row's commit; the row keeps an empty body and the file's length
+(captures.file_bytes). So a capture is still acknowledged only once both are stored, and under
+synchronous "full" the file and its folder are synced before the commit too.
+
+Every way a row goes (a delete, a clear, pruning, its endpoint deleted or expired, a cascade)
+fires a temporary trigger on the writer's connection that notes its file; once that transaction
+has committed, the files of rows that are really gone are removed (a savepoint rolled back may
+have brought some back). The files of rows that never committed go the same way, and whatever a
+crash left between the two steps is swept when the store opens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sqlite3
+
+log = logging.getLogger("hookscope.bodyfiles")
+
+_CAPTURE_ID = re.compile(r"c_[0-9a-f]{32}")
+_CHUNK = 500  # parameters per IN (...) query, well under SQLite's limit
+
+
+class BodyFiles:
+    """The `<db>.bodies` folder. Everything but read() runs inside the writer's transactions."""
+
+    def __init__(self, db_path: str, threshold: int = 0, synchronous: str = "normal") -> None:
+        self.folder = db_path + ".bodies"
+        self.threshold = threshold  # 0: new bodies all go into the database
+        self._sync = synchronous == "full"
+        self._written: list[str] = []  # files of this transaction's new rows
+        self._gone: list[str] = []  # files of the rows this transaction deleted
+
+    def wanted(self, size: int) -> bool:
+        return 0 < self.threshold <= size
+
+    def path(self, capture_id: str) -> str:
+        if not _CAPTURE_ID.fullmatch(capture_id):
+            raise ValueError(f"not a capture id: {capture_id!r}")
+        return os.path.join(self.folder, capture_id)
+
+    # -- the writer's side ---------------------------------------------------------------------
+
+    def prepare(self, conn: sqlite3.Connection) -> None:
+        """Watch deletions on the writer's connection (the trigger lives as long as it does).
+        Installed even when new bodies go into the database: older rows may have files."""
+        conn.create_function("hookscope_body_file_gone", 1, self._gone.append)
+        conn.execute(
+            "CREATE TEMP TRIGGER IF NOT EXISTS body_file_gone AFTER DELETE ON main.captures "
+            "WHEN old.file_bytes > 0 BEGIN SELECT hookscope_body_file_gone(old.id); END")
+
+    def write(self, capture_id: str, body: bytes) -> None:
+        """Store a new row's body; the caller inserts the row in the same transaction."""
+        path = self.path(capture_id)
+        # O_EXCL: a clash of capture ids fails here, leaving the other capture's file alone.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:
+            os.makedirs(self.folder, mode=0o700, exist_ok=True)
+            fd = os.open(path, flags, 0o600)
+        self._written.append(capture_id)
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view):]
+            if self._sync:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def before_commit(self, conn: sqlite3.Connection) -> None:
+        if self._sync and self._written:
+            # A new file's name is only durable once its folder is.
+            fd = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def after_commit(self, conn: sqlite3.Connection) -> None:
+        candidates = self._written + self._gone
+        self._forget()
+        if candidates:
+            self._remove(candidates, _stored(conn, candidates))
+
+    def after_rollback(self) -> None:
+        written = list(self._written)
+        self._forget()
+        self._remove(written, set())
+
+    def _forget(self) -> None:
+        # Emptied in place: the trigger's function holds on to this very list.
+        self._written.clear()
+        self._gone.clear()
+
+    def sweep(self, conn: sqlite3.Connection) -> int:
+        """Remove the files no row points at (a crash between a file and its commit, or
+        between a commit and a removal); returns how many. Names that are not capture ids are
+        left alone."""
+        try:
+            names = [name for name in os.listdir(self.folder) if _CAPTURE_ID.fullmatch(name)]
+        except FileNotFoundError:
+            return 0
+        stored = _stored(conn, names)
+        orphans = [name for name in names if name not in stored]
+        self._remove(orphans, set())
+        return len(orphans)
+
+    def _remove(self, capture_ids: list[str], keep: set[str]) -> None:
+        for capture_id in capture_ids:
+            if capture_id not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path(capture_id))
+
+    # -- the readers' side ---------------------------------------------------------------------
+
+    def read(self, capture_id: str, size: int) -> bytes:
+        """A stored body. A file that is missing or short (removed by hand, a disk error) gives
+        what is left, and the log says so: the rest of the capture is still worth showing."""
+        try:
+            with open(self.path(capture_id), "rb") as file:
+                body = file.read()
+        except OSError as exc:
+            log.error("capture %s: its body file is unreadable (%s)", capture_id, exc)
+            return b""
+        if len(body) != size:
+            log.error("capture %s: its body file holds %d bytes, not %d", capture_id,
+                      len(body), size)
+        return body
+
+
+def _stored(conn: sqlite3.Connection, capture_ids: list[str]) -> set[str]:
+    """Which of these captures have a committed row whose body is in a file."""
+    found: set[str] = set()
+    for start in range(0, len(capture_ids), _CHUNK):
+        chunk = capture_ids[start:start + _CHUNK]
+        found.update(row[0] for row in conn.execute(
+            f"SELECT id FROM captures WHERE file_bytes > 0 AND id IN "
+            f"({','.join('?' * len(chunk))})", chunk))
+    return found

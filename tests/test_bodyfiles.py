@@ -1,0 +1,232 @@
+"""Large bodies in files beside the database (HOOKSCOPE_BODY_FILE_BYTES, app.bodyfiles): stored
+byte for byte, counted against the limits, removed with their captures however those go, and
+swept when a crash left one behind."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.bodyfiles import BodyFiles
+from app.main import create_app
+from app.models import Capture, new_capture_id, now_us
+from app.settings import Settings
+from app.store import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+THRESHOLD = 1000
+BIG = bytes(range(256)) * 20  # 5,120 bytes: over the threshold, and every byte value
+SMALL = b"small body"
+
+
+def _capture(endpoint, body: bytes) -> Capture:
+    received = now_us()
+    return Capture(id=new_capture_id(received), endpoint_id=endpoint.id,
+                   endpoint_token=endpoint.token, received_at=received, method="POST",
+                   path=f"/h/{endpoint.token}", query="", headers=[["x-a", "1"]],
+                   remote_addr="127.0.0.1", content_type="application/octet-stream",
+                   body_size=len(body), truncated=False, response_status=200,
+                   parsed_kind="binary", body=body)
+
+
+@pytest.fixture
+async def files_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "f.db", body_file_bytes=THRESHOLD)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _folder(store: SQLiteStore) -> Path:
+    return Path(store.path + ".bodies")
+
+
+def _on_disk(store: SQLiteStore) -> set[str]:
+    folder = _folder(store)
+    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+
+
+async def _endpoint(store: SQLiteStore, **fields):
+    return await store.create_endpoint({"created_at": now_us(), "max_captures": 100, **fields})
+
+
+async def _add(store: SQLiteStore, endpoint, body: bytes) -> Capture:
+    capture = _capture(endpoint, body)
+    await store.add_capture(capture)
+    return capture
+
+
+async def test_a_large_body_goes_to_a_file_and_a_small_one_into_its_row(files_store):
+    endpoint = await _endpoint(files_store)
+    big = await _add(files_store, endpoint, BIG)
+    small = await _add(files_store, endpoint, SMALL)
+    assert (_folder(files_store) / big.id).read_bytes() == BIG
+    assert _on_disk(files_store) == {big.id}
+    with sqlite3.connect(files_store.path) as conn:
+        rows = dict((r[0], r[1:]) for r in conn.execute(
+            "SELECT id, body, file_bytes FROM captures"))
+    assert rows == {big.id: (b"", len(BIG)), small.id: (SMALL, 0)}
+    assert (await files_store.get_capture(big.id)).body == BIG
+    assert (await files_store.get_capture(small.id)).body == SMALL
+    assert (await files_store.get_capture(big.id, body=False)).body is None
+    again = await files_store.get_endpoint(endpoint.token)
+    assert again.stored_bytes == len(BIG) + len(SMALL)  # counted wherever the body is
+
+
+async def test_every_way_a_capture_goes_removes_its_file(files_store):
+    endpoint = await _endpoint(files_store, max_captures=2)
+    _first, second, third = [await _add(files_store, endpoint, BIG) for _ in range(3)]
+    assert _on_disk(files_store) == {second.id, third.id}  # pruned past max_captures
+    assert await files_store.delete_capture(second.id)
+    assert _on_disk(files_store) == {third.id}
+    assert (await files_store.get_endpoint(endpoint.token)).stored_bytes == len(BIG)
+
+    await files_store.clear_captures(endpoint)
+    assert _on_disk(files_store) == set()
+
+    doomed = await _endpoint(files_store)
+    kept = await _endpoint(files_store)
+    await _add(files_store, doomed, BIG)
+    survivor = await _add(files_store, kept, BIG)
+    await files_store.delete_endpoint(doomed)  # its captures go by ON DELETE CASCADE
+    assert _on_disk(files_store) == {survivor.id}
+
+    expiring = await _endpoint(files_store, expires_at=now_us() - 1)
+    await _add(files_store, expiring, BIG)
+    assert await files_store.delete_expired(now_us()) == [expiring.id]
+    assert _on_disk(files_store) == {survivor.id}
+    assert (await files_store.get_capture(survivor.id)).body == BIG
+
+
+async def test_max_bytes_prunes_by_the_bytes_in_files(files_store):
+    endpoint = await _endpoint(files_store, max_bytes=2 * len(BIG))
+    captures = [await _add(files_store, endpoint, BIG) for _ in range(4)]
+    assert _on_disk(files_store) == {c.id for c in captures[2:]}
+    assert (await files_store.get_endpoint(endpoint.token)).stored_bytes == 2 * len(BIG)
+
+
+async def test_a_clash_of_capture_ids_leaves_the_first_body_alone(files_store):
+    endpoint = await _endpoint(files_store)
+    first = await _add(files_store, endpoint, BIG)
+    clash = _capture(endpoint, BIG[::-1])
+    clash.id = first.id
+    with pytest.raises(FileExistsError):
+        await files_store.add_capture(clash)
+    assert (await files_store.get_capture(first.id)).body == BIG
+    assert _on_disk(files_store) == {first.id}
+
+
+async def test_files_stay_readable_and_removable_once_the_setting_is_off(tmp_path):
+    path = tmp_path / "off.db"
+    store = SQLiteStore(path, body_file_bytes=THRESHOLD)
+    await store.open()
+    endpoint = await _endpoint(store)
+    old, gone = await _add(store, endpoint, BIG), await _add(store, endpoint, BIG)
+    await store.close()
+
+    store = SQLiteStore(path)  # body_file_bytes=0: new bodies go into the database
+    await store.open()
+    try:
+        new = await _add(store, endpoint, BIG)
+        assert _on_disk(store) == {old.id, gone.id}
+        assert (await store.get_capture(old.id)).body == BIG
+        assert (await store.get_capture(new.id)).body == BIG
+        await store.delete_capture(gone.id)
+        assert _on_disk(store) == {old.id}
+    finally:
+        await store.close()
+
+
+async def test_opening_sweeps_files_no_capture_points_at(tmp_path):
+    path = tmp_path / "sweep.db"
+    store = SQLiteStore(path, body_file_bytes=THRESHOLD)
+    await store.open()
+    endpoint = await _endpoint(store)
+    kept = await _add(store, endpoint, BIG)
+    await store.close()
+    folder = Path(f"{path}.bodies")
+    orphan = new_capture_id(now_us())  # a crash between writing a file and its commit
+    (folder / orphan).write_bytes(b"never committed")
+    (folder / "notes.txt").write_text("not ours to remove")
+
+    store = SQLiteStore(path, body_file_bytes=THRESHOLD)
+    await store.open()
+    try:
+        assert _on_disk(store) == {kept.id, "notes.txt"}
+        assert (await store.get_capture(kept.id)).body == BIG
+    finally:
+        await store.close()
+
+
+async def test_full_synchronous_stores_files_too(tmp_path):
+    store = SQLiteStore(tmp_path / "full.db", body_file_bytes=THRESHOLD, synchronous="full")
+    await store.open()
+    try:
+        endpoint = await _endpoint(store)
+        captures = [await _add(store, endpoint, BIG + bytes([i])) for i in range(3)]
+        for i, capture in enumerate(captures):
+            assert (await store.get_capture(capture.id)).body == BIG + bytes([i])
+    finally:
+        await store.close()
+
+
+def test_a_rolled_back_transaction_leaves_no_file(tmp_path):
+    conn = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+    conn.execute("CREATE TABLE captures (id TEXT, body BLOB, file_bytes INTEGER)")
+    files = BodyFiles(str(tmp_path / "r.db"), THRESHOLD)
+    files.prepare(conn)
+    conn.execute("BEGIN")
+    capture_id = new_capture_id(now_us())
+    files.write(capture_id, BIG)
+    conn.execute("INSERT INTO captures VALUES (?, '', ?)", (capture_id, len(BIG)))
+    assert os.path.exists(files.path(capture_id))
+    conn.execute("ROLLBACK")
+    files.after_rollback()
+    assert not os.path.exists(files.path(capture_id))
+
+    # A row deleted inside a savepoint that was rolled back keeps its file.
+    conn.execute("BEGIN")
+    files.write(capture_id, BIG)
+    conn.execute("INSERT INTO captures VALUES (?, '', ?)", (capture_id, len(BIG)))
+    conn.execute("COMMIT")
+    files.after_commit(conn)
+    conn.execute("BEGIN")
+    conn.execute("SAVEPOINT op")
+    conn.execute("DELETE FROM captures")
+    conn.execute("ROLLBACK TO op")
+    conn.execute("RELEASE op")
+    conn.execute("COMMIT")
+    files.after_commit(conn)
+    assert files.read(capture_id, len(BIG)) == BIG
+    conn.close()
+
+
+def test_paths_are_only_ever_capture_ids(tmp_path):
+    files = BodyFiles(str(tmp_path / "p.db"), THRESHOLD)
+    for name in ("../p.db", "c_" + "0" * 31 + "/", "c_" + "A" * 32, ""):
+        with pytest.raises(ValueError):
+            files.path(name)
+
+
+async def test_the_api_serves_a_body_from_its_file(tmp_path):
+    settings = Settings(db=str(tmp_path / "api.db"), body_file_bytes=THRESHOLD)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            token = (await client.post("/api/endpoints", json={})).json()["token"]
+            sent = await client.post(f"/h/{token}", content=BIG,
+                                     headers={"content-type": "application/octet-stream"})
+            capture_id = sent.headers["x-hookscope-capture"]
+            assert (await client.get(f"/api/captures/{capture_id}/body")).content == BIG
+            detail = (await client.get(f"/api/captures/{capture_id}")).json()
+            assert detail["body_size"] == len(BIG)
+            assert Path(f"{settings.db}.bodies", capture_id).read_bytes() == BIG
