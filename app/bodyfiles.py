@@ -66,6 +66,8 @@ class BodyFiles:
             fd = os.open(path, flags, 0o600)
         except FileNotFoundError:
             os.makedirs(self.folder, mode=0o700, exist_ok=True)
+            if self._sync:  # the new folder's own name is durable once its parent is
+                _sync_folder(os.path.dirname(os.path.abspath(self.folder)))
             fd = os.open(path, flags, 0o600)
         self._written.append(capture_id)
         try:
@@ -79,12 +81,7 @@ class BodyFiles:
 
     def before_commit(self, conn: sqlite3.Connection) -> None:
         if self._sync and self._written:
-            # A new file's name is only durable once its folder is.
-            fd = os.open(self.folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _sync_folder(self.folder)  # a new file's name is durable once its folder is
 
     def after_commit(self, conn: sqlite3.Connection) -> None:
         candidates = self._written + self._gone
@@ -92,10 +89,16 @@ class BodyFiles:
         if candidates:
             self._remove(candidates, _stored(conn, candidates))
 
-    def after_rollback(self) -> None:
+    def after_rollback(self, conn: sqlite3.Connection) -> None:
         written = list(self._written)
         self._forget()
-        self._remove(written, set())
+        try:
+            # A COMMIT that failed late (an I/O error) may still have reached the WAL, so
+            # even now only the files of rows that are not there go.
+            stored = _stored(conn, written)
+        except sqlite3.Error:
+            return  # cannot tell: the sweep at the next start decides
+        self._remove(written, stored)
 
     def _forget(self) -> None:
         # Emptied in place: the trigger's function holds on to this very list.
@@ -118,17 +121,20 @@ class BodyFiles:
     def _remove(self, capture_ids: list[str], keep: set[str]) -> None:
         for capture_id in capture_ids:
             if capture_id not in keep:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError, ValueError):
                     os.unlink(self.path(capture_id))
 
     # -- the readers' side ---------------------------------------------------------------------
 
-    def read(self, capture_id: str, size: int) -> bytes:
-        """A stored body. A file that is missing or short (removed by hand, a disk error) gives
-        what is left, and the log says so: the rest of the capture is still worth showing."""
+    def read(self, capture_id: str, size: int) -> bytes | None:
+        """A stored body; None if its file is gone (its capture deleted since the caller read
+        the row, or the file removed by hand: the caller tells which). A file that is
+        unreadable or short gives what is left, and the log says so."""
         try:
             with open(self.path(capture_id), "rb") as file:
                 body = file.read()
+        except FileNotFoundError:
+            return None
         except OSError as exc:
             log.error("capture %s: its body file is unreadable (%s)", capture_id, exc)
             return b""
@@ -136,6 +142,14 @@ class BodyFiles:
             log.error("capture %s: its body file holds %d bytes, not %d", capture_id,
                       len(body), size)
         return body
+
+
+def _sync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _stored(conn: sqlite3.Connection, capture_ids: list[str]) -> set[str]:

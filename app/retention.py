@@ -135,7 +135,7 @@ class Retention:
     def after_commit(self, conn: sqlite3.Connection) -> None:
         pass
 
-    def after_rollback(self) -> None:
+    def after_rollback(self, conn: sqlite3.Connection) -> None:
         # Our copies may be ahead of what was committed: reload from the database on next use.
         self.counters.clear()
         self.dirty.clear()

@@ -310,6 +310,11 @@ class SQLiteStore:
         capture = _capture(rows[0])
         if body and (file_bytes := rows[0][-1]):
             capture.body = await asyncio.to_thread(self._files.read, capture.id, file_bytes)
+            if capture.body is None:
+                if not await self._rows("SELECT 1 FROM captures WHERE id = ?", (capture_id,)):
+                    return None  # deleted since its row was read: gone, not empty
+                log.error("capture %s: its body file is missing", capture_id)
+                capture.body = b""
         return capture
 
     async def list_captures(self, endpoint: Endpoint, query: CaptureQuery) -> list[Capture]:

@@ -87,7 +87,7 @@ class BatchHooks(Protocol):
     def prepare(self, conn: sqlite3.Connection) -> None: ...
     def before_commit(self, conn: sqlite3.Connection) -> None: ...
     def after_commit(self, conn: sqlite3.Connection) -> None: ...
-    def after_rollback(self) -> None: ...
+    def after_rollback(self, conn: sqlite3.Connection) -> None: ...
 
 
 # The store's `synchronous` setting, as SQLite's PRAGMAs. fullfsync asks macOS to flush the
@@ -321,7 +321,10 @@ class Writer:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             for hook in self._hooks:
-                hook.after_rollback()
+                try:
+                    hook.after_rollback(conn)
+                except Exception:
+                    log.exception("after a rollback")
             if isinstance(exc, Exception):
                 return [(future, loop, None, exc) for _, _, future, loop in batch]
             # KeyboardInterrupt and the like go on up, but nobody may wait forever for what

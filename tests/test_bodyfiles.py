@@ -4,6 +4,7 @@ swept when a crash left one behind."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from collections.abc import AsyncIterator
@@ -166,8 +167,15 @@ async def test_opening_sweeps_files_no_capture_points_at(tmp_path):
         await store.close()
 
 
-async def test_full_synchronous_stores_files_too(tmp_path):
-    store = SQLiteStore(tmp_path / "full.db", body_file_bytes=THRESHOLD, synchronous="full")
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+async def test_full_synchronous_syncs_each_file_and_its_folders(tmp_path, monkeypatch,
+                                                                synchronous):
+    synced: list[str] = []
+    for name in ("fdatasync", "fsync"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda fd, real=real: (
+            synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))[1])
+    store = SQLiteStore(tmp_path / "full.db", body_file_bytes=THRESHOLD, synchronous=synchronous)
     await store.open()
     try:
         endpoint = await _endpoint(store)
@@ -176,6 +184,67 @@ async def test_full_synchronous_stores_files_too(tmp_path):
             assert (await store.get_capture(capture.id)).body == BIG + bytes([i])
     finally:
         await store.close()
+    folder = store.path + ".bodies"
+    if synchronous == "normal":
+        assert synced == []
+    else:
+        assert sorted(synced) == sorted([str(tmp_path)] + [folder] * 3 + [
+            os.path.join(folder, c.id) for c in captures])
+
+
+async def test_max_total_bytes_prunes_by_the_bytes_in_files(tmp_path):
+    store = SQLiteStore(tmp_path / "t.db", body_file_bytes=THRESHOLD,
+                        max_total_bytes=3 * len(BIG))
+    await store.open()
+    try:
+        one, two = await _endpoint(store), await _endpoint(store)
+        added = [await _add(store, endpoint, BIG) for endpoint in (one, two, one, two, one)]
+        assert _on_disk(store) == {c.id for c in added[2:]}
+        assert (await store.get_capture(added[0].id)) is None
+    finally:
+        await store.close()
+
+
+async def test_a_rolled_back_savepoint_in_a_batch_keeps_every_file(files_store):
+    """An operation that deletes captures and then fails is rolled back alone: the files of
+    the captures it deleted stay, and so does the file of a capture in the same batch."""
+    endpoint = await _endpoint(files_store)
+    before = await _add(files_store, endpoint, BIG)
+
+    def delete_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM captures")
+        raise RuntimeError("changed my mind")
+
+    during = _capture(endpoint, BIG[::-1])
+    results = await asyncio.gather(files_store.add_capture(during),
+                                   files_store._writer.run(delete_then_fail),
+                                   return_exceptions=True)
+    assert isinstance(results[1], RuntimeError)
+    assert _on_disk(files_store) == {before.id, during.id}
+    assert (await files_store.get_capture(before.id)).body == BIG
+    assert (await files_store.get_capture(during.id)).body == BIG[::-1]
+
+
+async def test_a_capture_deleted_while_its_body_is_read_is_gone_not_empty(files_store,
+                                                                          monkeypatch, caplog):
+    endpoint = await _endpoint(files_store)
+    raced, kept = await _add(files_store, endpoint, BIG), await _add(files_store, endpoint, BIG)
+    real_read = files_store._files.read
+
+    def read_after_a_delete(capture_id: str, size: int) -> bytes | None:
+        # What the writer does if a delete commits between reading the row and the file.
+        with sqlite3.connect(files_store.path, timeout=5) as conn:
+            conn.execute("DELETE FROM captures WHERE id = ?", (capture_id,))
+        os.unlink(files_store._files.path(capture_id))
+        return real_read(capture_id, size)
+
+    monkeypatch.setattr(files_store._files, "read", read_after_a_delete)
+    assert await files_store.get_capture(raced.id) is None
+    monkeypatch.setattr(files_store._files, "read", real_read)
+
+    os.unlink(files_store._files.path(kept.id))  # removed by hand: the capture is still there
+    assert (await files_store.get_capture(kept.id)).body == b""
+    assert f"capture {kept.id}: its body file is missing" in caplog.text
 
 
 def test_a_rolled_back_transaction_leaves_no_file(tmp_path):
@@ -189,8 +258,17 @@ def test_a_rolled_back_transaction_leaves_no_file(tmp_path):
     conn.execute("INSERT INTO captures VALUES (?, '', ?)", (capture_id, len(BIG)))
     assert os.path.exists(files.path(capture_id))
     conn.execute("ROLLBACK")
-    files.after_rollback()
+    files.after_rollback(conn)
     assert not os.path.exists(files.path(capture_id))
+
+    # A COMMIT that reported an error late, yet reached the database: its files stay.
+    late = new_capture_id(now_us())
+    conn.execute("BEGIN")
+    files.write(late, BIG)
+    conn.execute("INSERT INTO captures VALUES (?, '', ?)", (late, len(BIG)))
+    conn.execute("COMMIT")
+    files.after_rollback(conn)
+    assert files.read(late, len(BIG)) == BIG
 
     # A row deleted inside a savepoint that was rolled back keeps its file.
     conn.execute("BEGIN")

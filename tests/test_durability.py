@@ -67,12 +67,13 @@ async def _load(url: str, token: str, proc: ServerProcess) -> tuple[dict[str, by
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("synchronous", "body_files"),
-                         [("normal", False), ("full", False), ("normal", True)],
-                         ids=["normal", "full", "bodies-in-files"])
+                         [("normal", False), ("full", False), ("normal", True), ("full", True)],
+                         ids=["normal", "full", "files-normal", "files-full"])
 def test_every_acknowledged_capture_survives_sigkill(tmp_path: Path, synchronous: str,
                                                      body_files: bool):
     db = tmp_path / "durable.db"
-    # HOOKSCOPE_BODY_FILE_BYTES=1: every body with a byte in it goes to a file.
+    # HOOKSCOPE_BODY_FILE_BYTES=1: every body with a byte in it goes to a file; under full
+    # they are written on the writer thread, otherwise (small turns) on the event loop.
     env = {"HOOKSCOPE_BODY_FILE_BYTES": "1"} if body_files else {}
     first = ServerProcess(db, tmp_path / "first.log", env=env,
                           args=("--synchronous", synchronous))
