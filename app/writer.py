@@ -25,7 +25,9 @@ Checkpoints run on a second connection in a background thread (PASSIVE, never bl
 writer, every CHECKPOINT_EVERY_S), so the WAL is folded into the database off the request path.
 Under sustained load that alone never lets SQLite start the WAL over, so past WAL_RESET_BYTES the
 checkpointer also copies the rest while the writer waits between two transactions, and the WAL
-starts over; the file is truncated once the writer has been idle for IDLE_TRUNCATE_S.
+starts over; the file is truncated once the writer has been idle for IDLE_TRUNCATE_S. Then the
+checkpointer sleeps until the next commit rather than waking 20 times a second (measured idle:
+0 wake-ups in 5 s, against 100; uvicorn's own 0.1 s tick still wakes the event loop).
 """
 
 from __future__ import annotations
@@ -151,6 +153,9 @@ class Writer:
         # Held by the writer for each transaction; the checkpointer takes it to reset the WAL.
         self._transaction = threading.Lock()
         self._commits = 0
+        # Set by a commit or stop() when the checkpointer sleeps (see _checkpoint_loop).
+        self._wake = threading.Event()
+        self._checkpointer_asleep = False
         self._conn: sqlite3.Connection | None = None
         # Operations asked for during the current turn of each event loop (see run()).
         self._pending: dict[asyncio.AbstractEventLoop, _Turn] = {}
@@ -240,6 +245,7 @@ class Writer:
                 if turn is not None:
                     self._queue.put(turn.items)
             self._stopping.set()
+            self._wake.set()
             self._queue.put(_STOP)
         self._thread.join()
         self._thread = None
@@ -260,6 +266,7 @@ class Writer:
             # once a commit on an event loop that began before is done.
             with self._gate:
                 self._stopping.set()
+                self._wake.set()
             with self._transaction:
                 conn.close()
             _fail_queued(self._queue)
@@ -315,6 +322,8 @@ class Writer:
                 hook.before_commit(conn)
             conn.execute("COMMIT")
             self._commits += 1
+            if self._checkpointer_asleep:
+                self._wake.set()
         except BaseException as exc:
             log.error("commit failed, %d operations not stored: %r", len(batch), exc)
             with contextlib.suppress(sqlite3.Error):
@@ -352,8 +361,11 @@ class Writer:
         try:
             while not self._stopping.wait(CHECKPOINT_EVERY_S):
                 try:
+                    if self._commits == seen and not _size(wal):
+                        self._sleep_until_a_commit(seen)
+                        continue
                     if self._commits == seen:
-                        if time.monotonic() - idle_since >= IDLE_TRUNCATE_S and _size(wal):
+                        if time.monotonic() - idle_since >= IDLE_TRUNCATE_S:
                             # No commit for a while: give the disk space back. Truncating a
                             # big WAL takes a while (120-215 ms for 64 MiB here), which a busy
                             # writer must not wait for; an idle one hardly notices.
@@ -381,6 +393,19 @@ class Writer:
                     log.warning("background checkpoint failed: %s", exc)
         finally:
             conn.close()
+
+    def _sleep_until_a_commit(self, seen: int) -> None:
+        """Nothing to checkpoint and no WAL to truncate: wait for the next commit (or stop())
+        rather than waking every CHECKPOINT_EVERY_S, so an idle server stays asleep. The flag
+        goes up before the last look at the count, and a commit counts before it reads the
+        flag, so a commit in between is never missed."""
+        self._wake.clear()
+        self._checkpointer_asleep = True
+        try:
+            if self._commits == seen:
+                self._wake.wait()
+        finally:
+            self._checkpointer_asleep = False
 
     def _reset_wal(self, conn: sqlite3.Connection, row: tuple[int, int, int],
                    frame_bytes: int, *, force: bool = False) -> float | None:

@@ -509,6 +509,33 @@ async def test_the_wal_file_is_truncated_only_after_a_whole_idle_interval(tmp_pa
         assert conn.execute("SELECT body FROM captures").fetchall() == [(b"x" * 4096,)]
 
 
+async def test_an_idle_checkpointer_sleeps_until_the_next_commit(tmp_path, monkeypatch):
+    # It looks at the WAL's size every interval while there is work; not once asleep.
+    looks = []
+    real_size = writer._size
+    monkeypatch.setattr(writer, "_size", lambda path: (looks.append(path), real_size(path))[1])
+    monkeypatch.setattr(writer, "CHECKPOINT_EVERY_S", 0.01)
+    monkeypatch.setattr(writer, "IDLE_TRUNCATE_S", 0.05)
+    store = SQLiteStore(tmp_path / "sleep.db")
+    await store.open()
+    try:
+        endpoint = await _endpoint(store)
+        wal = tmp_path / "sleep.db-wal"
+        for body in (b"first", b"second"):
+            await store.add_capture(_capture(endpoint.id, endpoint.token, body))
+            assert wal.stat().st_size > 0
+            assert await _truncated(wal)  # woken by the commit, truncated once idle again
+            await asyncio.sleep(0.1)
+            seen = len(looks)
+            await asyncio.sleep(0.3)  # thirty intervals
+            assert len(looks) == seen, "the checkpointer kept waking while idle"
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "sleep.db") as conn:
+        assert conn.execute("SELECT body FROM captures ORDER BY seq").fetchall() == [
+            (b"first",), (b"second",)]
+
+
 async def test_a_truncation_a_reader_holds_up_is_tried_again_only_after_an_idle_interval(
         tmp_path, monkeypatch):
     # Each try holds the writer up to the checkpointer's busy timeout (100 ms).
