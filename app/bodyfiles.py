@@ -143,6 +143,17 @@ class BodyFiles:
                       len(body), size)
         return body
 
+    def contains(self, capture_id: str, text: str) -> bool:
+        """Whether a body kept in a file holds `text`, ASCII letters in either case, as the
+        LIKE that searches the bodies in rows matches them (`q`). A SQL function on the
+        readers' connection, so it must never raise: an unreadable file holds nothing."""
+        try:
+            with open(self.path(capture_id), "rb") as file:
+                body = file.read()
+        except (OSError, ValueError):
+            return False
+        return text.encode("utf-8", "surrogatepass").lower() in body.lower()
+
 
 def _sync_folder(folder: str) -> None:
     fd = os.open(folder, os.O_RDONLY)

@@ -38,8 +38,8 @@ class Settings:
         0, "HOOKSCOPE_BODY_FILE_BYTES",
         "Bodies of at least this many bytes are kept as files in a folder beside the database "
         "(<db>.bodies), not in it: written once rather than twice, for large bodies at speed. "
-        "Search (q) does not look inside them. 0, or a value over HOOKSCOPE_MAX_BODY_BYTES: new "
-        "bodies all go into the database file (files already written stay readable).")
+        "0, or a value over HOOKSCOPE_MAX_BODY_BYTES: new bodies all go into the database file "
+        "(files already written stay readable).")
     public_url: str = _setting(
         "", "HOOKSCOPE_PUBLIC_URL",
         "Base of the absolute URLs Hookscope hands out (e.g. https://hooks.example.com behind a "

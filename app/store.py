@@ -125,6 +125,7 @@ class SQLiteStore:
             self._read = await aiosqlite.connect(self.path, isolation_level=None)
             await self._read.execute("PRAGMA query_only = ON")
             await self._read.execute("PRAGMA busy_timeout = 5000")
+            await self._read.create_function("hookscope_body_file_has", 2, self._files.contains)
         except BaseException:
             await self.close()
             raise
@@ -331,8 +332,9 @@ class SQLiteStore:
             pattern = "%" + query.q.replace("\\", "\\\\").replace("%", "\\%").replace(
                 "_", "\\_") + "%"
             searched = ("c.path", "c.query", "c.headers", "CAST(c.body AS TEXT)")
-            where.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in searched) + ")")
-            params.extend([pattern] * len(searched))
+            where.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in searched)
+                         + " OR (c.file_bytes > 0 AND hookscope_body_file_has(c.id, ?)))")
+            params.extend([pattern] * len(searched) + [query.q])
         if query.before is not None:
             where.append("c.seq < ?")
             params.append(query.before)

@@ -17,7 +17,7 @@ from app.bodyfiles import BodyFiles
 from app.main import create_app
 from app.models import Capture, new_capture_id, now_us
 from app.settings import Settings
-from app.store import SQLiteStore
+from app.store import CaptureQuery, SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -285,6 +285,25 @@ def test_a_rolled_back_transaction_leaves_no_file(tmp_path):
     files.after_commit(conn)
     assert files.read(capture_id, len(BIG)) == BIG
     conn.close()
+
+
+async def test_q_searches_bodies_in_files_as_it_does_bodies_in_rows(files_store):
+    endpoint = await _endpoint(files_store)
+    filler = b"." * THRESHOLD
+    in_file = await _add(files_store, endpoint, filler + b'{"Event": "Order_Placed"}')
+    in_row = await _add(files_store, endpoint, b'{"event": "order_placed"}')
+    other = await _add(files_store, endpoint, filler + b'{"event": "refund"}')
+    unreadable = await _add(files_store, endpoint, filler + b"order_placed")
+    os.unlink(files_store._files.path(unreadable.id))  # searched as holding nothing, no error
+
+    async def found(q: str) -> list[str]:
+        return [c.id for c in await files_store.list_captures(endpoint, CaptureQuery(q=q))]
+
+    assert await found("ORDER_placed") == [in_row.id, in_file.id]  # newest first
+    assert await found("refund") == [other.id]
+    assert await found("100%_sure") == []
+    assert await found(f"/h/{endpoint.token}") == [unreadable.id, other.id, in_row.id,
+                                                   in_file.id]  # the path: every capture
 
 
 def test_paths_are_only_ever_capture_ids(tmp_path):
