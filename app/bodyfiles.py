@@ -27,6 +27,7 @@ log = logging.getLogger("hookscope.bodyfiles")
 
 _CAPTURE_ID = re.compile(r"c_[0-9a-f]{32}")
 _CHUNK = 500  # parameters per IN (...) query, well under SQLite's limit
+_SEARCH_CHUNK = 1024 * 1024  # bytes of a body file searched at a time (`q`)
 
 
 class BodyFiles:
@@ -90,15 +91,15 @@ class BodyFiles:
             self._remove(candidates, _stored(conn, candidates))
 
     def after_rollback(self, conn: sqlite3.Connection) -> None:
-        written = list(self._written)
+        candidates = self._written + self._gone
         self._forget()
         try:
             # A COMMIT that failed late (an I/O error) may still have reached the WAL, so
-            # even now only the files of rows that are not there go.
-            stored = _stored(conn, written)
+            # even now the files go only as the rows in the database say.
+            stored = _stored(conn, candidates)
         except sqlite3.Error:
             return  # cannot tell: the sweep at the next start decides
-        self._remove(written, stored)
+        self._remove(candidates, stored)
 
     def _forget(self) -> None:
         # Emptied in place: the trigger's function holds on to this very list.
@@ -145,14 +146,25 @@ class BodyFiles:
 
     def contains(self, capture_id: str, text: str) -> bool:
         """Whether a body kept in a file holds `text`, ASCII letters in either case, as the
-        LIKE that searches the bodies in rows matches them (`q`). A SQL function on the
+        LIKE that searches the bodies in rows matches them (`q`); byte for byte, so unlike that
+        LIKE it also looks past a NUL byte and inside invalid UTF-8. A SQL function on the
         readers' connection, so it must never raise: an unreadable file holds nothing."""
         try:
+            needle = text.encode("utf-8", "surrogatepass").lower()
+            if not needle:
+                return True
             with open(self.path(capture_id), "rb") as file:
-                body = file.read()
-        except (OSError, ValueError):
+                # In chunks, each joined to the end of the one before, so a body of any size
+                # costs a chunk's memory and a match across two chunks is still found.
+                tail = b""
+                while chunk := file.read(_SEARCH_CHUNK):
+                    window = tail + chunk.lower()
+                    if needle in window:
+                        return True
+                    tail = window[-(len(needle) - 1):] if len(needle) > 1 else b""
+        except Exception:  # raised inside SQLite, it would fail the whole query
             return False
-        return text.encode("utf-8", "surrogatepass").lower() in body.lower()
+        return False
 
 
 def _sync_folder(folder: str) -> None:

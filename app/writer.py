@@ -58,6 +58,8 @@ INLINE_MAX_BYTES = 256 * 1024
 CHECKPOINT_EVERY_S = 0.05
 # The WAL file is truncated once no commit came for this long.
 IDLE_TRUNCATE_S = 1.0
+# Then the checkpointer sleeps until a commit or stop() wakes it; this is only a backstop.
+IDLE_SLEEP_MAX_S = 60.0
 # Past WAL_RESET_BYTES the WAL is checkpointed to its end and started over (see _reset_wal);
 # after a reset that held the writer over RESET_SLOW_S, or could not catch up, only once
 # RESET_BACKOFF_S have passed or the WAL is past both WAL_LIMIT_BYTES and WAL_LIMIT_DB_RATIO
@@ -402,8 +404,10 @@ class Writer:
         self._wake.clear()
         self._checkpointer_asleep = True
         try:
-            if self._commits == seen:
-                self._wake.wait()
+            # stop() sets _stopping before _wake: a stop that came before the clear() above is
+            # seen here, one that comes after it sets _wake again.
+            if self._commits == seen and not self._stopping.is_set():
+                self._wake.wait(IDLE_SLEEP_MAX_S)
         finally:
             self._checkpointer_asleep = False
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app import bodyfiles
 from app.bodyfiles import BodyFiles
 from app.main import create_app
 from app.models import Capture, new_capture_id, now_us
@@ -261,14 +262,24 @@ def test_a_rolled_back_transaction_leaves_no_file(tmp_path):
     files.after_rollback(conn)
     assert not os.path.exists(files.path(capture_id))
 
-    # A COMMIT that reported an error late, yet reached the database: its files stay.
-    late = new_capture_id(now_us())
+    # A COMMIT that reported an error late, yet reached the database: the files of its new
+    # rows stay, and those of the rows it deleted go.
+    late, deleted = new_capture_id(now_us()), new_capture_id(now_us())
+    conn.execute("BEGIN")
+    files.write(deleted, BIG)
+    conn.execute("INSERT INTO captures VALUES (?, '', ?)", (deleted, len(BIG)))
+    conn.execute("COMMIT")
+    files.after_commit(conn)
     conn.execute("BEGIN")
     files.write(late, BIG)
     conn.execute("INSERT INTO captures VALUES (?, '', ?)", (late, len(BIG)))
+    conn.execute("DELETE FROM captures WHERE id = ?", (deleted,))
     conn.execute("COMMIT")
     files.after_rollback(conn)
     assert files.read(late, len(BIG)) == BIG
+    assert files.read(deleted, len(BIG)) is None
+    conn.execute("DELETE FROM captures WHERE id = ?", (late,))
+    files.after_commit(conn)
 
     # A row deleted inside a savepoint that was rolled back keeps its file.
     conn.execute("BEGIN")
@@ -304,6 +315,17 @@ async def test_q_searches_bodies_in_files_as_it_does_bodies_in_rows(files_store)
     assert await found("100%_sure") == []
     assert await found(f"/h/{endpoint.token}") == [unreadable.id, other.id, in_row.id,
                                                    in_file.id]  # the path: every capture
+
+
+def test_search_finds_text_across_the_chunks_it_reads(tmp_path, monkeypatch):
+    monkeypatch.setattr(bodyfiles, "_SEARCH_CHUNK", 4)
+    files = BodyFiles(str(tmp_path / "s.db"), THRESHOLD)
+    capture_id = new_capture_id(now_us())
+    files.write(capture_id, b"0123\x00ORDER_placed-9")  # the needle spans chunks 2 to 4
+    assert files.contains(capture_id, "order_PLACED")
+    assert files.contains(capture_id, "d-9")
+    assert not files.contains(capture_id, "order placed")
+    assert not files.contains(new_capture_id(now_us()), "0123")  # no file: nothing, no error
 
 
 def test_paths_are_only_ever_capture_ids(tmp_path):
