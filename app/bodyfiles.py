@@ -85,10 +85,11 @@ class BodyFiles:
             _sync_folder(self.folder)  # a new file's name is durable once its folder is
 
     def after_commit(self, conn: sqlite3.Connection) -> None:
+        if not (self._written or self._gone):
+            return  # most commits, and every one with the setting off
         candidates = self._written + self._gone
         self._forget()
-        if candidates:
-            self._remove(candidates, _stored(conn, candidates))
+        self._remove(candidates, _stored(conn, candidates))
 
     def after_rollback(self, conn: sqlite3.Connection) -> None:
         candidates = self._written + self._gone
@@ -115,9 +116,8 @@ class BodyFiles:
         except FileNotFoundError:
             return 0
         stored = _stored(conn, names)
-        orphans = [name for name in names if name not in stored]
-        self._remove(orphans, set())
-        return len(orphans)
+        self._remove(names, stored)
+        return len(names) - len(stored)
 
     def _remove(self, capture_ids: list[str], keep: set[str]) -> None:
         for capture_id in capture_ids:

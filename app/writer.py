@@ -363,11 +363,10 @@ class Writer:
         try:
             while not self._stopping.wait(CHECKPOINT_EVERY_S):
                 try:
-                    if self._commits == seen and not _size(wal):
-                        self._sleep_until_a_commit(seen)
-                        continue
                     if self._commits == seen:
-                        if time.monotonic() - idle_since >= IDLE_TRUNCATE_S:
+                        if not _size(wal):
+                            self._sleep_until_a_commit(seen)
+                        elif time.monotonic() - idle_since >= IDLE_TRUNCATE_S:
                             # No commit for a while: give the disk space back. Truncating a
                             # big WAL takes a while (120-215 ms for 64 MiB here), which a busy
                             # writer must not wait for; an idle one hardly notices.

@@ -60,6 +60,11 @@ def serve_command(port: int, db: Path, synchronous: str = "normal") -> list[str]
             "--db", str(db), "--synchronous", synchronous]
 
 
+def add_synchronous_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--synchronous", choices=("normal", "full"), default="normal",
+                        help="Hookscope's HOOKSCOPE_SYNCHRONOUS (full: a disk sync per commit)")
+
+
 def bare_command(port: int) -> list[str]:
     """bench/bare_app.py on the uvicorn settings `hookscope serve` uses."""
     return [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
@@ -200,8 +205,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="measure every server this many times, one after another; each "
                              "figure is the median of its rounds")
-    parser.add_argument("--synchronous", choices=("normal", "full"), default="normal",
-                        help="Hookscope's HOOKSCOPE_SYNCHRONOUS (full: a disk sync per commit)")
+    add_synchronous_argument(parser)
     parser.add_argument("--peer", metavar="URL",
                         help="a capture URL of another server already running, on a loopback "
                              "IP address such as 127.0.0.1; measured in every round too")

@@ -29,7 +29,15 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import free_port, last_capture, serve_command, start, stop, wait_up
+from ingest import (
+    add_synchronous_argument,
+    free_port,
+    last_capture,
+    serve_command,
+    start,
+    stop,
+    wait_up,
+)
 
 MIB = 1024 * 1024
 
@@ -69,8 +77,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--body-file-bytes", type=int, default=0, metavar="N",
                         help="also measure with HOOKSCOPE_BODY_FILE_BYTES=N (bodies in files)")
-    parser.add_argument("--synchronous", choices=("normal", "full"), default="normal",
-                        help="Hookscope's HOOKSCOPE_SYNCHRONOUS (full: a disk sync per commit)")
+    add_synchronous_argument(parser)
     args = parser.parse_args()
     if args.body_file_bytes < 0 or args.body_file_bytes > MIB:
         parser.error("--body-file-bytes must be 1..1048576 (0: only bodies in the database), "

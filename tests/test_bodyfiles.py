@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -248,45 +248,59 @@ async def test_a_capture_deleted_while_its_body_is_read_is_gone_not_empty(files_
     assert f"capture {kept.id}: its body file is missing" in caplog.text
 
 
-def test_a_rolled_back_transaction_leaves_no_file(tmp_path):
+@pytest.fixture
+def bare(tmp_path: Path) -> Iterator[tuple[sqlite3.Connection, BodyFiles]]:
+    """BodyFiles on a connection of its own, its transactions driven by hand."""
     conn = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
     conn.execute("CREATE TABLE captures (id TEXT, body BLOB, file_bytes INTEGER)")
     files = BodyFiles(str(tmp_path / "r.db"), THRESHOLD)
     files.prepare(conn)
-    conn.execute("BEGIN")
+    yield conn, files
+    conn.close()
+
+
+def _insert(conn: sqlite3.Connection, files: BodyFiles) -> str:
+    """A new capture's file and row, in the transaction under way."""
     capture_id = new_capture_id(now_us())
     files.write(capture_id, BIG)
     conn.execute("INSERT INTO captures VALUES (?, '', ?)", (capture_id, len(BIG)))
+    return capture_id
+
+
+def _committed(conn: sqlite3.Connection, files: BodyFiles) -> str:
+    conn.execute("BEGIN")
+    capture_id = _insert(conn, files)
+    conn.execute("COMMIT")
+    files.after_commit(conn)
+    return capture_id
+
+
+def test_a_rolled_back_transaction_leaves_no_file(bare):
+    conn, files = bare
+    conn.execute("BEGIN")
+    capture_id = _insert(conn, files)
     assert os.path.exists(files.path(capture_id))
     conn.execute("ROLLBACK")
     files.after_rollback(conn)
     assert not os.path.exists(files.path(capture_id))
 
-    # A COMMIT that reported an error late, yet reached the database: the files of its new
-    # rows stay, and those of the rows it deleted go.
-    late, deleted = new_capture_id(now_us()), new_capture_id(now_us())
+
+def test_a_commit_that_failed_late_keeps_its_new_files_and_removes_its_deleted_ones(bare):
+    """A COMMIT that reported an error, yet reached the database."""
+    conn, files = bare
+    deleted = _committed(conn, files)
     conn.execute("BEGIN")
-    files.write(deleted, BIG)
-    conn.execute("INSERT INTO captures VALUES (?, '', ?)", (deleted, len(BIG)))
-    conn.execute("COMMIT")
-    files.after_commit(conn)
-    conn.execute("BEGIN")
-    files.write(late, BIG)
-    conn.execute("INSERT INTO captures VALUES (?, '', ?)", (late, len(BIG)))
+    late = _insert(conn, files)
     conn.execute("DELETE FROM captures WHERE id = ?", (deleted,))
     conn.execute("COMMIT")
     files.after_rollback(conn)
     assert files.read(late, len(BIG)) == BIG
     assert files.read(deleted, len(BIG)) is None
-    conn.execute("DELETE FROM captures WHERE id = ?", (late,))
-    files.after_commit(conn)
 
-    # A row deleted inside a savepoint that was rolled back keeps its file.
-    conn.execute("BEGIN")
-    files.write(capture_id, BIG)
-    conn.execute("INSERT INTO captures VALUES (?, '', ?)", (capture_id, len(BIG)))
-    conn.execute("COMMIT")
-    files.after_commit(conn)
+
+def test_a_row_deleted_in_a_savepoint_rolled_back_keeps_its_file(bare):
+    conn, files = bare
+    capture_id = _committed(conn, files)
     conn.execute("BEGIN")
     conn.execute("SAVEPOINT op")
     conn.execute("DELETE FROM captures")
@@ -295,7 +309,6 @@ def test_a_rolled_back_transaction_leaves_no_file(tmp_path):
     conn.execute("COMMIT")
     files.after_commit(conn)
     assert files.read(capture_id, len(BIG)) == BIG
-    conn.close()
 
 
 async def test_q_searches_bodies_in_files_as_it_does_bodies_in_rows(files_store):
