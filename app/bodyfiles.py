@@ -91,6 +91,9 @@ class BodyFiles:
         self._forget()
         self._remove(candidates, _stored(conn, candidates))
 
+    def others_wrote(self, conn: sqlite3.Connection) -> None:
+        pass
+
     def after_rollback(self, conn: sqlite3.Connection) -> None:
         candidates = self._written + self._gone
         self._forget()

@@ -9,7 +9,6 @@ received, 4 server unreachable. `serve` exits 1 when it cannot start.
 from __future__ import annotations
 
 import argparse
-import gc
 import ipaddress
 import logging
 import sys
@@ -187,12 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.run(args))
 
 
-YOUNG_GC_THRESHOLD = 10_000
-
-
 def _serve(args: argparse.Namespace) -> int:
+    from app.cluster import Cluster, ClusterHub
+    from app.main import create_app
     from app.migrations import SchemaTooNew
-    from app.server import build_server
+    from app.server import build_server, tune_process
     from app.store import StoreLocked, check_writable
 
     overrides = {f.name: getattr(args, f.name) for f in SETTINGS if f.metadata["cli"]}
@@ -205,31 +203,23 @@ def _serve(args: argparse.Namespace) -> int:
     warning = startup_warning(settings)
     if warning:
         print(f"hookscope: warning: {warning}", file=sys.stderr, flush=True)
-    server = build_server(settings)
+    cluster = Cluster(settings) if settings.workers > 1 else None
+    app = create_app(settings, hub=ClusterHub() if cluster else None, peers=cluster)
+    server = build_server(settings, app)
     config = server.config
     logging.getLogger("uvicorn.error").setLevel(settings.log_level.upper())
     sock = config.bind_socket()
     # Listening now makes the line below true at once: the kernel queues connections until the
     # event loop accepts them, so a client that reads the address can connect straight away.
     sock.listen(config.backlog)
+    if cluster is not None:
+        cluster.listener = sock  # the workers, started with the app, accept on it too
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"hookscope {__version__} listening on http://{shown}:{port} (database {settings.db})",
-          file=sys.stderr, flush=True)
-    # The writer thread shares the GIL with the event loop; a shorter switch interval than
-    # Python's 5 ms keeps the loop from waiting that long for it (measured in bench/stream).
-    sys.setswitchinterval(0.0005)
-    # The ~40,000 objects of the loaded app (modules, compiled format schemas) live as long as
-    # the process: out of the collector's sight, each full collection has that much less to
-    # scan while captures wait (bench/stream).
-    gc.collect()
-    gc.freeze()
-    # A capture fanned out to N viewers wakes N streams at once, which alone crosses Python's
-    # default young-generation threshold (700 objects): each fan-out then ran a young
-    # collection half-way, moving every waiting stream's future into the old generation, and
-    # every few seconds that added up to a full collection over all the streams (60-150 ms at
-    # 1,000 viewers, the whole tail of bench/stream).
-    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
+    processes = f", {settings.workers} processes" if settings.workers > 1 else ""
+    print(f"hookscope {__version__} listening on http://{shown}:{port} (database {settings.db}"
+          f"{processes})", file=sys.stderr, flush=True)
+    tune_process()
     server.run(sockets=[sock])
     return 0
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -15,9 +15,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.errors import EXCEPTION_HANDLERS
 from app.formats import Validation, load_formats
 from app.hub import Hub
-from app.limits import FailureThrottle
+from app.limits import FailureThrottle, RateLimiter
 from app.models import now_us
 from app.routes import build_front, build_middleware, build_routes
+from app.routes.capture import Admit
 from app.settings import Settings
 from app.store import SQLiteStore, Store
 
@@ -36,15 +37,29 @@ class Hookscope(Starlette):
         await self._front(scope, receive, send)
 
 
+class Peers(Protocol):
+    """The other processes of a server with HOOKSCOPE_WORKERS over 1, as one process sees them
+    (app.cluster): started once the store is open, stopped before it closes."""
+
+    sweeps: bool  # this process deletes expired endpoints
+
+    async def start(self, app: Starlette) -> None: ...
+    def stopping(self) -> None: ...  # the server's shutdown began
+    async def stop(self) -> None: ...
+
+
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
-               hub: Hub | None = None) -> Hookscope:
+               hub: Hub | None = None, peers: Peers | None = None,
+               admit: Admit | None = None, shared: bool = False) -> Hookscope:
     """Build the ASGI app. A store passed in is the caller's to open and close (tests do that);
-    otherwise the app opens its SQLite store at startup and closes it at shutdown."""
+    otherwise the app opens its SQLite store at startup and closes it at shutdown. `peers` and
+    `admit` make it one process of several (app.cluster); `shared`, one opened after the
+    first."""
     settings = settings or Settings()
     owns_store = store is None
     active: Store = store if store is not None else SQLiteStore(
         settings.db, max_total_bytes=settings.max_total_bytes, synchronous=settings.synchronous,
-        body_file_bytes=settings.body_file_bytes)
+        body_file_bytes=settings.body_file_bytes, shared=shared)
     live = hub if hub is not None else Hub()
 
     @asynccontextmanager
@@ -52,20 +67,29 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         if owns_store:
             await active.open()
         live.closed = False  # an app started again after a shutdown streams again
-        sweeper = asyncio.create_task(sweep_expired(active, live, settings.sweep_interval))
+        if peers is not None:
+            await peers.start(app)
+        sweeper = None
+        if peers is None or peers.sweeps:
+            sweeper = asyncio.create_task(sweep_expired(active, live, settings.sweep_interval))
         try:
             yield
         finally:
-            sweeper.cancel()
+            if sweeper is not None:
+                sweeper.cancel()
             live.close()  # end open streams first, so none holds the exit
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            if sweeper is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            if peers is not None:
+                await peers.stop()  # their last captures still need the store
             if owns_store:
                 await active.close()
 
     validation = Validation(load_formats())
     throttle = FailureThrottle()
-    app = Hookscope(front=build_front(active, settings, validation, live),
+    limiter = RateLimiter(settings.rate_limit)
+    app = Hookscope(front=build_front(active, settings, validation, live, limiter, admit),
                     routes=build_routes(),
                     middleware=build_middleware(settings, throttle),
                     exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -75,6 +99,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.state.validation = validation
     app.state.hub = live
     app.state.auth_throttle = throttle
+    app.state.limiter = limiter
+    app.state.peers = peers
     return app
 
 

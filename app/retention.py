@@ -2,10 +2,11 @@
 
 Touched only inside the writer's transactions (app.writer), one at a time. The counters (last
 sequence number, capture count, stored body bytes) are loaded from the endpoint row on first use
-and written back once per batch: the writer is the only one who changes them, so its copy is
-authoritative. Before each commit the captures beyond an endpoint's max_captures or max_bytes,
-and beyond HOOKSCOPE_MAX_TOTAL_BYTES over all endpoints, are pruned oldest first; an endpoint's
-newest capture never is.
+and written back once per batch. While no other connection commits, the writer's copy is
+authoritative; once one did (another process on the database, HOOKSCOPE_WORKERS), they are
+loaded again inside the next transaction, which holds SQLite's write lock. Before each commit
+the captures beyond an endpoint's max_captures or max_bytes, and beyond HOOKSCOPE_MAX_TOTAL_BYTES
+over all endpoints, are pruned oldest first; an endpoint's newest capture never is.
 """
 
 from __future__ import annotations
@@ -140,3 +141,7 @@ class Retention:
         self.counters.clear()
         self.dirty.clear()
         self.total_bytes = None
+
+    def others_wrote(self, conn: sqlite3.Connection) -> None:
+        # Another process's commits changed the counters: reload them, as after a rollback.
+        self.after_rollback(conn)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import socket
+import sys
 
 import uvicorn
 from starlette.applications import Starlette
@@ -23,6 +25,8 @@ class HookscopeServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.app.state.hub.close()
+        if self.app.state.peers is not None:
+            self.app.state.peers.stopping()
         await super().shutdown(sockets)
 
 
@@ -46,3 +50,24 @@ def build_server(settings: Settings, app: Starlette | None = None) -> HookscopeS
         timeout_graceful_shutdown=MAX_DELAY_MS // 1000 + 10,
     )
     return HookscopeServer(config, app)
+
+
+YOUNG_GC_THRESHOLD = 10_000
+
+
+def tune_process() -> None:
+    """The interpreter settings a server process runs with (each of several, app.cluster)."""
+    # The writer thread shares the GIL with the event loop; a shorter switch interval than
+    # Python's 5 ms keeps the loop from waiting that long for it (measured in bench/stream).
+    sys.setswitchinterval(0.0005)
+    # The ~40,000 objects of the loaded app (modules, compiled format schemas) live as long as
+    # the process: out of the collector's sight, each full collection has that much less to
+    # scan while captures wait (bench/stream).
+    gc.collect()
+    gc.freeze()
+    # A capture fanned out to N viewers wakes N streams at once, which alone crosses Python's
+    # default young-generation threshold (700 objects): each fan-out then ran a young
+    # collection half-way, moving every waiting stream's future into the old generation, and
+    # every few seconds that added up to a full collection over all the streams (60-150 ms at
+    # 1,000 viewers, the whole tail of bench/stream).
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MIB = 1024 * 1024
+MAX_WORKERS = 64
 
 
 def _setting(default: Any, env: str, help: str, *, cli: str | None = None) -> Any:
@@ -40,6 +41,12 @@ class Settings:
         "(<db>.bodies), not in it: written once rather than twice, for large bodies at speed. "
         "0, or a value over HOOKSCOPE_MAX_BODY_BYTES: new bodies all go into the database file "
         "(files already written stay readable).")
+    workers: int = _setting(
+        1, "HOOKSCOPE_WORKERS",
+        "Processes that serve HTTP, sharing the one listening socket and the one database "
+        "(1-64); live streams, long-polls, rate limits and endpoint changes hold across all of "
+        "them.",
+        cli="--workers")
     public_url: str = _setting(
         "", "HOOKSCOPE_PUBLIC_URL",
         "Base of the absolute URLs Hookscope hands out (e.g. https://hooks.example.com behind a "
@@ -121,6 +128,8 @@ class Settings:
                            or self.token != self.token.strip() or " " in self.token):
             raise SettingsError("HOOKSCOPE_TOKEN must be printable ASCII without spaces (it "
                                 "travels in an Authorization header)")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise SettingsError(f"HOOKSCOPE_WORKERS must be 1..{MAX_WORKERS}, got {self.workers}")
         if self.sweep_interval < 1:
             raise SettingsError("HOOKSCOPE_SWEEP_INTERVAL must be at least 1 second")
         if self.http not in ("httptools", "h11"):

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -103,8 +104,12 @@ class Store(Protocol):
 
 class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str], *, max_total_bytes: int = 0,
-                 synchronous: str = "normal", body_file_bytes: int = 0) -> None:
+                 synchronous: str = "normal", body_file_bytes: int = 0,
+                 shared: bool = False) -> None:
+        """`shared`: one of several processes on this database (app.cluster), opened after
+        the first, which holds the lock file and swept the body files."""
         self.path = str(path)
+        self._shared = shared
         self._state = Retention(max_total_bytes)
         self._files = BodyFiles(self.path, body_file_bytes, synchronous)
         self._writer = Writer(self.path, (self._state, self._files), synchronous)
@@ -112,15 +117,20 @@ class SQLiteStore:
         self._lock_fd: int | None = None
         self._targets: dict[str, Endpoint] = {}
         self._generation = 0
+        # Awaited after every change to an endpoint, once this process forgot its copies: with
+        # several processes, each of the others forgets its own (app.cluster).
+        self.targets_changed: Callable[[], Awaitable[None]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._take_lock()
+        if not self._shared:
+            self._take_lock()
         try:
             self._writer.start()
-            if orphans := await self._writer.run(self._files.sweep):
+            # Another process may have written a file whose row it has not committed yet.
+            if not self._shared and (orphans := await self._writer.run(self._files.sweep)):
                 log.info("removed %d body files that no capture pointed at", orphans)
             self._read = await aiosqlite.connect(self.path, isolation_level=None)
             await self._read.execute("PRAGMA query_only = ON")
@@ -138,6 +148,11 @@ class SQLiteStore:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    @property
+    def lock_fds(self) -> tuple[int, ...]:
+        """The lock file's descriptor, for processes that write with this one (app.cluster)."""
+        return () if self._lock_fd is None else (self._lock_fd,)
 
     def _take_lock(self) -> None:
         self._lock_fd = _lock(self.path)
@@ -191,9 +206,14 @@ class SQLiteStore:
                 self._targets[key] = endpoint
         return endpoint
 
-    def _forget_targets(self) -> None:
+    def forget_targets(self) -> None:
         self._generation += 1
         self._targets.clear()
+
+    async def _endpoints_changed(self) -> None:
+        self.forget_targets()
+        if self.targets_changed is not None:
+            await self.targets_changed()
 
     async def list_endpoints(self, limit: int) -> list[Endpoint]:
         rows = await self._rows(
@@ -231,7 +251,7 @@ class SQLiteStore:
         try:
             return await self._writer.run(op)
         finally:
-            self._forget_targets()
+            await self._endpoints_changed()
 
     async def delete_endpoint(self, endpoint: Endpoint) -> int:
         """Delete an endpoint with its captures; returns how many captures went with it."""
@@ -239,7 +259,7 @@ class SQLiteStore:
             return await self._writer.run(partial(self._state.delete_endpoint,
                                                   endpoint_id=endpoint.id))
         finally:
-            self._forget_targets()
+            await self._endpoints_changed()
 
     async def delete_expired(self, now: int) -> list[int]:
         """Delete every endpoint that expired by `now` (µs), with its captures; their ids."""
@@ -255,7 +275,7 @@ class SQLiteStore:
         try:
             return await self._writer.run(op)
         finally:
-            self._forget_targets()
+            await self._endpoints_changed()
 
     # -- captures ----------------------------------------------------------------------------
 

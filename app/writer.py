@@ -73,6 +73,11 @@ RESET_SLOW_S = 0.05
 RESET_BACKOFF_S = 30.0
 
 _STOP = object()
+# How long the writer thread waits for the write lock another process holds, polling from
+# BUSY_POLL_MIN_S up to BUSY_POLL_MAX_S between tries.
+BUSY_TIMEOUT_S = 30.0
+BUSY_POLL_MIN_S = 0.0001
+BUSY_POLL_MAX_S = 0.002
 
 
 @dataclass
@@ -89,6 +94,7 @@ class BatchHooks(Protocol):
     app.bodyfiles), called on the writer's connection in the order given."""
 
     def prepare(self, conn: sqlite3.Connection) -> None: ...
+    def others_wrote(self, conn: sqlite3.Connection) -> None: ...
     def before_commit(self, conn: sqlite3.Connection) -> None: ...
     def after_commit(self, conn: sqlite3.Connection) -> None: ...
     def after_rollback(self, conn: sqlite3.Connection) -> None: ...
@@ -155,6 +161,7 @@ class Writer:
         # Held by the writer for each transaction; the checkpointer takes it to reset the WAL.
         self._transaction = threading.Lock()
         self._commits = 0
+        self._data_version: int | None = None  # as of our last transaction
         # Set by a commit or stop() when the checkpointer sleeps (see _checkpoint_loop).
         self._wake = threading.Event()
         self._checkpointer_asleep = False
@@ -171,6 +178,9 @@ class Writer:
             # Never cut the WAL file when it starts over: freeing its pages held that commit
             # 56-69 ms (bench/steady). The checkpointer truncates it once the writer is idle.
             conn.execute("PRAGMA journal_size_limit = -1")
+            # SQLite's own busy wait sleeps 1, 2, 5 ms...: on the event loop that would stall
+            # every request. The loop tries the write lock once, the thread waits its way.
+            conn.execute("PRAGMA busy_timeout = 0")
             for hook in self._hooks:
                 hook.prepare(conn)
         except BaseException:
@@ -230,7 +240,16 @@ class Writer:
             _resolve_all([(future, None, _closed()) for _, _, future, _ in turn.items])
             return
         try:
-            outcomes = self._commit_batch(self._conn, turn.items)
+            try:
+                begun = _begin_now(self._conn)
+            except Exception:  # the thread tries again, and fails the batch cleanly if it must
+                begun = False
+            if not begun:
+                # Another process on the database is committing: the thread waits for it, so
+                # this loop does not (HOOKSCOPE_WORKERS).
+                self._queue.put(turn.items)
+                return
+            outcomes = self._commit_batch(self._conn, turn.items, begun=True)
         finally:
             self._transaction.release()
         _resolve_all([(future, result, exc) for future, _, result, exc in outcomes])
@@ -295,13 +314,22 @@ class Writer:
             if stop_after:
                 return
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any]
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[Any], begun: bool = False
                       ) -> list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, Any]]:
         """Commit `batch` as one transaction (the caller holds the transaction lock); each
         operation's (future, loop, result, exception)."""
         outcomes: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            if not begun:
+                _begin_waiting(conn)
+            # Changed when another connection committed since our last transaction: another
+            # Hookscope process on this database (HOOKSCOPE_WORKERS), or a hand on the file.
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                if self._data_version is not None:
+                    for hook in self._hooks:
+                        hook.others_wrote(conn)
+                self._data_version = version
             for op, single, future, loop in batch:
                 if not single:
                     conn.execute("SAVEPOINT op")
@@ -360,11 +388,18 @@ class Writer:
         seen = 0
         idle_since = time.monotonic()  # the last commit seen, or the last refused truncation
         backoff_until = 0.0
+        # Moves when another connection commits: another process's writer (HOOKSCOPE_WORKERS),
+        # whose commits mean the database is not idle either.
+        others = conn.execute("PRAGMA data_version").fetchone()[0]
         try:
             while not self._stopping.wait(CHECKPOINT_EVERY_S):
                 try:
                     if self._commits == seen:
-                        if not _size(wal):
+                        version = conn.execute("PRAGMA data_version").fetchone()[0]
+                        if version != others:
+                            others = version
+                            idle_since = time.monotonic()
+                        elif not _size(wal):
                             self._sleep_until_a_commit(seen)
                         elif time.monotonic() - idle_since >= IDLE_TRUNCATE_S:
                             # No commit for a while: give the disk space back. Truncating a
@@ -494,3 +529,25 @@ def _resolve_all(items: list[tuple[asyncio.Future[Any], Any, Any]]) -> None:
             future.set_exception(exc)
         else:
             future.set_result(result)
+
+
+def _begin_now(conn: sqlite3.Connection) -> bool:
+    """BEGIN IMMEDIATE if the write lock is free now; False if another connection holds it."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:  # BUSY_RECOVERY and the like too
+            return False
+        raise
+    return True
+
+
+def _begin_waiting(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, waiting up to BUSY_TIMEOUT_S for another connection's transaction."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = BUSY_POLL_MIN_S
+    while not _begin_now(conn):
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError("database is locked")
+        time.sleep(pause)
+        pause = min(pause * 2, BUSY_POLL_MAX_S)

@@ -39,8 +39,8 @@ CLIENTS = 64
 
 async def _captures(mode: str, count: int) -> None:
     """The child: warm up, say READY, wait to be counted, capture, say DONE."""
-    from app.cli import YOUNG_GC_THRESHOLD
     from app.main import create_app
+    from app.server import YOUNG_GC_THRESHOLD
     from app.settings import Settings
 
     gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])

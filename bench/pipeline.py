@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import FULL_PIPELINE, github_signature, json_body
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.cli import YOUNG_GC_THRESHOLD
 from app.main import create_app
+from app.server import YOUNG_GC_THRESHOLD
 from app.settings import Settings
 
 

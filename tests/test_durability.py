@@ -66,17 +66,20 @@ async def _load(url: str, token: str, proc: ServerProcess) -> tuple[dict[str, by
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("synchronous", "body_files"),
-                         [("normal", False), ("full", False), ("normal", True), ("full", True)],
-                         ids=["normal", "full", "files-normal", "files-full"])
+@pytest.mark.parametrize(("synchronous", "body_files", "workers"),
+                         [("normal", False, 1), ("full", False, 1), ("normal", True, 1),
+                          ("full", True, 1), ("normal", False, 2)],
+                         ids=["normal", "full", "files-normal", "files-full", "two-processes"])
 def test_every_acknowledged_capture_survives_sigkill(tmp_path: Path, synchronous: str,
-                                                     body_files: bool):
+                                                     body_files: bool, workers: int):
     db = tmp_path / "durable.db"
     # HOOKSCOPE_BODY_FILE_BYTES=1: every body with a byte in it goes to a file; under full
     # they are written on the writer thread, otherwise (small turns) on the event loop.
     env = {"HOOKSCOPE_BODY_FILE_BYTES": "1"} if body_files else {}
+    # With two processes only the first is killed here; the worker, which writes to the same
+    # database itself, stops once it finds the first gone, and what it acknowledged counts too.
     first = ServerProcess(db, tmp_path / "first.log", env=env,
-                          args=("--synchronous", synchronous))
+                          args=("--synchronous", synchronous, "--workers", str(workers)))
     url = first.start()
     token = httpx.post(url + "/api/endpoints", json={"max_captures": 1_000_000}).json()["token"]
     acknowledged, failures = asyncio.run(_load(url, token, first))

@@ -165,7 +165,7 @@ async def test_rate_limit_allows_a_second_of_burst_then_refills(app, client):
     # The limiter's clock moves only when the test says (real time made this flaky on a slow
     # machine: three requests outlasting 0.15 s earned a third token).
     now = [1000.0]
-    app._front.limiter._clock = lambda: now[0]
+    app.state.limiter._clock = lambda: now[0]
     token = (await client.post("/api/endpoints", json={"rate_limit": 5})).json()["token"]
     statuses = [(await client.post(f"/h/{token}")).status_code for _ in range(7)]
     assert statuses == [200] * 5 + [429] * 2

@@ -118,6 +118,25 @@ async def test_pruning_under_concurrent_load_never_exceeds_the_limit(store):
     assert [c.seq for c in kept] == list(range(200, 190, -1))
 
 
+async def test_a_commit_by_another_connection_is_counted_from_the_database(store, tmp_path):
+    """Another process on the database (HOOKSCOPE_WORKERS) commits behind the writer's back:
+    its next transaction takes the counters from the database, not its own copy."""
+    endpoint = await _endpoint(store, max_captures=3)
+    first = _capture(endpoint.id, endpoint.token, b"a")
+    assert await store.add_capture(first) == 1
+    other = sqlite3.connect(store.path, isolation_level=None)
+    try:  # as another writer would: one more capture, counted on the endpoint row
+        other.execute("UPDATE endpoints SET last_seq = 41, capture_count = 3, stored_bytes = 3 "
+                      "WHERE id = ?", (endpoint.id,))
+    finally:
+        other.close()
+    assert await store.add_capture(_capture(endpoint.id, endpoint.token, b"b")) == 42
+    current = await store.get_endpoint(endpoint.token)
+    # Over max_captures by the database's count (4 > 3): the oldest row went.
+    assert (current.last_seq, current.capture_count, current.stored_bytes) == (42, 3, 3)
+    assert await store.get_capture(first.id) is None
+
+
 async def test_lowering_max_captures_prunes_at_once(store):
     endpoint = await _endpoint(store, max_captures=10)
     for i in range(6):

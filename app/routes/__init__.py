@@ -19,9 +19,9 @@ from starlette.types import ASGIApp
 from app.access import AccessMiddleware
 from app.formats import Validation
 from app.hub import Publisher
-from app.limits import FailureThrottle
+from app.limits import FailureThrottle, RateLimiter
 from app.routes import api, pages, stream
-from app.routes.capture import CaptureMiddleware
+from app.routes.capture import Admit, CaptureMiddleware
 from app.settings import Settings
 from app.store import Store
 
@@ -32,11 +32,11 @@ def build_middleware(settings: Settings, throttle: FailureThrottle) -> list[Midd
                        allowed_hosts=settings.allowed_hosts, throttle=throttle)]
 
 
-def build_front(store: Store, settings: Settings, validation: Validation,
-                hub: Publisher) -> Callable[[ASGIApp], ASGIApp]:
+def build_front(store: Store, settings: Settings, validation: Validation, hub: Publisher,
+                limiter: RateLimiter, admit: Admit | None) -> Callable[[ASGIApp], ASGIApp]:
     """What takes capture URLs in front of the Starlette app it is given."""
     return partial(CaptureMiddleware, store=store, settings=settings, validation=validation,
-                   hub=hub)
+                   hub=hub, limiter=limiter, admit=admit)
 
 
 def build_routes() -> list[BaseRoute]:

@@ -218,6 +218,7 @@ async def _long_poll(request: Request, endpoint: Endpoint, query: CaptureQuery,
     # A client that hangs up ends the wait: its subscription is dropped, which wakes it.
     gone.add_done_callback(lambda _: subscription.drop())
     try:
+        await hub.ready(endpoint.id)
         while True:
             captures = await store.list_captures(endpoint, query)
             if captures or gone.done() or hub.closed:
@@ -227,6 +228,7 @@ async def _long_poll(request: Request, endpoint: Endpoint, query: CaptureQuery,
                     raise ApiError(404, f"endpoint {endpoint.token!r} was deleted while waiting")
                 subscription.close()
                 subscription = hub.subscribe(endpoint.id)
+                await hub.ready(endpoint.id)
                 continue
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:

@@ -33,15 +33,21 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger("hookscope.capture")
 
 
+# Asks for a request's rate-limit token: (endpoint id, its cap) -> 0, or seconds to wait.
+Admit = Callable[[int, "float | None"], Awaitable[int]]
+
+
 class CaptureMiddleware:
-    def __init__(self, app: Any, store: Store, settings: Settings,
-                 validation: Validation, hub: Publisher) -> None:
+    def __init__(self, app: Any, store: Store, settings: Settings, validation: Validation,
+                 hub: Publisher, limiter: RateLimiter, admit: Admit | None = None) -> None:
         self.app = app
         self.store = store
         self.settings = settings
         self.validation = validation
         self.hub = hub
-        self.limiter = RateLimiter(settings.rate_limit)
+        self.limiter = limiter
+        # A worker process asks the main one, whose limiter counts for all (app.cluster).
+        self.admit = admit or self._admit_here
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/h/"):
@@ -68,12 +74,13 @@ class CaptureMiddleware:
         if endpoint.is_expired(received_at):
             await _error(scope, receive, send, 410, "gone", f"endpoint {key!r} has expired")
             return
-        retry_after = self.limiter.admit(endpoint.id, endpoint.rate_limit)
-        if retry_after:
-            await _error(scope, receive, send, 429, "rate_limited",
-                         f"too many requests for {key!r}; retry in {retry_after} s",
-                         headers={"retry-after": str(retry_after)})
-            return
+        if endpoint.rate_limit is not None or self.settings.rate_limit:
+            retry_after = await self.admit(endpoint.id, endpoint.rate_limit)
+            if retry_after:
+                await _error(scope, receive, send, 429, "rate_limited",
+                             f"too many requests for {key!r}; retry in {retry_after} s",
+                             headers={"retry-after": str(retry_after)})
+                return
         try:
             body, truncated = await read_body(receive, self.settings.max_body_bytes)
         except Disconnected:
@@ -109,6 +116,9 @@ class CaptureMiddleware:
         if reply is None or reply.config is not endpoint.response:
             reply = endpoint.reply = _reply_for(endpoint.response)
         await _reply(send, reply, capture.id)
+
+    async def _admit_here(self, endpoint_id: int, rate: float | None) -> int:
+        return self.limiter.admit(endpoint_id, rate)
 
     def _validate(self, endpoint: Endpoint, capture: Capture) -> dict[str, Any] | None:
         try:

@@ -61,11 +61,33 @@ class _EventStream(EventSourceResponse):
             subscription.close()
 
     async def _events(self, subscription: Subscription, send: Send) -> None:
+        await self.hub.ready(self.endpoint.id)
         # Looked up once subscribed: an endpoint deleted before that has no one to end us.
         last = await _last_seq(self.store, self.endpoint)
         if last is None:
             return
         sent = last if self.resume is None else self.resume
+        sent = await self._replay(sent, send, subscription)
+        items = subscription.items
+        while True:
+            while items:
+                seq, frame = items.popleft()
+                if seq is not None and seq > sent + 1:
+                    # An event can overtake an earlier one: from another process, or a commit
+                    # on the writer thread resolved after a later one. Every smaller seq is
+                    # committed by now, so the store has them (or they are gone).
+                    sent = await self._replay(sent, send, subscription)
+                if seq is None or seq > sent:  # a keep-alive, or a frame encoded once for all
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    if seq is not None:
+                        sent = seq
+            if subscription.dropped:
+                # Too slow, the client left, or shutting down: the client resumes from `sent`.
+                return
+            await subscription.changed()
+
+    async def _replay(self, sent: int, send: Send, subscription: Subscription) -> int:
+        """Send what the store has after `sent`; the last seq sent."""
         while not subscription.dropped:  # the client may leave, or the server stop, mid-replay
             page = await self.store.list_captures(self.endpoint, CaptureQuery(after=sent,
                                                                               limit=REPLAY_PAGE))
@@ -75,18 +97,7 @@ class _EventStream(EventSourceResponse):
                 sent = capture.seq
             if len(page) < REPLAY_PAGE:
                 break
-        items = subscription.items
-        while True:
-            while items:
-                seq, frame = items.popleft()
-                if seq is None or seq > sent:  # a keep-alive, or a frame encoded once for all
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
-                    if seq is not None:
-                        sent = seq
-            if subscription.dropped:
-                # Too slow, the client left, or shutting down: the client resumes from `sent`.
-                return
-            await subscription.changed()
+        return sent
 
 
 async def _no_events() -> AsyncIterator[bytes]:

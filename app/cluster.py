@@ -1,0 +1,354 @@
+"""Several processes serving one database: HOOKSCOPE_WORKERS (`hookscope serve --workers N`).
+
+One process running Python serves HTTP on one core. This lets N processes share the listening
+socket, which the kernel hands to whichever accepts first. Each is a whole Hookscope with its own
+SQLite connections and writer on the one database file: SQLite's write lock takes their commits
+one at a time, and each writer reloads its endpoint counters (the next `seq`, counts and bytes
+for pruning) inside any transaction that follows another process's commit (app.writer, `PRAGMA
+data_version`). The first process (main) holds the lock file, opens the database first (its
+migrations, its sweep of orphaned body files) and deletes expired endpoints; it starts the others
+(workers) and talks to each over a Unix socket pair made before the worker started, so nothing
+else can reach it: calls answered in turn and one-way notes, as length-prefixed pickles between
+Hookscope's own processes.
+
+What must hold across processes, and how:
+
+- Endpoint changes: each process keeps the capture path's endpoints in memory. After any change
+  the process that made it forgets its copies and has the main process call every other process
+  to forget theirs, and only then answers, so a capture sent after a PATCH returned sees the new
+  settings wherever it lands.
+- Live streams and long-polls: a process whose first watcher of an endpoint subscribes calls the
+  main process, which tells every worker that the endpoint is watched and waits for each to say
+  it heard, before the stream looks in the store. A capture committed after that is published
+  (by the process that took it, to the main process, which hands it to every watching process);
+  one committed before is in the store when the stream looks. Duplicates are dropped by `seq`.
+- Rate limits: a worker asks the main process's limiter, so a cap counts every process's
+  requests (only for capped endpoints, or with HOOKSCOPE_RATE_LIMIT).
+- Shutdown: the main process's shutdown stops the workers (SIGTERM: they answer what is in
+  flight and close their connections) and waits for them before closing its own store. A worker
+  whose main process is gone stops too.
+
+Per process, not shared: the cap of open streams per endpoint, and the login page's failed-guess
+throttle. A worker that dies is logged and not restarted; the others keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+
+from app.channel import Channel, receive_blocking, send_blocking
+from app.hub import Hub, Subscription
+from app.inputs import MAX_DELAY_MS
+from app.settings import Settings
+from app.store import SQLiteStore
+
+log = logging.getLogger("hookscope.cluster")
+
+# How long a change to an endpoint, or a new watcher, waits for every worker to hear of it.
+BROADCAST_TIMEOUT_S = 10.0
+# How long a stopping worker may take: uvicorn's own grace period (app.server) and some.
+STOP_TIMEOUT_S = MAX_DELAY_MS // 1000 + 15
+
+
+# -- the main process --------------------------------------------------------------------------
+
+class ClusterHub(Hub):
+    """The main process's hub: its own watchers, which workers have watchers of which endpoint,
+    and which endpoints every worker has been told are watched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.workers: list[Channel] = []
+        self._remote: dict[int, set[Channel]] = {}
+        self._told: dict[int, asyncio.Future[None]] = {}  # endpoint -> all workers told
+
+    async def ready(self, endpoint_id: int) -> None:
+        await self._tell(endpoint_id)
+
+    async def watch(self, channel: Channel, endpoint_id: int) -> None:
+        self._remote.setdefault(endpoint_id, set()).add(channel)
+        await self._tell(endpoint_id)
+
+    async def _tell(self, endpoint_id: int) -> None:
+        """Every worker knows the endpoint is watched once this returns."""
+        told = self._told.get(endpoint_id)
+        if told is None:
+            told = self._told[endpoint_id] = asyncio.ensure_future(
+                broadcast(self.workers, "watched", endpoint_id))
+        await asyncio.shield(told)
+
+    def unwatch(self, channel: Channel, endpoint_id: int) -> None:
+        channels = self._remote.get(endpoint_id)
+        if channels is not None:
+            channels.discard(channel)
+            if not channels:
+                del self._remote[endpoint_id]
+        self._untell(endpoint_id)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        super().unsubscribe(subscription)
+        self._untell(subscription.endpoint_id)
+
+    def _untell(self, endpoint_id: int) -> None:
+        if not self.wanted(endpoint_id) and self._told.pop(endpoint_id, None) is not None:
+            for channel in self.workers:
+                channel.note("unwatched", endpoint_id)
+
+    def forget(self, channel: Channel) -> None:
+        """A worker is gone: it watches nothing any more."""
+        for endpoint_id in [e for e, channels in self._remote.items() if channel in channels]:
+            self.unwatch(channel, endpoint_id)
+
+    def wanted(self, endpoint_id: int) -> bool:
+        return endpoint_id in self._subscribers or endpoint_id in self._remote
+
+    def publish(self, endpoint_id: int, seq: int, data: str,
+                origin: Channel | None = None) -> None:
+        super().publish(endpoint_id, seq, data)
+        for channel in self._remote.get(endpoint_id, ()):
+            if channel is not origin:  # the worker that took it published to its own watchers
+                channel.note("publish", endpoint_id, seq, data)
+
+    def close_endpoint(self, endpoint_id: int) -> None:
+        super().close_endpoint(endpoint_id)
+        for channel in self.workers:
+            channel.note("close_endpoint", endpoint_id)
+
+
+async def broadcast(channels: list[Channel], name: str, *args: Any) -> None:
+    """Call `name` in every live worker and wait for all (a dead one cannot be waiting)."""
+    calls = [channel.call(name, *args) for channel in channels if not channel.closed]
+    if not calls:
+        return
+    try:
+        await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True),
+                               BROADCAST_TIMEOUT_S)
+    except TimeoutError:
+        log.error("a worker did not answer %r within %s s", name, BROADCAST_TIMEOUT_S)
+
+
+@dataclass
+class _Worker:
+    number: int
+    process: subprocess.Popen[bytes]
+    channel: Channel
+
+
+class Cluster:
+    """The main process's side: starts the workers once the database is open, answers them,
+    and stops them before its store closes."""
+
+    sweeps = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.listener: socket.socket | None = None  # set once bound, before the app starts
+        self.lock_fds: tuple[int, ...] = ()
+        self.workers: list[_Worker] = []
+        self._stopping = False
+
+    async def start(self, app: Starlette) -> None:
+        store: SQLiteStore = app.state.store
+        hub: ClusterHub = app.state.hub
+        limiter = app.state.limiter
+
+        async def forget_everywhere() -> None:
+            await broadcast(hub.workers, "forget")
+
+        async def forget_all() -> None:  # a worker changed an endpoint
+            store.forget_targets()
+            await forget_everywhere()
+
+        async def admit(endpoint_id: int, rate: float | None) -> int:
+            return limiter.admit(endpoint_id, rate)
+
+        store.targets_changed = forget_everywhere
+        self.lock_fds = store.lock_fds
+        calls = {"forget_all": forget_all, "admit": admit}
+        for number in range(1, self.settings.workers):
+            worker = await self._spawn(number, calls, hub)
+            self.workers.append(worker)
+            hub.workers.append(worker.channel)
+
+    async def _spawn(self, number: int, calls: dict[str, Callable[..., Awaitable[Any]]],
+                     hub: ClusterHub) -> _Worker:
+        assert self.listener is not None
+        ours, theirs = socket.socketpair()
+        with theirs:
+            send_blocking(ours, self.settings)
+            fds = (self.listener.fileno(), theirs.fileno())
+            # -P: the package installed, never an `app` in the current directory. The lock
+            # file's descriptor goes along, so the lock is held while any process writes.
+            process = subprocess.Popen(
+                [sys.executable, "-P", "-c", "from app.cluster import run_worker; run_worker()",
+                 *map(str, fds)], pass_fds=(*fds, *self.lock_fds))
+        channel = Channel(calls)
+
+        async def watch(endpoint_id: int) -> None:
+            await hub.watch(channel, endpoint_id)
+
+        channel.calls["watch"] = watch
+        channel.notes = {"unwatch": lambda e: hub.unwatch(channel, e),
+                         "publish": lambda e, seq, data: hub.publish(e, seq, data, channel),
+                         "close_endpoint": hub.close_endpoint}
+        worker = _Worker(number, process, channel)
+        channel.on_lost = lambda: self._lost(worker, hub)
+        await asyncio.get_running_loop().create_unix_connection(lambda: channel, sock=ours)
+        log.info("worker %d started (pid %d)", number, process.pid)
+        return worker
+
+    def _lost(self, worker: _Worker, hub: ClusterHub) -> None:
+        hub.forget(worker.channel)
+        if not self._stopping:
+            log.error("worker %d (pid %d) is gone (exit code %s); the other processes keep "
+                      "serving", worker.number, worker.process.pid, worker.process.poll())
+
+    def stopping(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+
+    async def stop(self) -> None:
+        self.stopping()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for worker in self.workers:
+            try:
+                await asyncio.to_thread(worker.process.wait,
+                                        max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("worker %d did not stop within %s s; killing it", worker.number,
+                          STOP_TIMEOUT_S)
+                worker.process.kill()
+                await asyncio.to_thread(worker.process.wait)
+            worker.channel.close()
+
+
+# -- a worker process --------------------------------------------------------------------------
+
+class Link:
+    """A worker's side of its channel to the main process."""
+
+    sweeps = False  # the main process deletes expired endpoints
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.channel = Channel()
+        self.on_lost: Callable[[], None] | None = None
+
+    async def start(self, app: Starlette) -> None:
+        store: SQLiteStore = app.state.store
+        hub: WorkerHub = app.state.hub
+
+        async def forget() -> None:
+            store.forget_targets()
+
+        async def watched(endpoint_id: int) -> None:
+            hub.watched.add(endpoint_id)
+
+        async def forget_all() -> None:
+            with contextlib.suppress(ConnectionError):  # the main process is gone: we stop too
+                await self.channel.call("forget_all")
+
+        store.targets_changed = forget_all
+        self.channel.calls = {"forget": forget, "watched": watched}
+        self.channel.notes = {"unwatched": hub.watched.discard, "publish": hub.deliver,
+                              "close_endpoint": hub.drop_endpoint}
+        self.channel.on_lost = self._lost
+        await asyncio.get_running_loop().create_unix_connection(lambda: self.channel,
+                                                                sock=self._sock)
+
+    def _lost(self) -> None:
+        if self.on_lost is not None:
+            self.on_lost()
+
+    def stopping(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.channel.close()
+
+    async def admit(self, endpoint_id: int, rate: float | None) -> int:
+        try:
+            return int(await self.channel.call("admit", endpoint_id, rate))
+        except ConnectionError:  # the main process is gone, and this worker is stopping
+            return 0
+
+
+class WorkerHub(Hub):
+    """A worker's hub: its own watchers, fed by its own captures and by the main process; and
+    the endpoints the main process said someone watches."""
+
+    def __init__(self, link: Link) -> None:
+        super().__init__()
+        self._link = link
+        self.watched: set[int] = set()
+
+    async def ready(self, endpoint_id: int) -> None:
+        if endpoint_id in self._subscribers:
+            with contextlib.suppress(ConnectionError):  # the main process is gone: we stop too
+                await self._link.channel.call("watch", endpoint_id)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        endpoint_id = subscription.endpoint_id
+        had = endpoint_id in self._subscribers
+        super().unsubscribe(subscription)
+        if had and endpoint_id not in self._subscribers:
+            self._link.channel.note("unwatch", endpoint_id)
+
+    def wanted(self, endpoint_id: int) -> bool:
+        return endpoint_id in self.watched or endpoint_id in self._subscribers
+
+    def publish(self, endpoint_id: int, seq: int, data: str) -> None:
+        super().publish(endpoint_id, seq, data)
+        self._link.channel.note("publish", endpoint_id, seq, data)
+
+    def deliver(self, endpoint_id: int, seq: int, data: str) -> None:
+        super().publish(endpoint_id, seq, data)
+
+    def close_endpoint(self, endpoint_id: int) -> None:
+        super().close_endpoint(endpoint_id)
+        self._link.channel.note("close_endpoint", endpoint_id)
+
+    def drop_endpoint(self, endpoint_id: int) -> None:
+        super().close_endpoint(endpoint_id)
+
+
+def run_worker() -> None:
+    """A worker process's main: argv holds the listening socket's and the channel's fds; the
+    main process sends the settings first."""
+    from app.main import create_app
+    from app.server import build_server, tune_process
+
+    listen_fd, channel_fd = (int(arg) for arg in sys.argv[1:3])
+    channel_sock = socket.socket(fileno=channel_fd)
+    settings: Settings = receive_blocking(channel_sock)
+    listener = socket.socket(fileno=listen_fd)
+    link = Link(channel_sock)
+    app = create_app(settings, shared=True, hub=WorkerHub(link), peers=link, admit=link.admit)
+    server = build_server(settings, app)
+    logging.getLogger("uvicorn.error").setLevel(settings.log_level.upper())
+
+    def main_gone() -> None:
+        if not server.should_exit:
+            log.error("the main Hookscope process is gone; worker %d stops", os.getpid())
+            server.should_exit = True
+
+    link.on_lost = main_gone
+    tune_process()
+    server.run(sockets=[listener])

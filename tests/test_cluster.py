@@ -1,0 +1,382 @@
+"""HOOKSCOPE_WORKERS: several processes on one listening socket and one database (app.cluster).
+
+Real `hookscope serve --workers 2` processes on 127.0.0.1. Which process accepts a connection is
+the kernel's choice; `via_worker` makes it the worker's by stopping the main process (SIGSTOP)
+while a fresh connection is accepted, then letting it go on (SIGCONT) to answer the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from app.channel import Channel
+from tests.serverproc import ServerProcess
+
+T = TypeVar("T")
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+class Cluster:
+    def __init__(self, proc: ServerProcess) -> None:
+        self.proc = proc
+        assert proc.proc is not None
+        self.pid = proc.proc.pid
+        assert wait_until(lambda: len(children(self.pid)) == 1), proc.output()
+        (self.worker,) = children(self.pid)
+        self.url = proc.url
+
+    def via_worker(self, request: Callable[[httpx.Client], T]) -> T:
+        """Run `request` on a new connection that the worker accepts."""
+        return self._while_stopped(self.pid, request)
+
+    def via_main(self, request: Callable[[httpx.Client], T]) -> T:
+        """Run `request` on a new connection that the main process accepts."""
+        return self._while_stopped(self.worker, request)
+
+    def _while_stopped(self, pid: int, request: Callable[[httpx.Client], T]) -> T:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=self.url,
+                                                             timeout=20) as client:
+                future = pool.submit(request, client)
+                time.sleep(0.3)  # the other process accepts it meanwhile; this one cannot
+                os.kill(pid, signal.SIGCONT)
+                return future.result(timeout=20)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+
+def start_cluster(tmp_path: Path, name: str, *args: str) -> Cluster:
+    proc = ServerProcess(tmp_path / f"{name}.db", tmp_path / f"{name}.log",
+                         args=("--workers", "2", *args))
+    proc.start()
+    return Cluster(proc)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    running = start_cluster(tmp_path_factory.mktemp("cluster"), "shared")
+    try:
+        yield running
+    finally:
+        running.proc.stop()
+
+
+def new_endpoint(url: str, **fields: Any) -> str:
+    reply = httpx.post(url + "/api/endpoints", json={"max_captures": 100_000, **fields})
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["token"])
+
+
+def post_fresh(url: str, path: str, body: bytes, **kwargs: Any) -> httpx.Response:
+    """A POST on a connection of its own, so either process may take it."""
+    with httpx.Client(timeout=20) as client:
+        return client.post(url + path, content=body, **kwargs)
+
+
+def test_a_worker_serves_captures_stored_byte_for_byte(cluster: Cluster):
+    token = new_endpoint(cluster.url)
+    body = bytes(range(256)) * 3 + b"\x00end"
+    reply = cluster.via_worker(lambda c: c.post(f"/h/{token}/via?x=1", content=body,
+                                                headers={"X-Dup": "a, b"}))
+    assert reply.status_code == 200, reply.text
+    capture_id = reply.headers["x-hookscope-capture"]
+    assert reply.json() == {"ok": True, "id": capture_id}
+    stored = httpx.get(f"{cluster.url}/api/captures/{capture_id}").json()
+    assert stored["path"] == f"/h/{token}/via" and stored["query"] == "x=1"
+    assert ["x-dup", "a, b"] in stored["headers"]
+    assert httpx.get(f"{cluster.url}/api/captures/{capture_id}/body").content == body
+    # And from many connections at once, wherever each lands: every one stored, in order.
+    bodies = [f"capture {n}".encode() for n in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda b: post_fresh(cluster.url, f"/h/{token}", b), bodies))
+    assert [r.status_code for r in replies] == [200] * 40
+    page = httpx.get(f"{cluster.url}/api/endpoints/{token}/captures",
+                     params={"limit": 100}).json()
+    assert page["total"] == 41
+    assert sorted(c["seq"] for c in page["captures"]) == list(range(1, 42))
+    for reply, sent in zip(replies, bodies, strict=True):
+        capture_id = reply.headers["x-hookscope-capture"]
+        assert httpx.get(f"{cluster.url}/api/captures/{capture_id}/body").content == sent
+
+
+def test_sequence_numbers_and_pruning_hold_across_the_processes_writers(cluster: Cluster):
+    token = new_endpoint(cluster.url, max_captures=10)
+    sent = 0
+    for _ in range(3):  # both writers take turns, each after the other's commits
+        for via in (cluster.via_worker, cluster.via_main):
+            assert via(lambda c: c.post(f"/h/{token}", content=b"t")).status_code == 200
+            sent += 1
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda n: post_fresh(cluster.url, f"/h/{token}", b"p"),
+                                range(30)))
+    assert {r.status_code for r in replies} == {200}
+    sent += 30
+    endpoint = httpx.get(f"{cluster.url}/api/endpoints/{token}").json()
+    assert (endpoint["last_seq"], endpoint["capture_count"]) == (sent, 10)
+    assert endpoint["stored_bytes"] == 10
+    page = httpx.get(f"{cluster.url}/api/endpoints/{token}/captures").json()
+    assert [c["seq"] for c in page["captures"]] == list(range(sent, sent - 10, -1))
+
+
+def test_the_api_through_a_worker_answers_as_the_main_process_does(cluster: Cluster):
+    token = new_endpoint(cluster.url, alias="taken-one")
+    # The worker's own store answers, on the one database.
+    reply = cluster.via_worker(lambda c: c.post("/api/endpoints", json={"alias": "taken-one"}))
+    assert reply.status_code == 409, reply.text
+    assert reply.json()["error"]["details"][0]["field"] == "alias"
+    listed = cluster.via_worker(lambda c: c.get("/api/endpoints"))
+    assert token in [e["token"] for e in listed.json()["endpoints"]]
+    missing = cluster.via_worker(lambda c: c.get("/api/captures/c_0123"))
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_an_endpoint_change_holds_in_every_process_once_answered(cluster: Cluster):
+    token = new_endpoint(cluster.url)
+    # Both processes learn the endpoint (and keep it in memory).
+    cluster.via_worker(lambda c: c.post(f"/h/{token}", content=b"warm"))
+    with ThreadPoolExecutor(8) as pool:
+        before = list(pool.map(lambda n: post_fresh(cluster.url, f"/h/{token}", b"x"),
+                               range(16)))
+    assert {r.status_code for r in before} == {200}
+    # Changed by the worker: in force in the main process at once, and the other way round.
+    for change_in, check_in, status in ((cluster.via_worker, cluster.via_main, 202),
+                                        (cluster.via_main, cluster.via_worker, 203)):
+        check_in(lambda c: c.post(f"/h/{token}", content=b"warm"))  # in its memory now
+        patched = change_in(lambda c, s=status: c.patch(f"/api/endpoints/{token}",
+                                                        json={"response": {"status": s}}))
+        assert patched.status_code == 200
+        assert check_in(lambda c: c.post(f"/h/{token}", content=b"y")).status_code == status
+    with ThreadPoolExecutor(8) as pool:
+        after = list(pool.map(lambda n: post_fresh(cluster.url, f"/h/{token}", b"y"), range(16)))
+    assert [r.status_code for r in after] == [203] * 16
+    assert httpx.delete(f"{cluster.url}/api/endpoints/{token}").status_code == 200
+    gone = cluster.via_worker(lambda c: c.post(f"/h/{token}", content=b"z"))
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
+
+
+def test_a_rate_limit_counts_the_requests_of_every_process(cluster: Cluster):
+    token = new_endpoint(cluster.url, rate_limit=5)
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda n: post_fresh(cluster.url, f"/h/{token}", b"r"),
+                                range(40)))
+    elapsed = time.monotonic() - started
+    admitted = [r for r in replies if r.status_code == 200]
+    refused = [r for r in replies if r.status_code == 429]
+    assert len(admitted) + len(refused) == 40
+    # Five at once, then five a second: in one bucket for all, not one per process.
+    assert 5 <= len(admitted) <= 5 + int(5 * elapsed) + 1, (len(admitted), elapsed)
+    assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
+    total = httpx.get(f"{cluster.url}/api/endpoints/{token}").json()["capture_count"]
+    assert total == len(admitted)
+    # One token a minute: the main process takes it, and the worker has none left to give.
+    slow = new_endpoint(cluster.url, rate_limit=1 / 60)
+    assert cluster.via_main(lambda c: c.post(f"/h/{slow}", content=b"1")).status_code == 200
+    refused = cluster.via_worker(lambda c: c.post(f"/h/{slow}", content=b"2"))
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 30
+
+
+async def _events(url: str, token: str, wanted: int, ready: asyncio.Event,
+                  opened: list[int]) -> list[int]:
+    seqs: list[int] = []
+    async with httpx.AsyncClient(timeout=30) as client, \
+            client.stream("GET", f"{url}/api/endpoints/{token}/stream") as stream:
+        opened.append(1)
+        ready.set()
+        async for line in stream.aiter_lines():
+            if line.startswith("id: "):
+                seqs.append(int(line[4:]))
+                if len(seqs) == wanted:
+                    return seqs
+    return seqs
+
+
+def test_live_streams_get_the_captures_of_every_process(cluster: Cluster):
+    token = new_endpoint(cluster.url)
+
+    async def scenario() -> list[list[int]]:
+        opened: list[int] = []
+        ready = asyncio.Event()
+        streams = [asyncio.create_task(_events(cluster.url, token, 21, ready, opened))
+                   for _ in range(6)]  # on separate connections: some land on each process
+        while len(opened) < 6:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # every stream subscribed (and its process said so)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, lambda: cluster.via_worker(
+            lambda c: c.post(f"/h/{token}", content=b"from the worker")))
+        for n in range(20):
+            await loop.run_in_executor(None, post_fresh, cluster.url, f"/h/{token}",
+                                       f"{n}".encode())
+        return list(await asyncio.wait_for(asyncio.gather(*streams), 30))
+
+    for seqs in asyncio.run(scenario()):
+        assert seqs == list(range(1, 22))
+
+
+def test_a_live_stream_under_load_from_both_processes_misses_nothing(cluster: Cluster):
+    """Events reach a stream out of order (a process's own at once, the other's through the
+    main process): the stream fills every gap from the store, in order."""
+    token = new_endpoint(cluster.url)
+    total = 48 * 25
+
+    async def scenario() -> list[list[int]]:
+        opened: list[int] = []
+        ready = asyncio.Event()
+        streams = [asyncio.create_task(_events(cluster.url, token, total, ready, opened))
+                   for _ in range(4)]
+        while len(opened) < 4:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        statuses: list[int] = []
+
+        async def sender(client: httpx.AsyncClient, count: int) -> None:
+            for n in range(count):
+                statuses.append((await client.post(f"{cluster.url}/h/{token}",
+                                                   content=b"%d" % n)).status_code)
+
+        # 48 connections, spread over both processes as they open, each sending in turn.
+        clients = [httpx.AsyncClient(timeout=30) for _ in range(48)]
+        try:
+            await asyncio.gather(*(sender(c, total // 48) for c in clients))
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients))
+        assert statuses == [200] * total
+        return list(await asyncio.wait_for(asyncio.gather(*streams), 30))
+
+    for seqs in asyncio.run(scenario()):
+        assert seqs == list(range(1, total + 1))
+
+
+@pytest.mark.parametrize("waiter", ["main", "worker"])
+def test_a_long_poll_wakes_for_a_capture_the_other_process_took(cluster: Cluster, waiter: str):
+    token = new_endpoint(cluster.url)
+    wait_in, capture_in = ((cluster.via_main, cluster.via_worker) if waiter == "main"
+                           else (cluster.via_worker, cluster.via_main))
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(wait_in, lambda c: c.get(f"/api/endpoints/{token}/captures",
+                                                       params={"wait": 20}))
+        time.sleep(0.8)  # accepted, and waiting
+        started = time.monotonic()
+        assert capture_in(lambda c: c.post(f"/h/{token}", content=b"wake")).status_code == 200
+        reply = waiting.result(timeout=30)
+    assert time.monotonic() - started < 10
+    assert [c["seq"] for c in reply.json()["captures"]] == [1]
+
+
+def test_sigterm_stops_every_process(tmp_path: Path):
+    running = start_cluster(tmp_path, "term")
+    token = new_endpoint(running.url)
+    assert running.via_worker(lambda c: c.post(f"/h/{token}", content=b"a")).status_code == 200
+    assert running.proc.stop() in (0, -15)
+    assert wait_until(lambda: not alive(running.worker)), "the worker outlived the main process"
+    log = running.proc.output()
+    assert "Traceback" not in log, log
+
+
+def test_workers_stop_when_the_main_process_is_killed(tmp_path: Path):
+    running = start_cluster(tmp_path, "kill")
+    running.proc.kill()
+    assert wait_until(lambda: not alive(running.worker)), "an orphaned worker kept serving"
+    assert "the main Hookscope process is gone" in running.proc.output()
+
+
+# -- the channel between processes --------------------------------------------------------------
+
+async def _pair(calls: dict[str, Any], notes: dict[str, Any]) -> tuple[Channel, Channel]:
+    loop = asyncio.get_running_loop()
+    left_sock, right_sock = socket.socketpair()
+    left, right = Channel(), Channel(calls, notes)
+    await loop.create_unix_connection(lambda: left, sock=left_sock)
+    await loop.create_unix_connection(lambda: right, sock=right_sock)
+    return left, right
+
+
+def test_the_channel_carries_results_errors_and_notes_in_order():
+    seen: list[Any] = []
+
+    async def echo(value: Any, *, twice: bool = False) -> Any:
+        seen.append(("call", len(value) if isinstance(value, bytes) else value))
+        return value * 2 if twice else value
+
+    async def gone() -> None:
+        raise LookupError("endpoint 7 no longer exists")
+
+    async def unpicklable() -> None:
+        class Local(Exception):
+            pass
+        raise Local("made here")
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    async def scenario() -> None:
+        left, right = await _pair({"echo": echo, "gone": gone, "hang": hang,
+                                   "unpicklable": unpicklable},
+                                  {"mark": lambda value: seen.append(("note", value))})
+        big = os.urandom(3 * 1024 * 1024)  # arrives in many reads
+        left.note("mark", 1)
+        results = await asyncio.gather(left.call("echo", big), left.call("echo", "ab", twice=True))
+        assert results == [big, "abab"]
+        assert seen[0] == ("note", 1)  # a note is handled before anything sent after it
+        with pytest.raises(LookupError, match="endpoint 7 no longer exists"):
+            await left.call("gone")
+        with pytest.raises(RuntimeError, match="Local: made here"):
+            await left.call("unpicklable")
+        with pytest.raises(KeyError):
+            await left.call("no such call")
+        pending = asyncio.ensure_future(left.call("hang"))
+        await asyncio.sleep(0.05)
+        right.close()  # a call waiting for its answer fails, and so does every later one
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(pending, 5)
+        with pytest.raises(ConnectionError):
+            await left.call("echo", 1)
+        left.note("mark", 2)  # nothing, and no error: the other end is gone
+        left.close()
+
+    asyncio.run(scenario())
+    assert ("note", 2) not in seen
