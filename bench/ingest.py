@@ -18,7 +18,10 @@ sets Hookscope against it. `--synchronous full` runs Hookscope with a disk sync 
 comparing with a peer that syncs each request.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--connections 64] [--rounds 3]
-        [--synchronous normal|full] [--peer URL]
+        [--synchronous normal|full] [--workers N] [--peer URL]
+
+`--workers N` runs Hookscope as N processes (HOOKSCOPE_WORKERS) and the bare app under uvicorn's
+`--workers N`, so the ratio still compares like with like.
 """
 
 from __future__ import annotations
@@ -55,9 +58,10 @@ def github_signature(body: bytes) -> str:
     return "sha256=" + hmac.new(SECRET.encode(), body, "sha256").hexdigest()
 
 
-def serve_command(port: int, db: Path, synchronous: str = "normal") -> list[str]:
+def serve_command(port: int, db: Path, synchronous: str = "normal",
+                  workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--db", str(db), "--synchronous", synchronous]
+            "--db", str(db), "--synchronous", synchronous, "--workers", str(workers)]
 
 
 def add_synchronous_argument(parser: argparse.ArgumentParser) -> None:
@@ -65,11 +69,12 @@ def add_synchronous_argument(parser: argparse.ArgumentParser) -> None:
                         help="Hookscope's HOOKSCOPE_SYNCHRONOUS (full: a disk sync per commit)")
 
 
-def bare_command(port: int) -> list[str]:
+def bare_command(port: int, workers: int = 1) -> list[str]:
     """bench/bare_app.py on the uvicorn settings `hookscope serve` uses."""
     return [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
             "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-            "--no-proxy-headers", "--no-server-header", "--log-level", "warning"]
+            "--no-proxy-headers", "--no-server-header", "--log-level", "warning",
+            "--workers", str(workers)]
 
 
 def last_capture(base: str, token: str) -> dict:
@@ -206,12 +211,17 @@ def main() -> int:
                         help="measure every server this many times, one after another; each "
                              "figure is the median of its rounds")
     add_synchronous_argument(parser)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes for Hookscope (HOOKSCOPE_WORKERS) and for the bare app "
+                             "(uvicorn's --workers) alike")
     parser.add_argument("--peer", metavar="URL",
                         help="a capture URL of another server already running, on a loopback "
                              "IP address such as 127.0.0.1; measured in every round too")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if not 1 <= args.workers <= 64:
+        parser.error("--workers must be 1..64")
     if args.peer and not _is_loopback(args.peer):
         parser.error("--peer must be a loopback address such as 127.0.0.1: benchmarks talk to "
                      "loopback only")
@@ -232,14 +242,15 @@ def main() -> int:
         # are close in time. Each ratio is taken within a round, then the median of the rounds.
         servers = {
             "hookscope full": (None, f"http://127.0.0.1:{hs_port}", FULL_PIPELINE),
-            "bare starlette": (bare_command(bare_port), f"http://127.0.0.1:{bare_port}", None),
+            "bare starlette": (bare_command(bare_port, args.workers),
+                               f"http://127.0.0.1:{bare_port}", None),
             "hookscope": (None, f"http://127.0.0.1:{hs_port}", {}),
         }
         for round_number in range(args.rounds):
             results = {}
             for name, (cmd, base, fields) in servers.items():
                 db = workdir / f"round{round_number}-{name.replace(' ', '_')}.db"
-                command = cmd or serve_command(hs_port, db, args.synchronous)
+                command = cmd or serve_command(hs_port, db, args.synchronous, args.workers)
                 results[name] = _measure(name, command, base, fields, body, signed, args, workdir)
             if args.peer:
                 # Last: run right after the peer, plain Hookscope was slower than the full
@@ -247,8 +258,9 @@ def main() -> int:
                 results["peer"] = _measure_peer(args.peer, body, args, workdir)
             rounds.append(results)
     command = "python bench/ingest.py " + " ".join(sys.argv[1:])
-    print(f"# {command.strip()}  ({os.cpu_count()} cores, {args.connections} connections, "
-          f"{args.seconds}s each, {args.rounds} rounds, 1 KiB JSON POST)")
+    print(f"# {command.strip()}  ({os.cpu_count()} cores, {args.workers} server processes, "
+          f"{args.connections} connections, {args.seconds}s each, {args.rounds} rounds, "
+          f"1 KiB JSON POST)")
     print(f"{'round':<6} {'server':<16} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
           f"{'non-2xx':>8} {'/ bare':>7}")
     for number, results in enumerate(rounds, 1):
