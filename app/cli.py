@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from app.cluster import Cluster, ClusterHub
+    from app.cluster import Cluster
     from app.main import create_app
     from app.migrations import SchemaTooNew
     from app.server import build_server, tune_process
@@ -204,7 +204,7 @@ def _serve(args: argparse.Namespace) -> int:
     if warning:
         print(f"hookscope: warning: {warning}", file=sys.stderr, flush=True)
     cluster = Cluster(settings) if settings.workers > 1 else None
-    app = create_app(settings, hub=ClusterHub() if cluster else None, peers=cluster)
+    app = create_app(settings, peers=cluster)
     server = build_server(settings, app)
     config = server.config
     logging.getLogger("uvicorn.error").setLevel(settings.log_level.upper())

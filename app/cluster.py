@@ -152,17 +152,19 @@ class Cluster:
     and stops them before its store closes."""
 
     sweeps = True
+    shared = False  # the first process: the lock file is its, and the sweep of body files
+    admit = None  # its own limiter counts for all
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.hub = ClusterHub()
         self.listener: socket.socket | None = None  # set once bound, before the app starts
-        self.lock_fds: tuple[int, ...] = ()
         self.workers: list[_Worker] = []
         self._stopping = False
 
     async def start(self, app: Starlette) -> None:
         store: SQLiteStore = app.state.store
-        hub: ClusterHub = app.state.hub
+        hub = self.hub
         limiter = app.state.limiter
 
         async def forget_everywhere() -> None:
@@ -176,15 +178,14 @@ class Cluster:
             return limiter.admit(endpoint_id, rate)
 
         store.targets_changed = forget_everywhere
-        self.lock_fds = store.lock_fds
         calls = {"forget_all": forget_all, "admit": admit}
         for number in range(1, self.settings.workers):
-            worker = await self._spawn(number, calls, hub)
+            worker = await self._spawn(number, calls, hub, store.lock_fds)
             self.workers.append(worker)
             hub.workers.append(worker.channel)
 
     async def _spawn(self, number: int, calls: dict[str, Callable[..., Awaitable[Any]]],
-                     hub: ClusterHub) -> _Worker:
+                     hub: ClusterHub, lock_fds: tuple[int, ...]) -> _Worker:
         assert self.listener is not None
         ours, theirs = socket.socketpair()
         with theirs:
@@ -194,7 +195,7 @@ class Cluster:
             # file's descriptor goes along, so the lock is held while any process writes.
             process = subprocess.Popen(
                 [sys.executable, "-P", "-c", "from app.cluster import run_worker; run_worker()",
-                 *map(str, fds)], pass_fds=(*fds, *self.lock_fds))
+                 *map(str, fds)], pass_fds=(*fds, *lock_fds))
         channel = Channel(calls)
 
         async def watch(endpoint_id: int) -> None:
@@ -245,15 +246,17 @@ class Link:
     """A worker's side of its channel to the main process."""
 
     sweeps = False  # the main process deletes expired endpoints
+    shared = True
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self.channel = Channel()
+        self.hub = WorkerHub(self)
         self.on_lost: Callable[[], None] | None = None
 
     async def start(self, app: Starlette) -> None:
         store: SQLiteStore = app.state.store
-        hub: WorkerHub = app.state.hub
+        hub = self.hub
 
         async def forget() -> None:
             store.forget_targets()
@@ -340,7 +343,7 @@ def run_worker() -> None:
     settings: Settings = receive_blocking(channel_sock)
     listener = socket.socket(fileno=listen_fd)
     link = Link(channel_sock)
-    app = create_app(settings, shared=True, hub=WorkerHub(link), peers=link, admit=link.admit)
+    app = create_app(settings, peers=link)
     server = build_server(settings, app)
     logging.getLogger("uvicorn.error").setLevel(settings.log_level.upper())
 

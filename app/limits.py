@@ -43,10 +43,14 @@ class RateLimiter:
         self._global = Bucket(global_rate, self._clock()) if global_rate else None
         self._buckets: dict[int, Bucket] = {}
 
+    def applies(self, rate: float | None) -> bool:
+        """Whether a request to an endpoint capped at `rate` (None: not) is limited at all."""
+        return self._global is not None or rate is not None
+
     def admit(self, endpoint_id: int, rate: float | None) -> int:
         """0 when the request may go ahead (a token is taken from each bucket that applies),
         else the whole seconds to put in Retry-After."""
-        if self._global is None and rate is None:
+        if not self.applies(rate):
             return 0
         now = self._clock()
         buckets = [] if self._global is None else [self._global]

@@ -42,6 +42,11 @@ class Peers(Protocol):
     (app.cluster): started once the store is open, stopped before it closes."""
 
     sweeps: bool  # this process deletes expired endpoints
+    shared: bool  # its store opens after another process's (no lock file, no sweep of files)
+    hub: Hub  # this process's, which knows of the others' watchers
+
+    @property
+    def admit(self) -> Admit | None: ...  # asks another process for rate-limit tokens
 
     async def start(self, app: Starlette) -> None: ...
     def stopping(self) -> None: ...  # the server's shutdown began
@@ -49,18 +54,16 @@ class Peers(Protocol):
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
-               hub: Hub | None = None, peers: Peers | None = None,
-               admit: Admit | None = None, shared: bool = False) -> Hookscope:
+               hub: Hub | None = None, peers: Peers | None = None) -> Hookscope:
     """Build the ASGI app. A store passed in is the caller's to open and close (tests do that);
-    otherwise the app opens its SQLite store at startup and closes it at shutdown. `peers` and
-    `admit` make it one process of several (app.cluster); `shared`, one opened after the
-    first."""
+    otherwise the app opens its SQLite store at startup and closes it at shutdown. `peers` make
+    it one process of several (app.cluster), with their hub and their rate limiter."""
     settings = settings or Settings()
     owns_store = store is None
     active: Store = store if store is not None else SQLiteStore(
         settings.db, max_total_bytes=settings.max_total_bytes, synchronous=settings.synchronous,
-        body_file_bytes=settings.body_file_bytes, shared=shared)
-    live = hub if hub is not None else Hub()
+        body_file_bytes=settings.body_file_bytes, shared=peers is not None and peers.shared)
+    live = hub if hub is not None else peers.hub if peers is not None else Hub()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -89,6 +92,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     validation = Validation(load_formats())
     throttle = FailureThrottle()
     limiter = RateLimiter(settings.rate_limit)
+    admit = peers.admit if peers is not None else None
     app = Hookscope(front=build_front(active, settings, validation, live, limiter, admit),
                     routes=build_routes(),
                     middleware=build_middleware(settings, throttle),

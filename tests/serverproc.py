@@ -9,12 +9,23 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10) -> bool:
+    """Whether `condition` came true within `timeout` seconds (it is looked at every 20 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
 
 
 def send_raw(url: str, raw: bytes) -> bytes:

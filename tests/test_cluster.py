@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from app.channel import Channel
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, wait_until
 
 T = TypeVar("T")
 
@@ -47,15 +47,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 class Cluster:

@@ -20,7 +20,7 @@ from app.hub import Hub
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import BASE
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, wait_until
 
 
 class ThreadedServer:
@@ -305,15 +305,6 @@ def test_open_streams_do_not_hold_up_shutdown(tmp_path):
     assert "Application shutdown complete" in proc.output()
 
 
-def _wait_for(condition, timeout: float = 5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def test_closed_streams_and_head_requests_leave_no_subscription(live):
     token = _endpoint(live.url)
     hub = live.app.state.hub
@@ -321,11 +312,11 @@ def test_closed_streams_and_head_requests_leave_no_subscription(live):
         _send(live.url, token, 1)
         read_events(response, 1)
         assert hub.count() == 1
-    assert _wait_for(lambda: hub.count() == 0), "a closed stream kept its subscription"
+    assert wait_until(lambda: hub.count() == 0), "a closed stream kept its subscription"
     for _ in range(20):
         head = httpx.head(f"{live.url}/api/endpoints/{token}/stream")
         assert head.status_code == 200
-    assert _wait_for(lambda: hub.count() == 0), "HEAD requests leaked subscriptions"
+    assert wait_until(lambda: hub.count() == 0), "HEAD requests leaked subscriptions"
 
 
 def test_deleting_the_endpoint_ends_its_streams(live):
@@ -339,7 +330,7 @@ def test_deleting_the_endpoint_ends_its_streams(live):
         ended.set()
 
     threading.Thread(target=watch, daemon=True).start()
-    assert _wait_for(lambda: live.app.state.hub.count() == 1)
+    assert wait_until(lambda: live.app.state.hub.count() == 1)
     assert httpx.delete(f"{live.url}/api/endpoints/{token}").status_code == 200
     assert ended.wait(5), "the stream outlived its endpoint"
     assert httpx.get(f"{live.url}/api/endpoints/{token}/stream").status_code == 404

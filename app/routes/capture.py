@@ -74,7 +74,7 @@ class CaptureMiddleware:
         if endpoint.is_expired(received_at):
             await _error(scope, receive, send, 410, "gone", f"endpoint {key!r} has expired")
             return
-        if endpoint.rate_limit is not None or self.settings.rate_limit:
+        if self.limiter.applies(endpoint.rate_limit):  # not even an await otherwise
             retry_after = await self.admit(endpoint.id, endpoint.rate_limit)
             if retry_after:
                 await _error(scope, receive, send, 429, "rate_limited",
