@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from app.cluster import Cluster
+    from app.cluster import Cluster, listen
     from app.main import create_app
     from app.migrations import SchemaTooNew
     from app.server import build_server, tune_process
@@ -208,12 +208,20 @@ def _serve(args: argparse.Namespace) -> int:
     server = build_server(settings, app)
     config = server.config
     logging.getLogger("uvicorn.error").setLevel(settings.log_level.upper())
-    sock = config.bind_socket()
     # Listening now makes the line below true at once: the kernel queues connections until the
     # event loop accepts them, so a client that reads the address can connect straight away.
-    sock.listen(config.backlog)
-    if cluster is not None:
-        cluster.listener = sock  # the workers, started with the app, accept on it too
+    if cluster is None:
+        sock = config.bind_socket()
+        sock.listen(config.backlog)
+    else:
+        try:
+            cluster.listeners = listen(settings.host, settings.port, settings.workers,
+                                       config.backlog)
+        except OSError as exc:
+            print(f"hookscope: cannot listen on {settings.host}:{settings.port}: {exc}",
+                  file=sys.stderr)
+            return 1
+        sock = cluster.listeners[0]  # the workers, started with the app, get the others
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     processes = f", {settings.workers} processes" if settings.workers > 1 else ""

@@ -1,14 +1,14 @@
 """Several processes serving one database: HOOKSCOPE_WORKERS (`hookscope serve --workers N`).
 
-One process running Python serves HTTP on one core. This lets N processes share the listening
-socket, which the kernel hands to whichever accepts first. Each is a whole Hookscope with its own
-SQLite connections and writer on the one database file: SQLite's write lock takes their commits
-one at a time, and each writer reloads its endpoint counters (the next `seq`, counts and bytes
-for pruning) inside any transaction that follows another process's commit (app.writer, `PRAGMA
-data_version`). The first process (main) holds the lock file, opens the database first (its
+One process running Python serves HTTP on one core. This lets N processes serve one address, each
+on a listening socket of its own (SO_REUSEPORT, on Linux; see `listen`). Each is a whole Hookscope
+with its own SQLite connections and writer on the one database file: SQLite's write lock takes
+their commits one at a time, and each writer reloads its endpoint counters (the next `seq`, counts
+and bytes for pruning) inside any transaction that follows another process's commit (app.writer,
+`PRAGMA data_version`). The first process (main) holds the lock file, opens the database first (its
 migrations, its sweep of orphaned body files) and deletes expired endpoints; it starts the others
-(workers) and talks to each over a Unix socket pair made before the worker started, so nothing
-else can reach it: calls answered in turn and one-way notes, as length-prefixed pickles between
+(workers) and talks to each over a Unix socket pair made before the worker started, so nothing else
+can reach it: calls answered in turn and one-way notes, as length-prefixed pickles between
 Hookscope's own processes.
 
 What must hold across processes, and how:
@@ -147,6 +147,34 @@ class _Worker:
     channel: Channel
 
 
+def listen(host: str, port: int, count: int, backlog: int) -> list[socket.socket]:
+    """`count` listening sockets on one address, one for each process. On Linux each has
+    SO_REUSEPORT, so the kernel spreads new connections over them by a hash of the connection's
+    addresses, and a worker that dies takes its socket out of the spread. One socket shared by
+    all goes to whichever process accepts first: wrk's 64 keep-alive connections split 13/51
+    and 5/59, and the process with the most ran out of CPU while the other had some to spare
+    (+15% plain captures/s with a socket each, bench/ingest --workers 2). Elsewhere SO_REUSEPORT
+    does not spread connections, and every process shares the one socket."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    spread = sys.platform.startswith("linux")
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count if spread else 1):
+            sock = socket.socket(family)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if spread:  # only sockets of this user can join: the kernel checks the user id
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]  # port 0 chose one: the others take the same
+            sock.listen(backlog)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets if spread else sockets * count
+
+
 class Cluster:
     """The main process's side: starts the workers once the database is open, answers them,
     and stops them before its store closes."""
@@ -158,7 +186,9 @@ class Cluster:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.hub = ClusterHub()
-        self.listener: socket.socket | None = None  # set once bound, before the app starts
+        # Set once bound, before the app starts: the main process's first, then each worker's
+        # (see `listen`).
+        self.listeners: list[socket.socket] = []
         self.workers: list[_Worker] = []
         self._stopping = False
 
@@ -186,16 +216,18 @@ class Cluster:
 
     async def _spawn(self, number: int, calls: dict[str, Callable[..., Awaitable[Any]]],
                      hub: ClusterHub, lock_fds: tuple[int, ...]) -> _Worker:
-        assert self.listener is not None
+        listener = self.listeners[number]
         ours, theirs = socket.socketpair()
         with theirs:
             send_blocking(ours, self.settings)
-            fds = (self.listener.fileno(), theirs.fileno())
+            fds = (listener.fileno(), theirs.fileno())
             # -P: the package installed, never an `app` in the current directory. The lock
             # file's descriptor goes along, so the lock is held while any process writes.
             process = subprocess.Popen(
                 [sys.executable, "-P", "-c", "from app.cluster import run_worker; run_worker()",
                  *map(str, fds)], pass_fds=(*fds, *lock_fds))
+        if listener is not self.listeners[0]:
+            listener.close()  # the worker's alone, so it leaves the spread when the worker exits
         channel = Channel(calls)
 
         async def watch(endpoint_id: int) -> None:

@@ -43,9 +43,9 @@ class Settings:
         "(files already written stay readable).")
     workers: int = _setting(
         1, "HOOKSCOPE_WORKERS",
-        "Processes that serve HTTP, sharing the one listening socket and the one database "
-        "(1-64); live streams, long-polls, rate limits and endpoint changes hold across all of "
-        "them.",
+        "Processes that serve HTTP on the one address (a listening socket each, on Linux) and "
+        "the one database (1-64); live streams, long-polls, rate limits and endpoint changes "
+        "hold across all of them.",
         cli="--workers")
     public_url: str = _setting(
         "", "HOOKSCOPE_PUBLIC_URL",

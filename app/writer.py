@@ -78,6 +78,8 @@ _STOP = object()
 BUSY_TIMEOUT_S = 30.0
 BUSY_POLL_MIN_S = 0.0001
 BUSY_POLL_MAX_S = 0.002
+# How long an event loop keeps trying the write lock itself before handing its turn to the thread.
+LOOP_BUSY_MAX_S = 1.0
 
 
 @dataclass
@@ -87,6 +89,8 @@ class _Turn:
     items: list[Any] = field(default_factory=list)
     quick: bool = True  # every operation is quick
     size: int = 0  # the bytes they write
+    busy_since: float | None = None  # another process first held the write lock (monotonic)
+    pause: float = BUSY_POLL_MIN_S  # before the loop tries the lock again
 
 
 class BatchHooks(Protocol):
@@ -179,7 +183,8 @@ class Writer:
             # 56-69 ms (bench/steady). The checkpointer truncates it once the writer is idle.
             conn.execute("PRAGMA journal_size_limit = -1")
             # SQLite's own busy wait sleeps 1, 2, 5 ms...: on the event loop that would stall
-            # every request. The loop tries the write lock once, the thread waits its way.
+            # every request. The loop tries the write lock again on later turns (see
+            # _try_again_later), the thread waits its way.
             conn.execute("PRAGMA busy_timeout = 0")
             for hook in self._hooks:
                 hook.prepare(conn)
@@ -232,6 +237,8 @@ class Writer:
             # thread while a checkpoint ran, too, helped when one came every second; with one
             # every 50 ms it cost 15% of req/s at 64 connections and made the steady p99 worse.)
             here = (not closed and self._inline and turn.quick and turn.size <= INLINE_MAX_BYTES
+                    and (turn.busy_since is None
+                         or time.monotonic() - turn.busy_since < LOOP_BUSY_MAX_S)
                     and self._transaction.acquire(blocking=False))
             if not closed and not here:
                 self._queue.put(turn.items)
@@ -243,16 +250,32 @@ class Writer:
             try:
                 begun = _begin_now(self._conn)
             except Exception:  # the thread tries again, and fails the batch cleanly if it must
-                begun = False
-            if not begun:
-                # Another process on the database is committing: the thread waits for it, so
-                # this loop does not (HOOKSCOPE_WORKERS).
                 self._queue.put(turn.items)
+                return
+            if not begun:
+                self._try_again_later(loop, turn)
                 return
             outcomes = self._commit_batch(self._conn, turn.items, begun=True)
         finally:
             self._transaction.release()
         _resolve_all([(future, result, exc) for future, _, result, exc in outcomes])
+
+    def _try_again_later(self, loop: asyncio.AbstractEventLoop, turn: _Turn) -> None:
+        """Another process on the database holds the write lock (HOOKSCOPE_WORKERS): this loop
+        tries again shortly, with whatever it is asked for meanwhile, and goes on serving.
+
+        Not the thread's wait: a commit on the thread, while this loop keeps the GIL busy,
+        waits for the GIL at every statement. Such commits held the write lock 2-5 ms instead
+        of 0.5, so the other process's loop found it taken, handed its turns to its own thread,
+        and held it as long in turn: each process's commits failed to get the lock for up to
+        160 ms at a time (bench/ingest --workers 2). Past LOOP_BUSY_MAX_S (the other holds it
+        for a long operation) the turn goes to the thread, which waits up to BUSY_TIMEOUT_S.
+        """
+        if turn.busy_since is None:
+            turn.busy_since = time.monotonic()
+        self._pending[loop] = turn
+        loop.call_later(turn.pause, self._end_turn, loop)
+        turn.pause = min(turn.pause * 2, BUSY_POLL_MAX_S)
 
     def stop(self) -> None:
         """Commit everything already queued, then close. Safe to call twice."""

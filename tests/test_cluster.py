@@ -1,19 +1,23 @@
 """HOOKSCOPE_WORKERS: several processes on one listening socket and one database (app.cluster).
 
-Real `hookscope serve --workers 2` processes on 127.0.0.1. Which process accepts a connection is
-the kernel's choice; `via_worker` makes it the worker's by stopping the main process (SIGSTOP)
-while a fresh connection is accepted, then letting it go on (SIGCONT) to answer the worker.
+Real `hookscope serve --workers 2` processes on 127.0.0.1. Which process takes a connection is
+the kernel's choice (by a hash of its addresses, each process having a socket of its own);
+`via_worker` makes it the worker's: with the main process stopped (SIGSTOP), fresh connections are
+tried until one is answered, which only the worker can do; then the main process goes on
+(SIGCONT) and the request runs on that connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +25,7 @@ import httpx
 import pytest
 
 from app.channel import Channel
+from tests.clirun import hookscope
 from tests.serverproc import ServerProcess, wait_until
 
 T = TypeVar("T")
@@ -59,24 +64,31 @@ class Cluster:
         self.url = proc.url
 
     def via_worker(self, request: Callable[[httpx.Client], T]) -> T:
-        """Run `request` on a new connection that the worker accepts."""
-        return self._while_stopped(self.pid, request)
+        """Run `request` on a connection the worker accepted."""
+        with closing(self.connected_to("worker")) as client:
+            return request(client)
 
     def via_main(self, request: Callable[[httpx.Client], T]) -> T:
-        """Run `request` on a new connection that the main process accepts."""
-        return self._while_stopped(self.worker, request)
+        """Run `request` on a connection the main process accepted."""
+        with closing(self.connected_to("main")) as client:
+            return request(client)
 
-    def _while_stopped(self, pid: int, request: Callable[[httpx.Client], T]) -> T:
-        os.kill(pid, signal.SIGSTOP)
+    def connected_to(self, process: str) -> httpx.Client:
+        """A client with one connection, which `process` ("main" or "worker") accepted: fresh
+        ones are tried with the other process stopped, until one is answered."""
+        stopped = self.worker if process == "main" else self.pid
+        os.kill(stopped, signal.SIGSTOP)
         try:
-            with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=self.url,
-                                                             timeout=20) as client:
-                future = pool.submit(request, client)
-                time.sleep(0.3)  # the other process accepts it meanwhile; this one cannot
-                os.kill(pid, signal.SIGCONT)
-                return future.result(timeout=20)
+            for _ in range(60):  # a fresh connection is the stopped process's half the time
+                client = httpx.Client(base_url=self.url, timeout=20)
+                try:
+                    client.get("/healthz", timeout=0.5)
+                    return client
+                except httpx.TimeoutException:
+                    client.close()  # queued for the stopped process: try another
+            raise AssertionError(f"no connection reached the {process} process")
         finally:
-            os.kill(pid, signal.SIGCONT)
+            os.kill(stopped, signal.SIGCONT)
 
 
 def start_cluster(tmp_path: Path, name: str, *args: str) -> Cluster:
@@ -285,17 +297,52 @@ def test_a_live_stream_under_load_from_both_processes_misses_nothing(cluster: Cl
 @pytest.mark.parametrize("waiter", ["main", "worker"])
 def test_a_long_poll_wakes_for_a_capture_the_other_process_took(cluster: Cluster, waiter: str):
     token = new_endpoint(cluster.url)
-    wait_in, capture_in = ((cluster.via_main, cluster.via_worker) if waiter == "main"
-                           else (cluster.via_worker, cluster.via_main))
-    with ThreadPoolExecutor(1) as pool:
-        waiting = pool.submit(wait_in, lambda c: c.get(f"/api/endpoints/{token}/captures",
-                                                       params={"wait": 20}))
-        time.sleep(0.8)  # accepted, and waiting
+    capture_in = cluster.via_worker if waiter == "main" else cluster.via_main
+    with closing(cluster.connected_to(waiter)) as client, ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(client.get, f"/api/endpoints/{token}/captures",
+                              params={"wait": 20})
+        time.sleep(0.8)  # waiting
         started = time.monotonic()
         assert capture_in(lambda c: c.post(f"/h/{token}", content=b"wake")).status_code == 200
         reply = waiting.result(timeout=30)
     assert time.monotonic() - started < 10
     assert [c["seq"] for c in reply.json()["captures"]] == [1]
+
+
+def test_each_process_takes_a_share_of_new_connections_and_none_is_lost(cluster: Cluster):
+    """A listening socket per process: connections the kernel gives a stopped process wait
+    for it rather than going to the other, and are answered once it goes on."""
+    host, port = httpx.URL(cluster.url).host, httpx.URL(cluster.url).port
+    request = b"GET /healthz HTTP/1.1\r\nHost: hookscope\r\nConnection: close\r\n\r\n"
+    os.kill(cluster.worker, signal.SIGSTOP)
+    try:
+        conns = [socket.create_connection((host, port), timeout=10) for _ in range(24)]
+        for conn in conns:
+            conn.sendall(request)
+        time.sleep(1)
+        answered = select.select(conns, [], [], 0)[0]
+        # Each connection is the worker's about half the time (all 24 on one side: 1 in 8M).
+        assert 0 < len(answered) < len(conns)
+    finally:
+        os.kill(cluster.worker, signal.SIGCONT)
+    for conn in conns:
+        with conn:
+            reply = b""
+            while chunk := conn.recv(65536):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+
+
+def test_a_port_in_use_is_refused_with_a_clear_message(tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = hookscope("serve", "--workers", "2", "--port", str(port),
+                           "--db", str(tmp_path / "refused.db"))
+    assert result.code == 1
+    assert result.err.startswith(f"hookscope: cannot listen on 127.0.0.1:{port}: "), result.err
+    assert "Traceback" not in result.err
 
 
 def test_sigterm_stops_every_process(tmp_path: Path):

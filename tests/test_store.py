@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
@@ -282,26 +283,64 @@ def test_an_unknown_synchronous_setting_is_refused(tmp_path):
         SQLiteStore(tmp_path / "x.db", synchronous="FULL")
 
 
+@contextlib.asynccontextmanager
+async def _ticking() -> AsyncIterator[list[int]]:
+    """Counts the event loop's 10 ms ticks while the block runs, in [count]: it goes on
+    serving only if they keep coming."""
+    ticks = [0]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks[0] += 1
+
+    ticker = asyncio.ensure_future(tick())
+    try:
+        yield ticks
+    finally:
+        ticker.cancel()
+
+
 async def test_the_event_loop_never_waits_for_another_commit(bare_writer):
     """While the checkpointer holds the writer (a WAL reset), a quick write goes to the thread,
     which waits for it; the event loop goes on serving."""
     w = bare_writer
     w._transaction.acquire()
     threading.Timer(0.3, w._transaction.release).start()
-    ticks = 0
+    async with _ticking() as ticks:
+        assert await w.run(_where_committed, quick=True) is w._thread
+    assert ticks[0] >= 10
 
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
 
-    ticker = asyncio.ensure_future(tick())
+async def test_a_write_lock_another_process_holds_is_tried_again_on_the_loop(
+        bare_writer, tmp_path, monkeypatch):
+    """Another connection (another Hookscope process) holds SQLite's write lock: the loop tries
+    again on later turns and commits there, with what it was asked for meanwhile, and goes on
+    serving. Only a wait past LOOP_BUSY_MAX_S goes to the thread."""
+    w = bare_writer
+    here = threading.current_thread()
+    other = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
+    loop = asyncio.get_running_loop()
     try:
+        other.execute("BEGIN IMMEDIATE")
+        loop.call_later(0.3, other.execute, "COMMIT")
+        commits = w._commits
+        async with _ticking() as ticks:
+            first = asyncio.ensure_future(w.run(_where_committed, quick=True))
+            await asyncio.sleep(0.1)
+            assert not first.done()
+            second = w.run(_where_committed, quick=True)
+            assert await asyncio.gather(first, second) == [here, here]
+        assert w._commits == commits + 1
+        assert ticks[0] >= 20
+        monkeypatch.setattr(writer, "LOOP_BUSY_MAX_S", 0.05)
+        other.execute("BEGIN IMMEDIATE")
+        loop.call_later(0.3, other.execute, "COMMIT")
         assert await w.run(_where_committed, quick=True) is w._thread
     finally:
-        ticker.cancel()
-    assert ticks >= 10
+        other.close()
+    w.stop()
+    assert _rows_in_t(tmp_path) == 3
 
 
 class _Interrupt(BaseException):
