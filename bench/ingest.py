@@ -285,7 +285,8 @@ def main() -> int:
     print(f"full pipeline (verify auto + format auto) / bare = "
           f"{median_ratio('hookscope full'):.0%} (target >= 50%), p99 = "
           f"{median('hookscope full', 'p99_ms'):.1f} ms (target <= 20 ms); signature "
-          f"verification costs {cost:.1%} of throughput; last verdict = "
+          f"verification and format detection cost {cost:.1%} of plain throughput; last "
+          f"verdict = "
           f"{last_full.get('verdict')}; captures stored in the last round = "
           f"{last_full.get('stored')}")
     if args.peer:
