@@ -21,13 +21,10 @@ Each operation runs inside its own SAVEPOINT, so one failing operation (a duplic
 vanished endpoint) fails alone and the rest of the batch commits. If the COMMIT itself fails,
 every operation in the batch fails and nothing is acknowledged.
 
-Checkpoints run on a second connection in a background thread (PASSIVE, never blocking the
-writer, every CHECKPOINT_EVERY_S), so the WAL is folded into the database off the request path.
-Under sustained load that alone never lets SQLite start the WAL over, so past WAL_RESET_BYTES the
-checkpointer also copies the rest while the writer waits between two transactions, and the WAL
-starts over; the file is truncated once the writer has been idle for IDLE_TRUNCATE_S. Then the
-checkpointer sleeps until the next commit rather than waking 20 times a second (measured idle:
-0 wake-ups in 5 s, against 100; uvicorn's own 0.1 s tick still wakes the event loop).
+With several processes on the database (HOOKSCOPE_WORKERS), a loop that finds SQLite's write
+lock taken tries again on later turns, and the thread polls for it (see _try_again_later).
+
+Checkpoints are app.checkpointer's job, on a connection and a thread of their own.
 """
 
 from __future__ import annotations
@@ -35,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -44,6 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from app.checkpointer import Checkpointer
 from app.migrations import migrate
 
 T = TypeVar("T")
@@ -52,26 +49,6 @@ log = logging.getLogger("hookscope.writer")
 MAX_BATCH = 1024
 # A turn of quick operations writing at most this many bytes is committed on its event loop.
 INLINE_MAX_BYTES = 256 * 1024
-# Small, frequent checkpoints: each one's disk syncs hold WAL writes up for less time. At a
-# steady 2,000 captures/s (bench/steady, alternated) p99 was 5.3-9.3 ms with one a second, and
-# 2.4-4.0 ms with one every 50 ms; bench/large and bench/ingest were no worse.
-CHECKPOINT_EVERY_S = 0.05
-# The WAL file is truncated once no commit came for this long.
-IDLE_TRUNCATE_S = 1.0
-# Then the checkpointer sleeps until a commit or stop() wakes it; this is only a backstop.
-IDLE_SLEEP_MAX_S = 60.0
-# Past WAL_RESET_BYTES the WAL is checkpointed to its end and started over (see _reset_wal);
-# after a reset that held the writer over RESET_SLOW_S, or could not catch up, only once
-# RESET_BACKOFF_S have passed or the WAL is past both WAL_LIMIT_BYTES and WAL_LIMIT_DB_RATIO
-# times the database's size.
-WAL_RESET_BYTES = 64 * 1024 * 1024
-WAL_LIMIT_BYTES = 4 * 1024 * 1024 * 1024
-WAL_LIMIT_DB_RATIO = 1
-RESET_RESIDUAL_BYTES = 8 * 1024 * 1024
-RESET_MAX_PASSES = 4
-RESET_SLOW_S = 0.05
-RESET_BACKOFF_S = 30.0
-
 _STOP = object()
 # How long the writer thread waits for the write lock another process holds, polling from
 # BUSY_POLL_MIN_S up to BUSY_POLL_MAX_S between tries.
@@ -158,20 +135,22 @@ class Writer:
         self._hooks = tuple(hooks)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._checkpointer: threading.Thread | None = None
         self._stopping = threading.Event()
         self._stopping.set()  # until start()
         self._gate = threading.Lock()
         # Held by the writer for each transaction; the checkpointer takes it to reset the WAL.
         self._transaction = threading.Lock()
-        self._commits = 0
+        self._checkpointer = Checkpointer(path, lambda: connect(path, synchronous),
+                                          self._transaction)
         self._data_version: int | None = None  # as of our last transaction
-        # Set by a commit or stop() when the checkpointer sleeps (see _checkpoint_loop).
-        self._wake = threading.Event()
-        self._checkpointer_asleep = False
         self._conn: sqlite3.Connection | None = None
         # Operations asked for during the current turn of each event loop (see run()).
         self._pending: dict[asyncio.AbstractEventLoop, _Turn] = {}
+
+    @property
+    def commits(self) -> int:
+        """How many transactions this writer committed."""
+        return self._checkpointer.commits
 
     def start(self) -> None:
         conn = connect(self._path, self._synchronous)
@@ -196,8 +175,6 @@ class Writer:
         self._thread = threading.Thread(target=self._run, args=(conn,), name="hookscope-writer",
                                         daemon=True)
         self._thread.start()
-        self._checkpointer = threading.Thread(target=self._checkpoint_loop,
-                                              name="hookscope-checkpoint", daemon=True)
         self._checkpointer.start()
 
     async def run(self, op: Callable[[sqlite3.Connection], T], *, single: bool = False,
@@ -289,15 +266,13 @@ class Writer:
                 if turn is not None:
                     self._queue.put(turn.items)
             self._stopping.set()
-            self._wake.set()
+            self._checkpointer.stop()
             self._queue.put(_STOP)
         self._thread.join()
         self._thread = None
         self._conn = None
         _fail_queued(self._queue)  # what reached the queue after a dying thread's last drain
-        if self._checkpointer is not None:
-            self._checkpointer.join()
-            self._checkpointer = None
+        self._checkpointer.join()
 
     # -- the writer thread ------------------------------------------------------------------
 
@@ -310,7 +285,7 @@ class Writer:
             # once a commit on an event loop that began before is done.
             with self._gate:
                 self._stopping.set()
-                self._wake.set()
+                self._checkpointer.stop()
             with self._transaction:
                 conn.close()
             _fail_queued(self._queue)
@@ -374,9 +349,7 @@ class Writer:
             for hook in self._hooks:
                 hook.before_commit(conn)
             conn.execute("COMMIT")
-            self._commits += 1
-            if self._checkpointer_asleep:
-                self._wake.set()
+            self._checkpointer.committed()
         except BaseException as exc:
             log.error("commit failed, %d operations not stored: %r", len(batch), exc)
             with contextlib.suppress(sqlite3.Error):
@@ -401,116 +374,6 @@ class Writer:
                 log.exception("after a commit")
         return outcomes
 
-    def _checkpoint_loop(self) -> None:
-        conn = connect(self._path, self._synchronous)
-        # Only RESTART and TRUNCATE wait for anything (readers still on the WAL), and they do so
-        # while the writer waits for them: not for long.
-        conn.execute("PRAGMA busy_timeout = 100")
-        frame_bytes = conn.execute("PRAGMA page_size").fetchone()[0] + 24
-        wal = f"{self._path}-wal"
-        seen = 0
-        idle_since = time.monotonic()  # the last commit seen, or the last refused truncation
-        backoff_until = 0.0
-        # Moves when another connection commits: another process's writer (HOOKSCOPE_WORKERS),
-        # whose commits mean the database is not idle either.
-        others = conn.execute("PRAGMA data_version").fetchone()[0]
-        try:
-            while not self._stopping.wait(CHECKPOINT_EVERY_S):
-                try:
-                    if self._commits == seen:
-                        version = conn.execute("PRAGMA data_version").fetchone()[0]
-                        if version != others:
-                            others = version
-                            idle_since = time.monotonic()
-                        elif not _size(wal):
-                            self._sleep_until_a_commit(seen)
-                        elif time.monotonic() - idle_since >= IDLE_TRUNCATE_S:
-                            # No commit for a while: give the disk space back. Truncating a
-                            # big WAL takes a while (120-215 ms for 64 MiB here), which a busy
-                            # writer must not wait for; an idle one hardly notices.
-                            with self._transaction:
-                                busy = conn.execute(
-                                    "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-                            if busy:  # a reader kept the WAL: not again every interval
-                                idle_since = time.monotonic()
-                        continue
-                    seen = self._commits
-                    idle_since = time.monotonic()
-                    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    # The WAL's length in use, not its file: a restarted WAL keeps its file.
-                    length = row[1] * frame_bytes
-                    if length <= WAL_RESET_BYTES:
-                        continue
-                    force = length > max(WAL_LIMIT_BYTES,
-                                         WAL_LIMIT_DB_RATIO * _size(self._path))
-                    if time.monotonic() < backoff_until and not force:
-                        continue
-                    held = self._reset_wal(conn, row, frame_bytes, force=force)
-                    if held is None or held > RESET_SLOW_S:
-                        backoff_until = time.monotonic() + RESET_BACKOFF_S
-                except sqlite3.Error as exc:  # a full disk, say: try again next interval
-                    log.warning("background checkpoint failed: %s", exc)
-        finally:
-            conn.close()
-
-    def _sleep_until_a_commit(self, seen: int) -> None:
-        """Nothing to checkpoint and no WAL to truncate: wait for the next commit (or stop())
-        rather than waking every CHECKPOINT_EVERY_S, so an idle server stays asleep. The flag
-        goes up before the last look at the count, and a commit counts before it reads the
-        flag, so a commit in between is never missed."""
-        self._wake.clear()
-        self._checkpointer_asleep = True
-        try:
-            # stop() sets _stopping before _wake: a stop that came before the clear() above is
-            # seen here, one that comes after it sets _wake again.
-            if self._commits == seen and not self._stopping.is_set():
-                self._wake.wait(IDLE_SLEEP_MAX_S)
-        finally:
-            self._checkpointer_asleep = False
-
-    def _reset_wal(self, conn: sqlite3.Connection, row: tuple[int, int, int],
-                   frame_bytes: int, *, force: bool = False) -> float | None:
-        """Checkpoint the WAL to its end and have the next transaction start it over.
-
-        SQLite starts the WAL over only when a transaction begins after a checkpoint has copied
-        all of it. A PASSIVE checkpoint takes milliseconds, and under sustained load the writer
-        always commits more in the meantime, so the WAL grew without bound (measured: 525 MB
-        beside a 14 MB database after 10 s at 1,000 captures/s). More PASSIVE passes copy what
-        came during the one before, until at most RESET_RESIDUAL_BYTES are left; then RESTART,
-        while the writer waits, copies the rest and makes the next transaction write from the
-        WAL's beginning, over the same file, which keeps its size until the writer is idle.
-        With small captures that holds the writer 1-7 ms (bench/steady). With 1 MiB bodies at
-        150+ MB/s (bench/large) the disk is busy and every sync slow: the passes do not catch
-        up, and a RESTART held the writer 150-350 ms. So when RESET_MAX_PASSES do not catch up
-        there is no RESTART unless `force`, and the checkpointer leaves the WAL to grow for a
-        while (RESET_BACKOFF_S), up to the limit; so too after a slow RESTART.
-
-        `row`: what the last PASSIVE pass returned, (busy, frames in the WAL, frames copied).
-        Returns how long the writer was held, in seconds (0 when a reader kept the WAL: that
-        is not the disk being slow), or None when there was no RESTART.
-        """
-        for _ in range(RESET_MAX_PASSES):
-            before = row[1]
-            started = time.monotonic()
-            row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            # Left for RESTART: what came during this pass (about as much as during the one
-            # before; negative if the WAL restarted) and what a reader kept from being copied.
-            left = max(row[1] - before, 0) + row[1] - row[2]
-            # A pass this small that still took long says the disk is busy: RESTART would be
-            # as slow, with the writer waiting.
-            if (left * frame_bytes <= RESET_RESIDUAL_BYTES
-                    and time.monotonic() - started <= RESET_SLOW_S):
-                break
-        else:
-            if not force:
-                return None
-        with self._transaction:
-            started = time.monotonic()
-            busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
-            held = time.monotonic() - started
-        return 0.0 if busy else held
-
-
 def _closed() -> RuntimeError:
     return RuntimeError("the store is closed")
 
@@ -523,13 +386,6 @@ def _fail_queued(queued: queue.SimpleQueue[Any]) -> None:
             return
         if item is not _STOP:
             _deliver([(future, loop, None, _closed()) for _, _, future, loop in item])
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
 
 
 def _deliver(outcomes: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, Any]]

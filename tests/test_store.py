@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app import models, writer
+from app import checkpointer, models, writer
 from app.main import create_app
 from app.migrations import LATEST, MIGRATIONS, SchemaTooNew, migrate
 from app.models import Capture, new_capture_id, now_us
@@ -191,7 +191,7 @@ def test_the_verdict_column_holds_any_verdict_as_json(key):
 
 async def test_what_one_turn_of_the_loop_asks_for_is_one_commit(store):
     endpoint = await _endpoint(store, max_captures=10_000)
-    before = store._writer._commits
+    before = store._writer.commits
 
     def add() -> asyncio.Future[int]:
         return asyncio.ensure_future(store.add_capture(_capture(endpoint.id, endpoint.token,
@@ -203,7 +203,7 @@ async def test_what_one_turn_of_the_loop_asks_for_is_one_commit(store):
     adds += [add() for _ in range(199)]
     seqs = await asyncio.gather(*adds)
     assert sorted(seqs) == list(range(1, 201))
-    assert store._writer._commits == before + 1
+    assert store._writer.commits == before + 1
 
 
 @pytest.fixture
@@ -324,14 +324,14 @@ async def test_a_write_lock_another_process_holds_is_tried_again_on_the_loop(
     try:
         other.execute("BEGIN IMMEDIATE")
         loop.call_later(0.3, other.execute, "COMMIT")
-        commits = w._commits
+        commits = w.commits
         async with _ticking() as ticks:
             first = asyncio.ensure_future(w.run(_where_committed, quick=True))
             await asyncio.sleep(0.1)
             assert not first.done()
             second = w.run(_where_committed, quick=True)
             assert await asyncio.gather(first, second) == [here, here]
-        assert w._commits == commits + 1
+        assert w.commits == commits + 1
         assert ticks[0] >= 20
         monkeypatch.setattr(writer, "LOOP_BUSY_MAX_S", 0.05)
         other.execute("BEGIN IMMEDIATE")
@@ -510,15 +510,15 @@ async def _truncated(wal: Path) -> bool:
 async def test_the_wal_stays_bounded_under_sustained_writes(tmp_path, monkeypatch, backing_off):
     # With only PASSIVE checkpoints, a writer that never pauses keeps the WAL growing: SQLite
     # starts it over only after a checkpoint has caught up, which never happens.
-    monkeypatch.setattr(writer, "CHECKPOINT_EVERY_S", 0.02)
-    monkeypatch.setattr(writer, "WAL_RESET_BYTES", 1024 * 1024)
+    monkeypatch.setattr(checkpointer, "CHECKPOINT_EVERY_S", 0.02)
+    monkeypatch.setattr(checkpointer, "WAL_RESET_BYTES", 1024 * 1024)
     # Every reset counts as slow (backing off) or none does, whatever this machine's disk does.
-    monkeypatch.setattr(writer, "RESET_SLOW_S", -1 if backing_off else 60)
+    monkeypatch.setattr(checkpointer, "RESET_SLOW_S", -1 if backing_off else 60)
     if backing_off:
         # After the first reset, only the hard limit starts the WAL over.
-        monkeypatch.setattr(writer, "RESET_BACKOFF_S", 10**9)
-        monkeypatch.setattr(writer, "WAL_LIMIT_BYTES", 4 * 1024 * 1024)
-        monkeypatch.setattr(writer, "WAL_LIMIT_DB_RATIO", 0)
+        monkeypatch.setattr(checkpointer, "RESET_BACKOFF_S", 10**9)
+        monkeypatch.setattr(checkpointer, "WAL_LIMIT_BYTES", 4 * 1024 * 1024)
+        monkeypatch.setattr(checkpointer, "WAL_LIMIT_DB_RATIO", 0)
     store = SQLiteStore(tmp_path / "busy.db")
     await store.open()
     try:
@@ -549,8 +549,8 @@ async def test_the_wal_stays_bounded_under_sustained_writes(tmp_path, monkeypatc
 async def test_the_wal_file_is_truncated_only_after_a_whole_idle_interval(tmp_path, monkeypatch):
     # Checkpoints come every few milliseconds; truncating a big WAL takes 100+ ms with the
     # writer waiting, so a short pause in the traffic must not set it off.
-    monkeypatch.setattr(writer, "CHECKPOINT_EVERY_S", 0.01)
-    monkeypatch.setattr(writer, "IDLE_TRUNCATE_S", 3600)
+    monkeypatch.setattr(checkpointer, "CHECKPOINT_EVERY_S", 0.01)
+    monkeypatch.setattr(checkpointer, "IDLE_TRUNCATE_S", 3600)
     store = SQLiteStore(tmp_path / "idle.db")
     await store.open()
     try:
@@ -559,7 +559,7 @@ async def test_the_wal_file_is_truncated_only_after_a_whole_idle_interval(tmp_pa
         await store.add_capture(_capture(endpoint.id, endpoint.token, b"x" * 4096))
         await asyncio.sleep(0.3)  # thirty checkpoint intervals without a commit
         assert wal.stat().st_size > 0
-        monkeypatch.setattr(writer, "IDLE_TRUNCATE_S", 0.1)
+        monkeypatch.setattr(checkpointer, "IDLE_TRUNCATE_S", 0.1)
         assert await _truncated(wal)
     finally:
         await store.close()
@@ -570,10 +570,11 @@ async def test_the_wal_file_is_truncated_only_after_a_whole_idle_interval(tmp_pa
 async def test_an_idle_checkpointer_sleeps_until_the_next_commit(tmp_path, monkeypatch):
     # It looks at the WAL's size every interval while there is work; not once asleep.
     looks = []
-    real_size = writer._size
-    monkeypatch.setattr(writer, "_size", lambda path: (looks.append(path), real_size(path))[1])
-    monkeypatch.setattr(writer, "CHECKPOINT_EVERY_S", 0.01)
-    monkeypatch.setattr(writer, "IDLE_TRUNCATE_S", 0.05)
+    real_size = checkpointer._size
+    monkeypatch.setattr(checkpointer, "_size",
+                        lambda path: (looks.append(path), real_size(path))[1])
+    monkeypatch.setattr(checkpointer, "CHECKPOINT_EVERY_S", 0.01)
+    monkeypatch.setattr(checkpointer, "IDLE_TRUNCATE_S", 0.05)
     store = SQLiteStore(tmp_path / "sleep.db")
     await store.open()
     try:
@@ -613,8 +614,8 @@ async def test_a_truncation_a_reader_holds_up_is_tried_again_only_after_an_idle_
             return self._conn.execute(sql, *args)
 
     monkeypatch.setattr(writer, "connect", lambda *args: Watched(real_connect(*args)))
-    monkeypatch.setattr(writer, "CHECKPOINT_EVERY_S", 0.01)
-    monkeypatch.setattr(writer, "IDLE_TRUNCATE_S", 0.4)
+    monkeypatch.setattr(checkpointer, "CHECKPOINT_EVERY_S", 0.01)
+    monkeypatch.setattr(checkpointer, "IDLE_TRUNCATE_S", 0.4)
     store = SQLiteStore(tmp_path / "held.db")
     await store.open()
     reader = sqlite3.connect(tmp_path / "held.db", isolation_level=None)
