@@ -24,12 +24,16 @@ What must hold across processes, and how:
   one committed before is in the store when the stream looks. Duplicates are dropped by `seq`.
 - Rate limits: a worker asks the main process's limiter, so a cap counts every process's
   requests (only for capped endpoints, or with HOOKSCOPE_RATE_LIMIT).
+- Wrong tokens: a process that counts one against a client notes it to the main process, which
+  counts it too and notes it to every other worker, so each process's throttle has seen every
+  guess (a note, not a call: the refusal is not held up, and a guess may reach the others a
+  moment later).
 - Shutdown: the main process's shutdown stops the workers (SIGTERM: they answer what is in
   flight and close their connections) and waits for them before closing its own store. A worker
   whose main process is gone stops too.
 
-Per process, not shared: the cap of open streams per endpoint, and the login page's failed-guess
-throttle. A worker that dies is logged and not restarted; the others keep serving.
+Per process, not shared: the cap of open streams per endpoint. A worker that dies is logged and
+not restarted; the others keep serving.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -52,6 +57,7 @@ from starlette.applications import Starlette
 from app.channel import Channel, receive_blocking, send_blocking
 from app.hub import Hub, Subscription
 from app.inputs import MAX_DELAY_MS
+from app.limits import FailureThrottle
 from app.settings import Settings
 from app.store import SQLiteStore
 
@@ -196,6 +202,7 @@ class Cluster:
         store: SQLiteStore = app.state.store
         hub = self.hub
         limiter = app.state.limiter
+        throttle: FailureThrottle = app.state.auth_throttle
 
         async def forget_everywhere() -> None:
             await broadcast(hub.workers, "forget")
@@ -207,10 +214,21 @@ class Cluster:
         async def admit(endpoint_id: int, rate: float | None) -> int:
             return limiter.admit(endpoint_id, rate)
 
+        def tell_workers(address: str, origin: Channel | None = None) -> None:
+            for channel in hub.workers:
+                if channel is not origin:  # the worker it came from counted it already
+                    channel.note("failed_guess", address)
+
+        def failed_in_worker(origin: Channel, address: str) -> None:
+            throttle.failed_elsewhere(address)
+            tell_workers(address, origin)
+
         store.targets_changed = forget_everywhere
+        throttle.tell_others = tell_workers  # a wrong token counts in every process
         calls = {"forget_all": forget_all, "admit": admit}
         for number in range(1, self.settings.workers):
             worker = await self._spawn(number, calls, hub, store.lock_fds)
+            worker.channel.notes["failed_guess"] = partial(failed_in_worker, worker.channel)
             self.workers.append(worker)
             hub.workers.append(worker.channel)
 
@@ -300,10 +318,13 @@ class Link:
             with contextlib.suppress(ConnectionError):  # the main process is gone: we stop too
                 await self.channel.call("forget_all")
 
+        throttle: FailureThrottle = app.state.auth_throttle
         store.targets_changed = forget_all
+        throttle.tell_others = partial(self.channel.note, "failed_guess")
         self.channel.calls = {"forget": forget, "watched": watched}
         self.channel.notes = {"unwatched": hub.watched.discard, "publish": hub.deliver,
-                              "close_endpoint": hub.drop_endpoint}
+                              "close_endpoint": hub.drop_endpoint,
+                              "failed_guess": throttle.failed_elsewhere}
         self.channel.on_lost = self._lost
         await asyncio.get_running_loop().create_unix_connection(lambda: self.channel,
                                                                 sock=self._sock)

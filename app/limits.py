@@ -13,6 +13,7 @@ import ipaddress
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 MAX_BUCKETS = 10_000
 
@@ -86,6 +87,8 @@ class FailureThrottle:
         self.attempts = attempts
         self.rate = 1 / refill_s
         self._buckets: OrderedDict[str, Bucket] = OrderedDict()  # least recently failed first
+        # Told of each failure made here, so the other processes count it too (app.cluster).
+        self.tell_others: Callable[[str], None] | None = None
 
     def blocked(self, address: str) -> int:
         """0 when `address` may try, else the whole seconds to put in Retry-After."""
@@ -98,6 +101,13 @@ class FailureThrottle:
         return max(1, math.ceil(wait)) if wait > 0 else 0
 
     def failed(self, address: str) -> None:
+        """A wrong guess from `address`, here."""
+        self.failed_elsewhere(address)
+        if self.tell_others is not None:
+            self.tell_others(address)
+
+    def failed_elsewhere(self, address: str) -> None:
+        """A wrong guess from `address` that another process saw and told of."""
         now = self._clock()
         key = _client_key(address)
         bucket = self._buckets.get(key)

@@ -222,6 +222,29 @@ def test_a_rate_limit_counts_the_requests_of_every_process(cluster: Cluster):
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 30
 
 
+def test_wrong_tokens_count_against_their_client_in_every_process(tmp_path: Path):
+    """Ten wrong guesses in all, then one every 6 s: not ten per process."""
+    proc = ServerProcess(tmp_path / "guess.db", tmp_path / "guess.log",
+                         env={"HOOKSCOPE_TOKEN": "cluster-test-token"}, args=("--workers", "2"))
+    proc.start()
+    running = Cluster(proc)
+    wrong = {"Authorization": "Bearer wrong"}
+    statuses: list[int] = []
+    started = time.monotonic()
+    try:
+        # In turn through each process, until both refuse without looking at the token.
+        while statuses[-2:] != [429, 429] and len(statuses) < 40:
+            via = running.via_worker if len(statuses) % 2 == 0 else running.via_main
+            statuses.append(via(lambda c: c.get("/api/endpoints", headers=wrong)).status_code)
+    finally:
+        proc.stop()
+    assert set(statuses) == {401, 429}, statuses
+    # A throttle per process would have let 20 through before refusing in both (17 when only
+    # one side told the other). One more for a refill on the way, one for a guess not yet heard.
+    refills = int((time.monotonic() - started) / 6)
+    assert 10 <= statuses.count(401) <= 10 + refills + 2, (statuses, refills)
+
+
 async def _events(url: str, token: str, wanted: int, ready: asyncio.Event,
                   opened: list[int]) -> list[int]:
     seqs: list[int] = []
