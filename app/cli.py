@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from app.cluster import Cluster, listen
+    from app.cluster import Cluster
     from app.main import create_app
     from app.migrations import SchemaTooNew
     from app.server import build_server, tune_process
@@ -215,13 +215,12 @@ def _serve(args: argparse.Namespace) -> int:
         sock.listen(config.backlog)
     else:
         try:
-            cluster.listeners = listen(settings.host, settings.port, settings.workers,
-                                       config.backlog)
+            sock = cluster.bind(config.backlog)  # the workers, started with the app, get theirs
         except OSError as exc:
-            print(f"hookscope: cannot listen on {settings.host}:{settings.port}: {exc}",
+            shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+            print(f"hookscope: cannot listen on {shown}:{settings.port}: {exc}",
                   file=sys.stderr)
             return 1
-        sock = cluster.listeners[0]  # the workers, started with the app, get the others
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     processes = f", {settings.workers} processes" if settings.workers > 1 else ""

@@ -32,8 +32,9 @@ What must hold across processes, and how:
   flight and close their connections) and waits for them before closing its own store. A worker
   whose main process is gone stops too.
 
-Per process, not shared: the cap of open streams per endpoint. A worker that dies is logged and
-not restarted; the others keep serving.
+Per process, not shared: the cap of open streams per endpoint. A worker that dies is started
+again (see Cluster._restart); the new one asks, before it serves, which endpoints are watched,
+and its throttle counts only the wrong tokens guessed from then on.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ log = logging.getLogger("hookscope.cluster")
 BROADCAST_TIMEOUT_S = 10.0
 # How long a stopping worker may take: uvicorn's own grace period (app.server) and some.
 STOP_TIMEOUT_S = MAX_DELAY_MS // 1000 + 15
+# A worker that dies is started again: at once if it had served RESTART_DELAY_MAX_S, else after
+# a pause from RESTART_DELAY_MIN_S, doubled each time one dies that young, up to the maximum.
+RESTART_DELAY_MIN_S = 1.0
+RESTART_DELAY_MAX_S = 30.0
+# Whether each process has a listening socket of its own (see `listen`).
+SPREAD = sys.platform.startswith("linux")
 
 
 # -- the main process --------------------------------------------------------------------------
@@ -95,6 +102,10 @@ class ClusterHub(Hub):
             told = self._told[endpoint_id] = asyncio.ensure_future(
                 broadcast(self.workers, "watched", endpoint_id))
         await asyncio.shield(told)
+
+    def told(self) -> list[int]:
+        """The endpoints every worker is told (or being told) are watched."""
+        return list(self._told)
 
     def unwatch(self, channel: Channel, endpoint_id: int) -> None:
         channels = self._remote.get(endpoint_id)
@@ -151,39 +162,59 @@ class _Worker:
     number: int
     process: subprocess.Popen[bytes]
     channel: Channel
+    started: float  # time.monotonic()
+    delay: float = 0.0  # the pause before it was started, if it replaced one that died young
 
 
 def listen(host: str, port: int, count: int, backlog: int) -> list[socket.socket]:
     """`count` listening sockets on one address, one for each process. On Linux each has
     SO_REUSEPORT, so the kernel spreads new connections over them by a hash of the connection's
-    addresses, and a worker that dies takes its socket out of the spread. One socket shared by
-    all goes to whichever process accepts first: wrk's 64 keep-alive connections split 13/51
-    and 5/59, and the process with the most ran out of CPU while the other had some to spare
-    (+15% plain captures/s with a socket each, bench/ingest --workers 2). Elsewhere SO_REUSEPORT
-    does not spread connections, and every process shares the one socket."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    spread = sys.platform.startswith("linux")
+    addresses. One socket shared by all goes to whichever process accepts first: wrk's 64
+    keep-alive connections split 13/51 and 5/59, and the process with the most ran out of CPU
+    while the other had some to spare (+15% plain captures/s with a socket each, bench/ingest
+    --workers 2). The price: connections the kernel queued for a worker that dies before
+    accepting them are reset, and a worker that stalls keeps its share waiting. Elsewhere
+    SO_REUSEPORT does not spread connections, and every process shares the one socket."""
+    if not SPREAD:
+        return [_socket(host, port, backlog, reuse_port=False)] * count
+    # A plain bind first, so that a port anything holds is refused, as it is to one process:
+    # even one that another group shares (another Hookscope, on another database, say).
+    with _socket(host, port, None, reuse_port=False) as probe:
+        port = probe.getsockname()[1]  # port 0 chose one: the group takes it
     sockets: list[socket.socket] = []
     try:
-        for _ in range(count if spread else 1):
-            sock = socket.socket(family)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if spread:  # only sockets of this user can join: the kernel checks the user id
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-            port = sock.getsockname()[1]  # port 0 chose one: the others take the same
-            sock.listen(backlog)
+        for _ in range(count):
+            sockets.append(join(host, port, backlog))
     except OSError:
         for sock in sockets:
             sock.close()
         raise
-    return sockets if spread else sockets * count
+    return sockets
+
+
+def join(host: str, port: int, backlog: int) -> socket.socket:
+    """One more listening socket in the group that `listen` made on (host, port)."""
+    return _socket(host, port, backlog, reuse_port=True)
+
+
+def _socket(host: str, port: int, backlog: int | None, *, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # only sockets of this user can join: the kernel checks the user id
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        if backlog is not None:
+            sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class Cluster:
     """The main process's side: starts the workers once the database is open, answers them,
-    and stops them before its store closes."""
+    starts a new one in place of one that died, and stops them before its store closes."""
 
     sweeps = True
     shared = False  # the first process: the lock file is its, and the sweep of body files
@@ -192,11 +223,22 @@ class Cluster:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.hub = ClusterHub()
-        # Set once bound, before the app starts: the main process's first, then each worker's
-        # (see `listen`).
-        self.listeners: list[socket.socket] = []
         self.workers: list[_Worker] = []
-        self._stopping = False
+        self._listeners: list[socket.socket] = []  # the main process's first (see `listen`)
+        self._backlog = 0
+        self._calls: dict[str, Callable[..., Awaitable[Any]]] = {}
+        self._failed_in_worker: Callable[[Channel, str], None] | None = None
+        self._lock_fds: tuple[int, ...] = ()
+        self._restarts: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    def bind(self, backlog: int) -> socket.socket:
+        """Listen on the settings' address, a socket for each process (see `listen`); the main
+        process's own. Before the app starts, so the address is known at once."""
+        self._backlog = backlog
+        self._listeners = listen(self.settings.host, self.settings.port, self.settings.workers,
+                                 backlog)
+        return self._listeners[0]
 
     async def start(self, app: Starlette) -> None:
         store: SQLiteStore = app.state.store
@@ -214,6 +256,9 @@ class Cluster:
         async def admit(endpoint_id: int, rate: float | None) -> int:
             return limiter.admit(endpoint_id, rate)
 
+        async def watching() -> list[int]:  # a worker starting: what it must publish
+            return hub.told()
+
         def tell_workers(address: str, origin: Channel | None = None) -> None:
             for channel in hub.workers:
                 if channel is not origin:  # the worker it came from counted it already
@@ -225,16 +270,14 @@ class Cluster:
 
         store.targets_changed = forget_everywhere
         throttle.tell_others = tell_workers  # a wrong token counts in every process
-        calls = {"forget_all": forget_all, "admit": admit}
+        self._calls = {"forget_all": forget_all, "admit": admit, "watching": watching}
+        self._failed_in_worker = failed_in_worker
+        self._lock_fds = store.lock_fds
         for number in range(1, self.settings.workers):
-            worker = await self._spawn(number, calls, hub, store.lock_fds)
-            worker.channel.notes["failed_guess"] = partial(failed_in_worker, worker.channel)
-            self.workers.append(worker)
-            hub.workers.append(worker.channel)
+            await self._spawn(number, self._listeners[number])
 
-    async def _spawn(self, number: int, calls: dict[str, Callable[..., Awaitable[Any]]],
-                     hub: ClusterHub, lock_fds: tuple[int, ...]) -> _Worker:
-        listener = self.listeners[number]
+    async def _spawn(self, number: int, listener: socket.socket, delay: float = 0.0) -> None:
+        hub = self.hub
         ours, theirs = socket.socketpair()
         with theirs:
             send_blocking(ours, self.settings)
@@ -243,40 +286,73 @@ class Cluster:
             # file's descriptor goes along, so the lock is held while any process writes.
             process = subprocess.Popen(
                 [sys.executable, "-P", "-c", "from app.cluster import run_worker; run_worker()",
-                 *map(str, fds)], pass_fds=(*fds, *lock_fds))
-        if listener is not self.listeners[0]:
+                 *map(str, fds)], pass_fds=(*fds, *self._lock_fds))
+        if listener is not self._listeners[0]:
             listener.close()  # the worker's alone, so it leaves the spread when the worker exits
-        channel = Channel(calls)
+        channel = Channel(self._calls)
 
         async def watch(endpoint_id: int) -> None:
             await hub.watch(channel, endpoint_id)
 
+        assert self._failed_in_worker is not None
         channel.calls["watch"] = watch
         channel.notes = {"unwatch": lambda e: hub.unwatch(channel, e),
                          "publish": lambda e, seq, data: hub.publish(e, seq, data, channel),
-                         "close_endpoint": hub.close_endpoint}
-        worker = _Worker(number, process, channel)
-        channel.on_lost = lambda: self._lost(worker, hub)
+                         "close_endpoint": hub.close_endpoint,
+                         "failed_guess": partial(self._failed_in_worker, channel)}
+        worker = _Worker(number, process, channel, time.monotonic(), delay)
+        channel.on_lost = lambda: self._lost(worker)
+        # Known before anything is awaited, so stop() waits for it whenever it comes.
+        self.workers.append(worker)
+        hub.workers.append(channel)
+        if self._stopping.is_set():
+            process.send_signal(signal.SIGTERM)
         await asyncio.get_running_loop().create_unix_connection(lambda: channel, sock=ours)
         log.info("worker %d started (pid %d)", number, process.pid)
-        return worker
 
-    def _lost(self, worker: _Worker, hub: ClusterHub) -> None:
-        hub.forget(worker.channel)
-        if not self._stopping:
-            log.error("worker %d (pid %d) is gone (exit code %s); the other processes keep "
-                      "serving", worker.number, worker.process.pid, worker.process.poll())
+    def _lost(self, worker: _Worker) -> None:
+        self.hub.forget(worker.channel)
+        self.hub.workers.remove(worker.channel)
+        if not self._stopping.is_set():
+            task = asyncio.ensure_future(self._restart(worker))
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
+
+    async def _restart(self, worker: _Worker) -> None:
+        """Start a worker in place of `worker`, which is gone: at once if it had served a
+        while, else after a pause that doubles each time (up to RESTART_DELAY_MAX_S)."""
+        try:
+            code = await asyncio.to_thread(worker.process.wait, STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:  # its channel closed, yet it runs: not for long
+            worker.process.kill()
+            code = await asyncio.to_thread(worker.process.wait)
+        self.workers.remove(worker)
+        young = time.monotonic() - worker.started < RESTART_DELAY_MAX_S
+        delay = min(worker.delay * 2 or RESTART_DELAY_MIN_S, RESTART_DELAY_MAX_S) if young else 0
+        log.error("worker %d (pid %d) is gone (exit code %s); a new one starts in %.0f s, the "
+                  "other processes keep serving", worker.number, worker.process.pid, code, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        if self._stopping.is_set():
+            return
+        try:
+            listener = (join(self.settings.host, self._listeners[0].getsockname()[1],
+                             self._backlog) if SPREAD else self._listeners[0])
+            await self._spawn(worker.number, listener, delay)
+        except OSError as exc:
+            log.error("worker %d could not be started again: %s", worker.number, exc)
 
     def stopping(self) -> None:
-        if self._stopping:
+        if self._stopping.is_set():
             return
-        self._stopping = True
+        self._stopping.set()
         for worker in self.workers:
             if worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGTERM)
 
     async def stop(self) -> None:
         self.stopping()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for worker in self.workers:
             try:
@@ -328,6 +404,9 @@ class Link:
         self.channel.on_lost = self._lost
         await asyncio.get_running_loop().create_unix_connection(lambda: self.channel,
                                                                 sock=self._sock)
+        # A worker started in place of one that died: what is watched already, before it serves.
+        with contextlib.suppress(ConnectionError):  # the main process is gone: we stop too
+            hub.watched.update(await self.channel.call("watching"))
 
     def _lost(self) -> None:
         if self.on_lost is not None:

@@ -70,12 +70,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         if owns_store:
             await active.open()
         live.closed = False  # an app started again after a shutdown streams again
-        if peers is not None:
-            await peers.start(app)
         sweeper = None
-        if peers is None or peers.sweeps:
-            sweeper = asyncio.create_task(sweep_expired(active, live, settings.sweep_interval))
-        try:
+        try:  # whatever fails to start, the store is closed (its threads would keep a process)
+            if peers is not None:
+                await peers.start(app)
+            if peers is None or peers.sweeps:
+                sweeper = asyncio.create_task(
+                    sweep_expired(active, live, settings.sweep_interval))
             yield
         finally:
             if sweeper is not None:

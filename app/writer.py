@@ -5,7 +5,8 @@ committing everything asked for since the last commit as one transaction (no art
 an idle server commits a lone request at once) reached about twice that. Each event loop gathers
 what it asked for during one turn and, at the end of that turn, commits it itself when the turn
 asked only for quick operations (captures) of at most INLINE_MAX_BYTES together and no other
-commit is under way; otherwise it hands the turn to the writer thread as one item. Committing on
+commit of this process is under way; otherwise it hands the turn to the writer thread as one
+item (another process's commit is waited for on the loop, see _try_again_later). Committing on
 the loop saves the hand-over: a thread that shares the GIL with the loop cost it more CPU than
 SQLite's own work did (bench/ingest: +10-30% req/s for the full pipeline). Large bodies and
 long operations (deleting an endpoint with its captures) go to the thread, whose SQLite calls
@@ -251,6 +252,8 @@ class Writer:
         if turn.busy_since is None:
             turn.busy_since = time.monotonic()
         self._pending[loop] = turn
+        # (uvloop rounds delays to whole milliseconds: the first few tries come on the next
+        # turns, then 1 and 2 ms apart.)
         loop.call_later(turn.pause, self._end_turn, loop)
         turn.pause = min(turn.pause * 2, BUSY_POLL_MAX_S)
 

@@ -1,4 +1,4 @@
-"""HOOKSCOPE_WORKERS: several processes on one listening socket and one database (app.cluster).
+"""HOOKSCOPE_WORKERS: several processes on one address and one database (app.cluster).
 
 Real `hookscope serve --workers 2` processes on 127.0.0.1. Which process takes a connection is
 the kernel's choice (by a hash of its addresses, each process having a socket of its own);
@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +25,8 @@ import httpx
 import pytest
 
 from app.channel import Channel
-from tests.clirun import hookscope
+from app.cluster import listen
+from tests.clirun import hookscope_process
 from tests.serverproc import ServerProcess, wait_until
 
 T = TypeVar("T")
@@ -86,6 +87,9 @@ class Cluster:
                     return client
                 except httpx.TimeoutException:
                     client.close()  # queued for the stopped process: try another
+                except BaseException:
+                    client.close()
+                    raise
             raise AssertionError(f"no connection reached the {process} process")
         finally:
             os.kill(stopped, signal.SIGCONT)
@@ -337,35 +341,76 @@ def test_each_process_takes_a_share_of_new_connections_and_none_is_lost(cluster:
     for it rather than going to the other, and are answered once it goes on."""
     host, port = httpx.URL(cluster.url).host, httpx.URL(cluster.url).port
     request = b"GET /healthz HTTP/1.1\r\nHost: hookscope\r\nConnection: close\r\n\r\n"
-    os.kill(cluster.worker, signal.SIGSTOP)
-    try:
-        conns = [socket.create_connection((host, port), timeout=10) for _ in range(24)]
+    with ExitStack() as opened:
+        os.kill(cluster.worker, signal.SIGSTOP)
+        try:
+            conns = [opened.enter_context(socket.create_connection((host, port), timeout=10))
+                     for _ in range(24)]
+            for conn in conns:
+                conn.sendall(request)
+            time.sleep(1)
+            answered = select.select(conns, [], [], 0)[0]
+            # Each connection is the worker's about half the time (all 24 on one side: 1 in 8M).
+            assert 0 < len(answered) < len(conns)
+        finally:
+            os.kill(cluster.worker, signal.SIGCONT)
         for conn in conns:
-            conn.sendall(request)
-        time.sleep(1)
-        answered = select.select(conns, [], [], 0)[0]
-        # Each connection is the worker's about half the time (all 24 on one side: 1 in 8M).
-        assert 0 < len(answered) < len(conns)
-    finally:
-        os.kill(cluster.worker, signal.SIGCONT)
-    for conn in conns:
-        with conn:
             reply = b""
             while chunk := conn.recv(65536):
                 reply += chunk
             assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
 
 
-def test_a_port_in_use_is_refused_with_a_clear_message(tmp_path: Path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+@pytest.mark.parametrize("holder", ["a plain socket", "another group of processes"])
+def test_a_port_in_use_is_refused_with_a_clear_message(tmp_path: Path, holder: str):
+    # Another Hookscope on another database, say: sharing its port would split the traffic.
+    with ExitStack() as held:
+        if holder == "a plain socket":
+            taken = held.enter_context(socket.socket())
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+        else:
+            group = listen("127.0.0.1", 0, 2, 16)
+            for sock in group:
+                held.enter_context(sock)
+            taken = group[0]
         port = taken.getsockname()[1]
-        result = hookscope("serve", "--workers", "2", "--port", str(port),
-                           "--db", str(tmp_path / "refused.db"))
-    assert result.code == 1
-    assert result.err.startswith(f"hookscope: cannot listen on 127.0.0.1:{port}: "), result.err
-    assert "Traceback" not in result.err
+        # A process of its own: were the port taken, it would serve until the timeout.
+        result = hookscope_process("serve", "--workers", "2", "--port", str(port),
+                                   "--db", str(tmp_path / "refused.db"), server_url=None,
+                                   timeout=20)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"hookscope: cannot listen on 127.0.0.1:{port}: "), \
+        result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_worker_that_dies_is_replaced_and_the_new_one_knows_what_is_watched(tmp_path: Path):
+    running = start_cluster(tmp_path, "restart")
+    try:
+        token = new_endpoint(running.url)
+        with closing(running.connected_to("main")) as client, ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(client.get, f"/api/endpoints/{token}/captures",
+                                  params={"wait": 15})
+            time.sleep(0.8)  # waiting, and the worker told the endpoint is watched
+            dead = running.worker
+            os.kill(dead, signal.SIGKILL)
+            assert wait_until(lambda: children(running.pid) not in ([], [dead]), 15), \
+                running.proc.output()
+            (running.worker,) = children(running.pid)
+            assert wait_until(lambda: running.proc.output().count(
+                "Application startup complete") == 3, 15), running.proc.output()
+            # The new worker learnt at start that the endpoint is watched, so its capture
+            # wakes the long-poll waiting in the main process.
+            reply = running.via_worker(lambda c: c.post(f"/h/{token}", content=b"new worker"))
+            assert reply.status_code == 200, reply.text
+            woken = waiting.result(timeout=30)
+        assert [c["seq"] for c in woken.json()["captures"]] == [1]
+        log = running.proc.output()
+        assert f"(pid {dead}) is gone (exit code -9); a new one starts in" in log, log
+    finally:
+        running.proc.stop()
+    assert wait_until(lambda: not alive(running.worker)), "the new worker outlived the main"
 
 
 def test_sigterm_stops_every_process(tmp_path: Path):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from app import checkpointer, models, writer
+from app.hub import Hub
 from app.main import create_app
 from app.migrations import LATEST, MIGRATIONS, SchemaTooNew, migrate
 from app.models import Capture, new_capture_id, now_us
@@ -332,7 +333,7 @@ async def test_a_write_lock_another_process_holds_is_tried_again_on_the_loop(
             second = w.run(_where_committed, quick=True)
             assert await asyncio.gather(first, second) == [here, here]
         assert w.commits == commits + 1
-        assert ticks[0] >= 20
+        assert ticks[0] >= 10
         monkeypatch.setattr(writer, "LOOP_BUSY_MAX_S", 0.05)
         other.execute("BEGIN IMMEDIATE")
         loop.call_later(0.3, other.execute, "COMMIT")
@@ -400,6 +401,36 @@ async def test_the_lock_is_released_on_close(tmp_path):
     second = SQLiteStore(path)
     await second.open()
     await second.close()
+
+
+async def test_a_start_that_fails_after_the_store_opened_closes_it(tmp_path):
+    """Its threads would otherwise keep the process alive (a worker whose main process died
+    while it started stayed behind)."""
+
+    class FailingPeers:
+        sweeps = True
+        shared = False
+        hub = Hub()
+        admit = None
+        stopped = False
+
+        async def start(self, app) -> None:
+            raise ConnectionError("the other Hookscope process is gone")
+
+        def stopping(self) -> None:
+            pass
+
+        async def stop(self) -> None:
+            self.stopped = True
+
+    peers = FailingPeers()
+    path = str(tmp_path / "failed.db")
+    app = create_app(Settings(db=path), peers=peers)
+    with pytest.raises(ConnectionError):
+        async with app.router.lifespan_context(app):
+            pass
+    assert peers.stopped
+    check_writable(path)  # the lock file is free again
 
 
 def test_fresh_database_gets_the_latest_schema(tmp_path):
