@@ -33,8 +33,10 @@ What must hold across processes, and how:
   whose main process is gone stops too.
 
 Per process, not shared: the cap of open streams per endpoint. A worker that dies is started
-again (see Cluster._restart); the new one asks, before it serves, which endpoints are watched,
-and its throttle counts only the wrong tokens guessed from then on.
+again (see Cluster._restart). Each worker, before it serves, calls the main process ("joining"):
+only from then on does it take part in broadcasts and relays, and it first hears which endpoints
+are watched; its throttle counts the wrong tokens guessed from then on. A worker that stops on
+its own says so ("leaving"), and is not started again.
 """
 
 from __future__ import annotations
@@ -164,6 +166,7 @@ class _Worker:
     channel: Channel
     started: float  # time.monotonic()
     delay: float = 0.0  # the pause before it was started, if it replaced one that died young
+    leaving: bool = False  # it said it is stopping
 
 
 def listen(host: str, port: int, count: int, backlog: int) -> list[socket.socket]:
@@ -173,7 +176,9 @@ def listen(host: str, port: int, count: int, backlog: int) -> list[socket.socket
     keep-alive connections split 13/51 and 5/59, and the process with the most ran out of CPU
     while the other had some to spare (+15% plain captures/s with a socket each, bench/ingest
     --workers 2). The price: connections the kernel queued for a worker that dies before
-    accepting them are reset, and a worker that stalls keeps its share waiting. Elsewhere
+    accepting them are reset, and a worker that stalls keeps its share waiting. Only the first
+    socket (the main process's) listens at once; a worker's listens when the worker starts
+    serving (uvicorn's create_server), so none is queued for a worker still starting. Elsewhere
     SO_REUSEPORT does not spread connections, and every process shares the one socket."""
     if not SPREAD:
         return [_socket(host, port, backlog, reuse_port=False)] * count
@@ -183,8 +188,9 @@ def listen(host: str, port: int, count: int, backlog: int) -> list[socket.socket
         port = probe.getsockname()[1]  # port 0 chose one: the group takes it
     sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
-            sockets.append(join(host, port, backlog))
+        sockets.append(_socket(host, port, backlog, reuse_port=True))
+        for _ in range(count - 1):
+            sockets.append(join(host, port))
     except OSError:
         for sock in sockets:
             sock.close()
@@ -192,9 +198,10 @@ def listen(host: str, port: int, count: int, backlog: int) -> list[socket.socket
     return sockets
 
 
-def join(host: str, port: int, backlog: int) -> socket.socket:
-    """One more listening socket in the group that `listen` made on (host, port)."""
-    return _socket(host, port, backlog, reuse_port=True)
+def join(host: str, port: int) -> socket.socket:
+    """A worker's socket in the group that `listen` made on (host, port): bound, and listening
+    once the worker serves."""
+    return _socket(host, port, None, reuse_port=True)
 
 
 def _socket(host: str, port: int, backlog: int | None, *, reuse_port: bool) -> socket.socket:
@@ -256,9 +263,6 @@ class Cluster:
         async def admit(endpoint_id: int, rate: float | None) -> int:
             return limiter.admit(endpoint_id, rate)
 
-        async def watching() -> list[int]:  # a worker starting: what it must publish
-            return hub.told()
-
         def tell_workers(address: str, origin: Channel | None = None) -> None:
             for channel in hub.workers:
                 if channel is not origin:  # the worker it came from counted it already
@@ -270,7 +274,7 @@ class Cluster:
 
         store.targets_changed = forget_everywhere
         throttle.tell_others = tell_workers  # a wrong token counts in every process
-        self._calls = {"forget_all": forget_all, "admit": admit, "watching": watching}
+        self._calls = {"forget_all": forget_all, "admit": admit}
         self._failed_in_worker = failed_in_worker
         self._lock_fds = store.lock_fds
         for number in range(1, self.settings.workers):
@@ -279,32 +283,46 @@ class Cluster:
     async def _spawn(self, number: int, listener: socket.socket, delay: float = 0.0) -> None:
         hub = self.hub
         ours, theirs = socket.socketpair()
-        with theirs:
-            send_blocking(ours, self.settings)
-            fds = (listener.fileno(), theirs.fileno())
-            # -P: the package installed, never an `app` in the current directory. The lock
-            # file's descriptor goes along, so the lock is held while any process writes.
-            process = subprocess.Popen(
-                [sys.executable, "-P", "-c", "from app.cluster import run_worker; run_worker()",
-                 *map(str, fds)], pass_fds=(*fds, *self._lock_fds))
-        if listener is not self._listeners[0]:
-            listener.close()  # the worker's alone, so it leaves the spread when the worker exits
+        try:
+            with theirs:
+                send_blocking(ours, self.settings)
+                fds = (listener.fileno(), theirs.fileno())
+                # -P: the package installed, never an `app` in the current directory. The lock
+                # file's descriptor goes along, so the lock is held while any process writes.
+                # A session of its own: Ctrl-C in a terminal reaches the main process alone,
+                # which stops the workers itself.
+                process = subprocess.Popen(
+                    [sys.executable, "-P", "-c",
+                     "from app.cluster import run_worker; run_worker()", *map(str, fds)],
+                    pass_fds=(*fds, *self._lock_fds), start_new_session=True)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            if listener is not self._listeners[0]:
+                listener.close()  # the worker's alone: it leaves the group when the worker exits
         channel = Channel(self._calls)
 
         async def watch(endpoint_id: int) -> None:
             await hub.watch(channel, endpoint_id)
 
+        async def joining() -> None:
+            # The worker is about to serve: from now on it hears of every change and guess,
+            # and first (a note, so in order with the notes that follow) what is watched.
+            hub.workers.append(channel)
+            channel.note("watched_all", hub.told())
+
         assert self._failed_in_worker is not None
-        channel.calls["watch"] = watch
+        channel.calls.update(watch=watch, joining=joining)
         channel.notes = {"unwatch": lambda e: hub.unwatch(channel, e),
                          "publish": lambda e, seq, data: hub.publish(e, seq, data, channel),
                          "close_endpoint": hub.close_endpoint,
-                         "failed_guess": partial(self._failed_in_worker, channel)}
+                         "failed_guess": partial(self._failed_in_worker, channel),
+                         "leaving": lambda: setattr(worker, "leaving", True)}
         worker = _Worker(number, process, channel, time.monotonic(), delay)
         channel.on_lost = lambda: self._lost(worker)
         # Known before anything is awaited, so stop() waits for it whenever it comes.
         self.workers.append(worker)
-        hub.workers.append(channel)
         if self._stopping.is_set():
             process.send_signal(signal.SIGTERM)
         await asyncio.get_running_loop().create_unix_connection(lambda: channel, sock=ours)
@@ -312,15 +330,22 @@ class Cluster:
 
     def _lost(self, worker: _Worker) -> None:
         self.hub.forget(worker.channel)
-        self.hub.workers.remove(worker.channel)
-        if not self._stopping.is_set():
-            task = asyncio.ensure_future(self._restart(worker))
-            self._restarts.add(task)
-            task.add_done_callback(self._restarts.discard)
+        if worker.channel in self.hub.workers:
+            self.hub.workers.remove(worker.channel)
+        if self._stopping.is_set():
+            return
+        if worker.leaving:  # stopped on its own (SIGTERM to it alone): not started again
+            log.warning("worker %d (pid %d) stopped on its own; it is not started again",
+                        worker.number, worker.process.pid)
+            return
+        task = asyncio.ensure_future(self._restart(worker))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
 
     async def _restart(self, worker: _Worker) -> None:
-        """Start a worker in place of `worker`, which is gone: at once if it had served a
-        while, else after a pause that doubles each time (up to RESTART_DELAY_MAX_S)."""
+        """Start a worker in place of `worker`, which died: at once if it had served
+        RESTART_DELAY_MAX_S, else after a pause that doubles each time it dies that young;
+        so too, each time, when starting one fails."""
         try:
             code = await asyncio.to_thread(worker.process.wait, STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:  # its channel closed, yet it runs: not for long
@@ -329,18 +354,22 @@ class Cluster:
         self.workers.remove(worker)
         young = time.monotonic() - worker.started < RESTART_DELAY_MAX_S
         delay = min(worker.delay * 2 or RESTART_DELAY_MIN_S, RESTART_DELAY_MAX_S) if young else 0
-        log.error("worker %d (pid %d) is gone (exit code %s); a new one starts in %.0f s, the "
+        log.error("worker %d (pid %d) died (exit code %s); a new one starts in %.0f s, the "
                   "other processes keep serving", worker.number, worker.process.pid, code, delay)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
-        if self._stopping.is_set():
-            return
-        try:
-            listener = (join(self.settings.host, self._listeners[0].getsockname()[1],
-                             self._backlog) if SPREAD else self._listeners[0])
-            await self._spawn(worker.number, listener, delay)
-        except OSError as exc:
-            log.error("worker %d could not be started again: %s", worker.number, exc)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return
+            try:
+                listener = (join(self.settings.host, self._listeners[0].getsockname()[1])
+                            if SPREAD else self._listeners[0])
+                await self._spawn(worker.number, listener, delay)
+                return
+            except Exception:
+                delay = min(delay * 2 or RESTART_DELAY_MIN_S, RESTART_DELAY_MAX_S)
+                log.exception("worker %d could not be started again; next try in %.0f s",
+                              worker.number, delay)
 
     def stopping(self) -> None:
         if self._stopping.is_set():
@@ -352,8 +381,8 @@ class Cluster:
 
     async def stop(self) -> None:
         self.stopping()
-        await asyncio.gather(*self._restarts, return_exceptions=True)
         deadline = time.monotonic() + STOP_TIMEOUT_S
+        await asyncio.gather(*self._restarts, return_exceptions=True)
         for worker in self.workers:
             try:
                 await asyncio.to_thread(worker.process.wait,
@@ -400,20 +429,22 @@ class Link:
         self.channel.calls = {"forget": forget, "watched": watched}
         self.channel.notes = {"unwatched": hub.watched.discard, "publish": hub.deliver,
                               "close_endpoint": hub.drop_endpoint,
-                              "failed_guess": throttle.failed_elsewhere}
+                              "failed_guess": throttle.failed_elsewhere,
+                              "watched_all": hub.watched.update}
         self.channel.on_lost = self._lost
         await asyncio.get_running_loop().create_unix_connection(lambda: self.channel,
                                                                 sock=self._sock)
-        # A worker started in place of one that died: what is watched already, before it serves.
+        # Before it serves: what is watched already (a worker started in place of one that
+        # died), and from then on every change, watcher and wrong token.
         with contextlib.suppress(ConnectionError):  # the main process is gone: we stop too
-            hub.watched.update(await self.channel.call("watching"))
+            await self.channel.call("joining")
 
     def _lost(self) -> None:
         if self.on_lost is not None:
             self.on_lost()
 
     def stopping(self) -> None:
-        pass
+        self.channel.note("leaving")  # so the main process does not start another in its place
 
     async def stop(self) -> None:
         self.channel.close()

@@ -173,10 +173,11 @@ class Writer:
             raise
         self._conn = conn
         self._stopping.clear()
+        # The checkpointer first: a writer thread that dies at once stops it, not before it.
+        self._checkpointer.start()
         self._thread = threading.Thread(target=self._run, args=(conn,), name="hookscope-writer",
                                         daemon=True)
         self._thread.start()
-        self._checkpointer.start()
 
     async def run(self, op: Callable[[sqlite3.Connection], T], *, single: bool = False,
                   quick: bool = False, size: int = 0) -> T:

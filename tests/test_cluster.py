@@ -62,6 +62,9 @@ class Cluster:
         self.pid = proc.proc.pid
         assert wait_until(lambda: len(children(self.pid)) == 1), proc.output()
         (self.worker,) = children(self.pid)
+        # Serving: a worker's socket listens only then (connected_to needs it to).
+        assert wait_until(lambda: proc.output().count("Application startup complete") == 2), \
+            proc.output()
         self.url = proc.url
 
     def via_worker(self, request: Callable[[httpx.Client], T]) -> T:
@@ -391,7 +394,7 @@ def test_a_worker_that_dies_is_replaced_and_the_new_one_knows_what_is_watched(tm
         token = new_endpoint(running.url)
         with closing(running.connected_to("main")) as client, ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(client.get, f"/api/endpoints/{token}/captures",
-                                  params={"wait": 15})
+                                  params={"wait": 25})
             time.sleep(0.8)  # waiting, and the worker told the endpoint is watched
             dead = running.worker
             os.kill(dead, signal.SIGKILL)
@@ -404,13 +407,31 @@ def test_a_worker_that_dies_is_replaced_and_the_new_one_knows_what_is_watched(tm
             # wakes the long-poll waiting in the main process.
             reply = running.via_worker(lambda c: c.post(f"/h/{token}", content=b"new worker"))
             assert reply.status_code == 200, reply.text
+            taken = time.monotonic()
             woken = waiting.result(timeout=30)
+            assert time.monotonic() - taken < 10  # woken, not the wait running out
         assert [c["seq"] for c in woken.json()["captures"]] == [1]
         log = running.proc.output()
-        assert f"(pid {dead}) is gone (exit code -9); a new one starts in" in log, log
+        # It had served under 30 s: a pause first.
+        assert f"(pid {dead}) died (exit code -9); a new one starts in 1 s" in log, log
     finally:
         running.proc.stop()
     assert wait_until(lambda: not alive(running.worker)), "the new worker outlived the main"
+
+
+def test_a_worker_stopped_on_its_own_is_not_started_again(tmp_path: Path):
+    running = start_cluster(tmp_path, "leave")
+    try:
+        os.kill(running.worker, signal.SIGTERM)
+        assert wait_until(lambda: f"worker 1 (pid {running.worker}) stopped on its own"
+                          in running.proc.output()), running.proc.output()
+        time.sleep(1.5)  # a restart of one that died this young would come after 1 s
+        assert children(running.pid) == []
+        token = new_endpoint(running.url)  # the main process serves alone
+        assert post_fresh(running.url, f"/h/{token}", b"alone").status_code == 200
+    finally:
+        running.proc.stop()
+    assert "died" not in running.proc.output()
 
 
 def test_sigterm_stops_every_process(tmp_path: Path):
