@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, closing
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,20 +98,44 @@ class Cluster:
             os.kill(stopped, signal.SIGCONT)
 
 
-def start_cluster(tmp_path: Path, name: str, *args: str) -> Cluster:
-    proc = ServerProcess(tmp_path / f"{name}.db", tmp_path / f"{name}.log",
-                         args=("--workers", "2", *args))
-    proc.start()
-    return Cluster(proc)
+@contextmanager
+def clusters(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """Starts clusters; whatever is left running at the end, failed tests' included, is
+    stopped, and any worker still alive after that is killed."""
+    started: list[ServerProcess] = []
+    running: list[Cluster] = []
+
+    def start(name: str, *args: str, env: dict[str, str] | None = None) -> Cluster:
+        proc = ServerProcess(tmp_path / f"{name}.db", tmp_path / f"{name}.log", env=env,
+                             args=("--workers", "2", *args))
+        started.append(proc)
+        proc.start()
+        running.append(Cluster(proc))
+        return running[-1]
+
+    try:
+        yield start
+    finally:
+        workers = {c.worker for c in running}
+        for proc in started:
+            assert proc.proc is not None
+            workers.update(children(proc.proc.pid))
+            proc.stop()
+        for pid in workers:
+            if not wait_until(lambda p=pid: not alive(p), 5):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def start_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    with clusters(tmp_path) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_cluster(tmp_path_factory.mktemp("cluster"), "shared")
-    try:
-        yield running
-    finally:
-        running.proc.stop()
+    with clusters(tmp_path_factory.mktemp("cluster")) as start:
+        yield start("shared")
 
 
 def new_endpoint(url: str, **fields: Any) -> str:
@@ -229,22 +253,16 @@ def test_a_rate_limit_counts_the_requests_of_every_process(cluster: Cluster):
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 30
 
 
-def test_wrong_tokens_count_against_their_client_in_every_process(tmp_path: Path):
+def test_wrong_tokens_count_against_their_client_in_every_process(start_cluster):
     """Ten wrong guesses in all, then one every 6 s: not ten per process."""
-    proc = ServerProcess(tmp_path / "guess.db", tmp_path / "guess.log",
-                         env={"HOOKSCOPE_TOKEN": "cluster-test-token"}, args=("--workers", "2"))
-    proc.start()
-    running = Cluster(proc)
+    running = start_cluster("guess", env={"HOOKSCOPE_TOKEN": "cluster-test-token"})
     wrong = {"Authorization": "Bearer wrong"}
     statuses: list[int] = []
     started = time.monotonic()
-    try:
-        # In turn through each process, until both refuse without looking at the token.
-        while statuses[-2:] != [429, 429] and len(statuses) < 40:
-            via = running.via_worker if len(statuses) % 2 == 0 else running.via_main
-            statuses.append(via(lambda c: c.get("/api/endpoints", headers=wrong)).status_code)
-    finally:
-        proc.stop()
+    # In turn through each process, until both refuse without looking at the token.
+    while statuses[-2:] != [429, 429] and len(statuses) < 40:
+        via = running.via_worker if len(statuses) % 2 == 0 else running.via_main
+        statuses.append(via(lambda c: c.get("/api/endpoints", headers=wrong)).status_code)
     assert set(statuses) == {401, 429}, statuses
     # A throttle per process would have let 20 through before refusing in both (17 when only
     # one side told the other). One more for a refill on the way, one for a guess not yet heard.
@@ -388,54 +406,50 @@ def test_a_port_in_use_is_refused_with_a_clear_message(tmp_path: Path, holder: s
     assert "Traceback" not in result.stderr
 
 
-def test_a_worker_that_dies_is_replaced_and_the_new_one_knows_what_is_watched(tmp_path: Path):
-    running = start_cluster(tmp_path, "restart")
-    try:
-        token = new_endpoint(running.url)
-        with closing(running.connected_to("main")) as client, ThreadPoolExecutor(1) as pool:
-            waiting = pool.submit(client.get, f"/api/endpoints/{token}/captures",
-                                  params={"wait": 25})
-            time.sleep(0.8)  # waiting, and the worker told the endpoint is watched
-            dead = running.worker
-            os.kill(dead, signal.SIGKILL)
-            assert wait_until(lambda: children(running.pid) not in ([], [dead]), 15), \
-                running.proc.output()
-            (running.worker,) = children(running.pid)
-            assert wait_until(lambda: running.proc.output().count(
-                "Application startup complete") == 3, 15), running.proc.output()
-            # The new worker learnt at start that the endpoint is watched, so its capture
-            # wakes the long-poll waiting in the main process.
-            reply = running.via_worker(lambda c: c.post(f"/h/{token}", content=b"new worker"))
-            assert reply.status_code == 200, reply.text
-            taken = time.monotonic()
-            woken = waiting.result(timeout=30)
-            assert time.monotonic() - taken < 10  # woken, not the wait running out
-        assert [c["seq"] for c in woken.json()["captures"]] == [1]
-        log = running.proc.output()
-        # It had served under 30 s: a pause first.
-        assert f"(pid {dead}) died (exit code -9); a new one starts in 1 s" in log, log
-    finally:
-        running.proc.stop()
+def test_a_worker_that_dies_is_replaced_and_the_new_one_knows_what_is_watched(start_cluster):
+    running = start_cluster("restart")
+    token = new_endpoint(running.url)
+    with closing(running.connected_to("main")) as client, ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(client.get, f"/api/endpoints/{token}/captures",
+                              params={"wait": 25})
+        time.sleep(0.8)  # waiting, and the worker told the endpoint is watched
+        dead = running.worker
+        os.kill(dead, signal.SIGKILL)
+        assert wait_until(lambda: children(running.pid) not in ([], [dead]), 15), \
+            running.proc.output()
+        (running.worker,) = children(running.pid)
+        assert wait_until(lambda: running.proc.output().count(
+            "Application startup complete") == 3, 15), running.proc.output()
+        # The new worker learnt at start that the endpoint is watched, so its capture
+        # wakes the long-poll waiting in the main process.
+        reply = running.via_worker(lambda c: c.post(f"/h/{token}", content=b"new worker"))
+        assert reply.status_code == 200, reply.text
+        taken = time.monotonic()
+        woken = waiting.result(timeout=30)
+        assert time.monotonic() - taken < 10  # woken, not the wait running out
+    assert [c["seq"] for c in woken.json()["captures"]] == [1]
+    log = running.proc.output()
+    # It had served under 30 s: a pause first.
+    assert f"(pid {dead}) died (exit code -9); a new one starts in 1 s" in log, log
+    running.proc.stop()
     assert wait_until(lambda: not alive(running.worker)), "the new worker outlived the main"
 
 
-def test_a_worker_stopped_on_its_own_is_not_started_again(tmp_path: Path):
-    running = start_cluster(tmp_path, "leave")
-    try:
-        os.kill(running.worker, signal.SIGTERM)
-        assert wait_until(lambda: f"worker 1 (pid {running.worker}) stopped on its own"
-                          in running.proc.output()), running.proc.output()
-        time.sleep(1.5)  # a restart of one that died this young would come after 1 s
-        assert children(running.pid) == []
-        token = new_endpoint(running.url)  # the main process serves alone
-        assert post_fresh(running.url, f"/h/{token}", b"alone").status_code == 200
-    finally:
-        running.proc.stop()
+def test_a_worker_stopped_on_its_own_is_not_started_again(start_cluster):
+    running = start_cluster("leave")
+    os.kill(running.worker, signal.SIGTERM)
+    assert wait_until(lambda: f"worker 1 (pid {running.worker}) stopped on its own"
+                      in running.proc.output()), running.proc.output()
+    time.sleep(1.5)  # a restart of one that died this young would come after 1 s
+    assert children(running.pid) == []
+    token = new_endpoint(running.url)  # the main process serves alone
+    assert post_fresh(running.url, f"/h/{token}", b"alone").status_code == 200
+    running.proc.stop()
     assert "died" not in running.proc.output()
 
 
-def test_sigterm_stops_every_process(tmp_path: Path):
-    running = start_cluster(tmp_path, "term")
+def test_sigterm_stops_every_process(start_cluster):
+    running = start_cluster("term")
     token = new_endpoint(running.url)
     assert running.via_worker(lambda c: c.post(f"/h/{token}", content=b"a")).status_code == 200
     assert running.proc.stop() in (0, -15)
@@ -444,8 +458,8 @@ def test_sigterm_stops_every_process(tmp_path: Path):
     assert "Traceback" not in log, log
 
 
-def test_workers_stop_when_the_main_process_is_killed(tmp_path: Path):
-    running = start_cluster(tmp_path, "kill")
+def test_workers_stop_when_the_main_process_is_killed(start_cluster):
+    running = start_cluster("kill")
     running.proc.kill()
     assert wait_until(lambda: not alive(running.worker)), "an orphaned worker kept serving"
     assert "the main Hookscope process is gone" in running.proc.output()
