@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -207,7 +206,6 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings, peers=cluster)
     server = build_server(settings, app)
     config = server.config
-    logging.getLogger("uvicorn.error").setLevel(settings.log_level.upper())
     # Listening now makes the line below true at once: the kernel queues connections until the
     # event loop accepts them, so a client that reads the address can connect straight away.
     if cluster is None:
@@ -217,18 +215,21 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             sock = cluster.bind(config.backlog)  # the workers, started with the app, get theirs
         except OSError as exc:
-            shown = f"[{settings.host}]" if ":" in settings.host else settings.host
-            print(f"hookscope: cannot listen on {shown}:{settings.port}: {exc}",
-                  file=sys.stderr)
+            print(f"hookscope: cannot listen on {_bracketed(settings.host)}:{settings.port}: "
+                  f"{exc}", file=sys.stderr)
             return 1
     host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
     processes = f", {settings.workers} processes" if settings.workers > 1 else ""
-    print(f"hookscope {__version__} listening on http://{shown}:{port} (database {settings.db}"
-          f"{processes})", file=sys.stderr, flush=True)
+    print(f"hookscope {__version__} listening on http://{_bracketed(host)}:{port} (database "
+          f"{settings.db}{processes})", file=sys.stderr, flush=True)
     tune_process()
     server.run(sockets=[sock])
     return 0
+
+
+def _bracketed(host: str) -> str:
+    """A host as it goes before `:port`: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 def startup_warning(settings: Settings) -> str | None:

@@ -507,8 +507,7 @@ def run_worker() -> None:
     listener = socket.socket(fileno=listen_fd)
     link = Link(channel_sock)
     app = create_app(settings, peers=link)
-    server = build_server(settings, app)
-    logging.getLogger("uvicorn.error").setLevel(settings.log_level.upper())
+    server = build_server(settings, app)  # its uvicorn config sets the log level
 
     def main_gone() -> None:
         if not server.should_exit:
