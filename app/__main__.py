@@ -1,7 +1,7 @@
-"""`python -m app` is the `hookscope` command."""
+"""`python -m hookscope` is the `hookscope` command."""
 
 import sys
 
-from app.cli import main
+from hookscope.cli import main
 
 sys.exit(main())

@@ -31,8 +31,8 @@ from urllib.parse import quote, urlsplit
 
 from starlette.requests import cookie_parser
 
-from app.errors import send_error
-from app.limits import FailureThrottle
+from hookscope.errors import send_error
+from hookscope.limits import FailureThrottle
 
 COOKIE = "hookscope_session"
 SESSION_S = 30 * 24 * 3600

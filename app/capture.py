@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
-from app.models import Capture, new_capture_id
-from app.parse import parse_body
-from app.verify import SCHEMES
-from app.verify.base import SignedRequest
+from hookscope.models import Capture, new_capture_id
+from hookscope.parse import parse_body
+from hookscope.verify import SCHEMES
+from hookscope.verify.base import SignedRequest
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 

@@ -1,6 +1,7 @@
-"""A channel between Hookscope's own processes (app.cluster): calls answered in turn and one-way
-notes, both ways over one stream socket, as length-prefixed pickles. Only ever over a socket pair
-made before the other process started, so nothing else can reach it and pickle's trust is theirs.
+"""A channel between Hookscope's own processes (hookscope.cluster): calls answered in turn and
+one-way notes, both ways over one stream socket, as length-prefixed pickles. Only ever over a socket
+pair made before the other process started, so nothing else can reach it and pickle's trust is
+theirs.
 """
 
 from __future__ import annotations

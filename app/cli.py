@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from app import __version__
-from app.client import DEFAULT_SERVER
-from app.commands import captures, endpoints, formats, replay
-from app.settings import SETTINGS, Settings, SettingsError
+from hookscope import __version__
+from hookscope.client import DEFAULT_SERVER
+from hookscope.commands import captures, endpoints, formats, replay
+from hookscope.settings import SETTINGS, Settings, SettingsError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -186,11 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from app.cluster import Cluster
-    from app.main import create_app
-    from app.migrations import SchemaTooNew
-    from app.server import build_server, tune_process
-    from app.store import StoreLocked, check_writable
+    from hookscope.cluster import Cluster
+    from hookscope.main import create_app
+    from hookscope.migrations import SchemaTooNew
+    from hookscope.server import build_server, tune_process
+    from hookscope.store import StoreLocked, check_writable
 
     overrides = {f.name: getattr(args, f.name) for f in SETTINGS if f.metadata["cli"]}
     try:

@@ -1,7 +1,7 @@
 """The CLI's side of the JSON API: a small synchronous httpx client and the ways a call can fail.
 
 Failures are exceptions the commands do not catch: `Unreachable` (no HTTP answer at all) and
-`Refused` (the API's error shape, or anything else that is not a 2xx); app.commands turns each
+`Refused` (the API's error shape, or anything else that is not a 2xx); hookscope.commands turns each
 into a message on stderr and an exit code, in one place.
 """
 
@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from app import __version__
+from hookscope import __version__
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 CONNECT_TIMEOUT_S = 5.0

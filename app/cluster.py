@@ -1,10 +1,10 @@
 """Several processes serving one database: HOOKSCOPE_WORKERS (`hookscope serve --workers N`).
 
-One process running Python serves HTTP on one core. This lets N processes serve one address, each
-on a listening socket of its own (SO_REUSEPORT, on Linux; see `listen`). Each is a whole Hookscope
-with its own SQLite connections and writer on the one database file: SQLite's write lock takes
-their commits one at a time, and each writer reloads its endpoint counters (the next `seq`, counts
-and bytes for pruning) inside any transaction that follows another process's commit (app.writer,
+One process running Python serves HTTP on one core. This lets N processes serve one address, each on
+a listening socket of its own (SO_REUSEPORT, on Linux; see `listen`). Each is a whole Hookscope with
+its own SQLite connections and writer on the one database file: SQLite's write lock takes their
+commits one at a time, and each writer reloads its endpoint counters (the next `seq`, counts and
+bytes for pruning) inside any transaction that follows another process's commit (hookscope.writer,
 `PRAGMA data_version`). The first process (main) holds the lock file, opens the database first (its
 migrations, its sweep of orphaned body files) and deletes expired endpoints; it starts the others
 (workers) and talks to each over a Unix socket pair made before the worker started, so nothing else
@@ -56,18 +56,18 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from app.channel import Channel, send_blocking
-from app.hub import Hub, Subscription
-from app.inputs import MAX_DELAY_MS
-from app.limits import FailureThrottle
-from app.settings import Settings
-from app.store import SQLiteStore
+from hookscope.channel import Channel, send_blocking
+from hookscope.hub import Hub, Subscription
+from hookscope.inputs import MAX_DELAY_MS
+from hookscope.limits import FailureThrottle
+from hookscope.settings import Settings
+from hookscope.store import SQLiteStore
 
 log = logging.getLogger("hookscope.cluster")
 
 # How long a change to an endpoint, or a new watcher, waits for every worker to hear of it.
 BROADCAST_TIMEOUT_S = 10.0
-# How long a stopping worker may take: uvicorn's own grace period (app.server) and some.
+# How long a stopping worker may take: uvicorn's own grace period (hookscope.server) and some.
 STOP_TIMEOUT_S = MAX_DELAY_MS // 1000 + 15
 # A worker that dies is started again: at once if it had served RESTART_DELAY_MAX_S, else after
 # a pause from RESTART_DELAY_MIN_S, doubled each time one dies that young, up to the maximum.
@@ -284,13 +284,13 @@ class Cluster:
             with theirs:
                 send_blocking(ours, self.settings)
                 fds = (listener.fileno(), theirs.fileno())
-                # -P: the package installed, never an `app` in the current directory. The lock
+                # -P: the installed package, never a `hookscope` in the current directory. The lock
                 # file's descriptor goes along, so the lock is held while any process writes.
                 # A session of its own: Ctrl-C in a terminal reaches the main process alone,
                 # which stops the workers itself.
                 process = subprocess.Popen(
                     [sys.executable, "-P", "-c",
-                     "from app.worker import run_worker; run_worker()", *map(str, fds)],
+                     "from hookscope.worker import run_worker; run_worker()", *map(str, fds)],
                     pass_fds=(*fds, *self._lock_fds), start_new_session=True)
         except BaseException:
             ours.close()

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
-from app.models import Capture, body_fields
-from app.parse import parse_body
+from hookscope.models import Capture, body_fields
+from hookscope.parse import parse_body
 
 STRUCTURED = ("json", "ndjson", "form", "xml")
 

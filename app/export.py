@@ -28,8 +28,8 @@ import shlex
 from typing import Any
 from urllib.parse import parse_qsl
 
-from app import __version__
-from app.models import Capture, body_fields, format_time
+from hookscope import __version__
+from hookscope.models import Capture, body_fields, format_time
 
 FORMATS = ("curl", "har", "json")
 INLINE_BODY_LIMIT = 64 * 1024

@@ -177,7 +177,7 @@ class Hub:
     async def ready(self, endpoint_id: int) -> None:
         """Returns once a capture of the endpoint committed from now on reaches its new
         subscriptions, wherever it is taken: a stream or long-poll looks in the store only
-        after this. In one process, at once; with several, see app.cluster."""
+        after this. In one process, at once; with several, see hookscope.cluster."""
 
     def wanted(self, endpoint_id: int) -> bool:
         """Is anyone watching? The capture path skips building the event when not."""

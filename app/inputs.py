@@ -18,9 +18,9 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
-from app.errors import ApiError
-from app.formats import SchemaUnusable, compile_rust, load_formats
-from app.models import (
+from hookscope.errors import ApiError
+from hookscope.formats import SchemaUnusable, compile_rust, load_formats
+from hookscope.models import (
     ALIAS_PATTERN,
     DEFAULT_REJECT,
     DEFAULT_RESPONSE,
@@ -28,8 +28,8 @@ from app.models import (
     Endpoint,
     mask_secret,
 )
-from app.replay import DEFAULT_TIMEOUT, MAX_TIMEOUT, ReplayOptions
-from app.verify import COMMON_FIELDS, SCHEME_IDS, option_problems
+from hookscope.replay import DEFAULT_TIMEOUT, MAX_TIMEOUT, ReplayOptions
+from hookscope.verify import COMMON_FIELDS, SCHEME_IDS, option_problems
 
 MAX_DELAY_MS = 30_000
 MAX_MAX_CAPTURES = 1_000_000

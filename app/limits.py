@@ -87,7 +87,7 @@ class FailureThrottle:
         self.attempts = attempts
         self.rate = 1 / refill_s
         self._buckets: OrderedDict[str, Bucket] = OrderedDict()  # least recently failed first
-        # Told of each failure made here, so the other processes count it too (app.cluster).
+        # Told of each failure made here, so the other processes count it too (hookscope.cluster).
         self.tell_others: Callable[[str], None] | None = None
 
     def blocked(self, address: str) -> int:

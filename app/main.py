@@ -12,22 +12,22 @@ from typing import Any, Protocol
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import EXCEPTION_HANDLERS
-from app.formats import Validation, load_formats
-from app.hub import Hub
-from app.limits import FailureThrottle, RateLimiter
-from app.models import now_us
-from app.routes import build_front, build_middleware, build_routes
-from app.routes.capture import Admit
-from app.settings import Settings
-from app.store import SQLiteStore, Store
+from hookscope.errors import EXCEPTION_HANDLERS
+from hookscope.formats import Validation, load_formats
+from hookscope.hub import Hub
+from hookscope.limits import FailureThrottle, RateLimiter
+from hookscope.models import now_us
+from hookscope.routes import build_front, build_middleware, build_routes
+from hookscope.routes.capture import Admit
+from hookscope.settings import Settings
+from hookscope.store import SQLiteStore, Store
 
 log = logging.getLogger("hookscope")
 
 
 class Hookscope(Starlette):
     """The Starlette app with `front` in front of all of it, its error middleware included: the
-    capture path (app.routes.capture) takes capture URLs before Starlette sees them."""
+    capture path (hookscope.routes.capture) takes capture URLs before Starlette sees them."""
 
     def __init__(self, *, front: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -39,7 +39,7 @@ class Hookscope(Starlette):
 
 class Peers(Protocol):
     """The other processes of a server with HOOKSCOPE_WORKERS over 1, as one process sees them
-    (app.cluster): started once the store is open, stopped before it closes."""
+    (hookscope.cluster): started once the store is open, stopped before it closes."""
 
     sweeps: bool  # this process deletes expired endpoints
     shared: bool  # its store opens after another process's (no lock file, no sweep of files)
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
                hub: Hub | None = None, peers: Peers | None = None) -> Hookscope:
     """Build the ASGI app. A store passed in is the caller's to open and close (tests do that);
     otherwise the app opens its SQLite store at startup and closes it at shutdown. `peers` make
-    it one process of several (app.cluster), with their hub and their rate limiter."""
+    it one process of several (hookscope.cluster), with their hub and their rate limiter."""
     settings = settings or Settings()
     owns_store = store is None
     active: Store = store if store is not None else SQLiteStore(

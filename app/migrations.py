@@ -61,7 +61,7 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE endpoints SET stored_bytes = (
         SELECT COALESCE(SUM(length(body)), 0) FROM captures WHERE endpoint_id = endpoints.id);
     """,
-    # 3: a body kept in a file beside the database (app.bodyfiles) leaves the row's body empty
+    # 3: a body kept in a file beside the database (hookscope.bodyfiles) leaves the row's body empty
     # and its length here; 0 (all earlier rows): the body is in the row.
     """
     ALTER TABLE captures ADD COLUMN file_bytes INTEGER NOT NULL DEFAULT 0;

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from app.parse import Parsed, duplicate_keys, parse_for_display
+from hookscope.parse import Parsed, duplicate_keys, parse_for_display
 
 ALIAS_PATTERN = r"[a-z0-9][a-z0-9_-]{2,63}"  # matched whole (re.fullmatch)
 
@@ -104,7 +104,7 @@ class Endpoint:
     stored_bytes: int = 0
     last_seq: int = 0
     last_capture_at: int | None = None
-    # The capture path's answer made ready from `response` on first use (app.routes.capture):
+    # The capture path's answer made ready from `response` on first use (hookscope.routes.capture):
     # it lives as long as this object, which the store replaces when the endpoint changes.
     reply: Any = field(default=None, init=False, repr=False, compare=False)
 

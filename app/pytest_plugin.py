@@ -153,8 +153,8 @@ class _InProcessServer:
     """Hookscope on a thread of this process: real HTTP on 127.0.0.1, a throwaway database."""
 
     def __init__(self) -> None:
-        from app.server import build_server
-        from app.settings import Settings
+        from hookscope.server import build_server
+        from hookscope.settings import Settings
 
         self._tmp = tempfile.mkdtemp(prefix="hookscope-pytest-")
         settings = Settings(host="127.0.0.1", port=0, db=str(Path(self._tmp) / "hs.db"),

@@ -25,8 +25,8 @@ from typing import Any
 import anyio
 import httpx
 
-from app.errors import ApiError
-from app.models import Capture, body_fields
+from hookscope.errors import ApiError
+from hookscope.models import Capture, body_fields
 
 MAX_RESPONSE_BODY = 256 * 1024
 DEFAULT_TIMEOUT = 10.0

@@ -1,6 +1,6 @@
 """What the store keeps: per-endpoint counters and the limits they are held to.
 
-Touched only inside the writer's transactions (app.writer), one at a time. The counters (last
+Touched only inside the writer's transactions (hookscope.writer), one at a time. The counters (last
 sequence number, capture count, stored body bytes) are loaded from the endpoint row on first use
 and written back once per batch. While no other connection commits, the writer's copy is
 authoritative; once one did (another process on the database, HOOKSCOPE_WORKERS), they are
@@ -30,8 +30,8 @@ class Counter:
     max_bytes: int | None
 
 
-# A capture's stored body bytes, in the row or in a file (app.bodyfiles). Reading file_bytes of
-# a row whose body is in the row costs nothing, even behind a large body: SQLite keeps a 0 in the
+# A capture's stored body bytes, in the row or in a file (hookscope.bodyfiles). Reading file_bytes
+# of a row whose body is in the row costs nothing, even behind a large body: SQLite keeps a 0 in the
 # record's header alone, so no overflow page is read for it.
 STORED_BYTES = "(length(body) + file_bytes)"
 

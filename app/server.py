@@ -9,9 +9,9 @@ import sys
 import uvicorn
 from starlette.applications import Starlette
 
-from app.inputs import MAX_DELAY_MS
-from app.main import create_app
-from app.settings import Settings
+from hookscope.inputs import MAX_DELAY_MS
+from hookscope.main import create_app
+from hookscope.settings import Settings
 
 
 class HookscopeServer(uvicorn.Server):
@@ -56,7 +56,7 @@ YOUNG_GC_THRESHOLD = 10_000
 
 
 def tune_process() -> None:
-    """The interpreter settings a server process runs with (each of several, app.cluster)."""
+    """The interpreter settings a server process runs with (each of several, hookscope.cluster)."""
     # The writer thread shares the GIL with the event loop; a shorter switch interval than
     # Python's 5 ms keeps the loop from waiting that long for it (measured in bench/stream).
     sys.setswitchinterval(0.0005)

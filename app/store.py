@@ -1,10 +1,11 @@
 """Storage: the Store protocol and its SQLite implementation.
 
-Writes go through the one group-commit writer (app.writer); reads use their own aiosqlite
+Writes go through the one group-commit writer (hookscope.writer); reads use their own aiosqlite
 connection, so a long read never delays an acknowledgement. Per-endpoint counters and the limits
-they are held to live with the writer (app.retention), and so do large bodies kept in files beside
-the database when HOOKSCOPE_BODY_FILE_BYTES asks for it (app.bodyfiles). Sequence numbers only
-grow, even across clears, deletes and pruning, because `last_seq` is kept on the endpoint row.
+they are held to live with the writer (hookscope.retention), and so do large bodies kept in files
+beside the database when HOOKSCOPE_BODY_FILE_BYTES asks for it (hookscope.bodyfiles). Sequence
+numbers only grow, even across clears, deletes and pruning, because `last_seq` is kept on the
+endpoint row.
 
 A lock file beside the database (`<db>.lock`, flock) makes sure two processes never write one
 file; the kernel releases it when the process dies, so a restart after SIGKILL needs no manual step.
@@ -27,11 +28,11 @@ from typing import Any, Protocol
 import aiosqlite
 import orjson
 
-from app.bodyfiles import BodyFiles
-from app.migrations import LATEST, SchemaTooNew
-from app.models import Capture, Endpoint, new_token
-from app.retention import STORED_BYTES, Gone, Retention
-from app.writer import Writer
+from hookscope.bodyfiles import BodyFiles
+from hookscope.migrations import LATEST, SchemaTooNew
+from hookscope.models import Capture, Endpoint, new_token
+from hookscope.retention import STORED_BYTES, Gone, Retention
+from hookscope.writer import Writer
 
 SUMMARY_COLUMNS = (
     "c.id, c.endpoint_id, e.token, c.seq, c.received_at, c.method, c.path, c.query, c.headers, "
@@ -106,7 +107,7 @@ class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str], *, max_total_bytes: int = 0,
                  synchronous: str = "normal", body_file_bytes: int = 0,
                  shared: bool = False) -> None:
-        """`shared`: one of several processes on this database (app.cluster), opened after
+        """`shared`: one of several processes on this database (hookscope.cluster), opened after
         the first, which holds the lock file and swept the body files."""
         self.path = str(path)
         self._shared = shared
@@ -118,7 +119,7 @@ class SQLiteStore:
         self._targets: dict[str, Endpoint] = {}
         self._generation = 0
         # Awaited after every change to an endpoint, once this process forgot its copies: with
-        # several processes, each of the others forgets its own (app.cluster).
+        # several processes, each of the others forgets its own (hookscope.cluster).
         self.targets_changed: Callable[[], Awaitable[None]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -151,7 +152,8 @@ class SQLiteStore:
 
     @property
     def lock_fds(self) -> tuple[int, ...]:
-        """The lock file's descriptor, for processes that write with this one (app.cluster)."""
+        """The lock file's descriptor, for processes that write with this one
+        (hookscope.cluster)."""
         return () if self._lock_fd is None else (self._lock_fd,)
 
     def _take_lock(self) -> None:

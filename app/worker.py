@@ -1,6 +1,6 @@
 """A worker process of HOOKSCOPE_WORKERS: its link to the main process, and its hub.
 
-The design, and what holds across the processes, is in app.cluster (the main process's side).
+The design, and what holds across the processes, is in hookscope.cluster (the main process's side).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from functools import partial
 
 from starlette.applications import Starlette
 
-from app.channel import Channel, receive_blocking
-from app.hub import Hub, Subscription
-from app.limits import FailureThrottle
-from app.settings import Settings
-from app.store import SQLiteStore
+from hookscope.channel import Channel, receive_blocking
+from hookscope.hub import Hub, Subscription
+from hookscope.limits import FailureThrottle
+from hookscope.settings import Settings
+from hookscope.store import SQLiteStore
 
 log = logging.getLogger("hookscope.worker")
 
@@ -126,8 +126,8 @@ class WorkerHub(Hub):
 def run_worker() -> None:
     """A worker process's main: argv holds the listening socket's and the channel's fds; the
     main process sends the settings first."""
-    from app.main import create_app
-    from app.server import build_server, tune_process
+    from hookscope.main import create_app
+    from hookscope.server import build_server, tune_process
 
     listen_fd, channel_fd = (int(arg) for arg in sys.argv[1:3])
     channel_sock = socket.socket(fileno=channel_fd)

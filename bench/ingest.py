@@ -60,7 +60,7 @@ def github_signature(body: bytes) -> str:
 
 def serve_command(port: int, db: Path, synchronous: str = "normal",
                   workers: int = 1) -> list[str]:
-    return [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
+    return [sys.executable, "-m", "hookscope", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--db", str(db), "--synchronous", synchronous, "--workers", str(workers)]
 
 

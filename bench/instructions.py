@@ -33,15 +33,14 @@ from ingest import FULL_PIPELINE, github_signature, json_body
 from pipeline import call, endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 CLIENTS = 64
 
 
 async def _captures(mode: str, count: int) -> None:
     """The child: warm up, say READY, wait to be counted, capture, say DONE."""
-    from app.main import create_app
-    from app.server import YOUNG_GC_THRESHOLD
-    from app.settings import Settings
+    from hookscope.main import create_app
+    from hookscope.server import YOUNG_GC_THRESHOLD
+    from hookscope.settings import Settings
 
     gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
     body = json_body()

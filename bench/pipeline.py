@@ -32,10 +32,9 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import FULL_PIPELINE, github_signature, json_body
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.main import create_app
-from app.server import YOUNG_GC_THRESHOLD
-from app.settings import Settings
+from hookscope.main import create_app
+from hookscope.server import YOUNG_GC_THRESHOLD
+from hookscope.settings import Settings
 
 
 async def call(app: Any, method: str, path: str, body: bytes = b"",

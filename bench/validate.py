@@ -15,11 +15,10 @@ import sys
 import timeit
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from hookscope.formats import Validation, load_formats
+from hookscope.parse import parse_body
 
-from app.formats import Validation, load_formats  # noqa: E402
-from app.parse import parse_body  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def best_us(fn, number: int) -> float:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest import mock
 
-from app.cli import main
+from hookscope.cli import main
 
 
 @dataclass
@@ -51,9 +51,9 @@ def cli_env(server_url: str | None) -> dict[str, str]:
 
 def hookscope_process(*args: str, server_url: str | None, timeout: float = 60
                       ) -> subprocess.CompletedProcess[str]:
-    """`python -m app ARGS` as a real process, told the server by HOOKSCOPE_URL."""
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True,
-                          timeout=timeout, env=cli_env(server_url))
+    """`python -m hookscope ARGS` as a real process, told the server by HOOKSCOPE_URL."""
+    return subprocess.run([sys.executable, "-m", "hookscope", *args], capture_output=True,
+                          text=True, timeout=timeout, env=cli_env(server_url))
 
 
 @dataclass

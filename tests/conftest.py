@@ -13,9 +13,9 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from starlette.applications import Starlette
 
-from app.main import create_app
-from app.settings import Settings
-from app.store import SQLiteStore
+from hookscope.main import create_app
+from hookscope.settings import Settings
+from hookscope.store import SQLiteStore
 from tests.serverproc import ServerProcess
 
 BASE = "http://hookscope.test"

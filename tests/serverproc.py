@@ -1,4 +1,5 @@
-"""Run `python -m app serve` as a real process on 127.0.0.1 with a free port."""
+"""Run `python -m hookscope serve` (or another command) as a real process on 127.0.0.1 with a
+free port."""
 
 from __future__ import annotations
 
@@ -50,11 +51,14 @@ def split_reply(reply: bytes) -> tuple[int, dict[str, str], bytes]:
 
 class ServerProcess:
     def __init__(self, db: Path, log: Path, *, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), command: tuple[str, ...] = (),
+                 cwd: Path | None = None) -> None:
         self.db = db
         self.log = log
         self.env = env or {}
         self.args = args
+        self.command = command or (sys.executable, "-m", "hookscope")
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -63,9 +67,9 @@ class ServerProcess:
         env.update(self.env)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", "0",
+                [*self.command, "serve", "--host", "127.0.0.1", "--port", "0",
                  "--db", str(self.db), *self.args],
-                stdout=log, stderr=log, env=env)
+                stdout=log, stderr=log, env=env, cwd=self.cwd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             match = _LISTENING.search(self.log.read_text(errors="replace"))

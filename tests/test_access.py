@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.access import COOKIE, session_value, valid_session
-from app.cli import startup_warning
-from app.main import create_app
-from app.settings import Settings
-from app.store import SQLiteStore
+from hookscope.access import COOKIE, session_value, valid_session
+from hookscope.cli import startup_warning
+from hookscope.main import create_app
+from hookscope.settings import Settings
+from hookscope.store import SQLiteStore
 from tests.conftest import BASE
 from tests.serverproc import ServerProcess
 
@@ -297,7 +297,7 @@ async def test_another_apps_odd_cookie_does_not_hide_the_session(tmp_path):
 
 @pytest.mark.parametrize("token", ["pässwort", " padded", "with space", "tab\there"])
 def test_a_token_that_cannot_travel_in_a_header_is_refused_at_start(token):
-    from app.settings import SettingsError
+    from hookscope.settings import SettingsError
 
     with pytest.raises(SettingsError, match="printable ASCII"):
         Settings.from_env({"HOOKSCOPE_TOKEN": token})

@@ -34,7 +34,7 @@ async def test_tokens_are_unique(client):
 
 
 def test_tokens_never_start_with_a_dash():
-    from app.models import new_token
+    from hookscope.models import new_token
 
     # One raw token in 64 would: `hookscope wait -Xy...` then reads like an option.
     tokens = [new_token() for _ in range(3000)]
@@ -114,7 +114,7 @@ async def test_duplicate_alias_is_409(client):
 
 async def test_alias_cannot_shadow_another_endpoints_token(client, monkeypatch):
     tokens = iter(["lowercase-token-aaaaaaaa", "second-token-bbbbbbbbbbb"])
-    monkeypatch.setattr("app.store.new_token", lambda: next(tokens))
+    monkeypatch.setattr("hookscope.store.new_token", lambda: next(tokens))
     first = (await client.post("/api/endpoints")).json()
     assert first["token"] == "lowercase-token-aaaaaaaa"
     response = await client.post("/api/endpoints", json={"alias": first["token"]})
@@ -368,6 +368,6 @@ async def test_a_mask_that_matches_no_secret_is_refused(client, store):
 
 
 def test_masking_matches_the_contract():
-    from app.models import mask_secret
+    from hookscope.models import mask_secret
     assert mask_secret("s3cret") == "s3****"
     assert mask_secret("short") == "****"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.formats import load_formats
+from hookscope.formats import load_formats
 
 pytestmark = pytest.mark.anyio
 

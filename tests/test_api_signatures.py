@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.verify import SCHEMES
+from hookscope.verify import SCHEMES
 
 pytestmark = pytest.mark.anyio
 

@@ -1,5 +1,5 @@
-"""Large bodies in files beside the database (HOOKSCOPE_BODY_FILE_BYTES, app.bodyfiles): stored
-byte for byte, counted against the limits, removed with their captures however those go, and
+"""Large bodies in files beside the database (HOOKSCOPE_BODY_FILE_BYTES, hookscope.bodyfiles):
+stored byte for byte, counted against the limits, removed with their captures however those go, and
 swept when a crash left one behind."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app import bodyfiles
-from app.bodyfiles import BodyFiles
-from app.main import create_app
-from app.models import Capture, new_capture_id, now_us
-from app.settings import Settings
-from app.store import CaptureQuery, SQLiteStore
+from hookscope import bodyfiles
+from hookscope.bodyfiles import BodyFiles
+from hookscope.main import create_app
+from hookscope.models import Capture, new_capture_id, now_us
+from hookscope.settings import Settings
+from hookscope.store import CaptureQuery, SQLiteStore
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from app.capture import build_capture
+from hookscope.capture import build_capture
 
 pytestmark = pytest.mark.anyio
 
@@ -358,7 +358,7 @@ async def test_a_parser_that_raises_costs_neither_the_capture_nor_its_full_view(
     def broken(body: bytes) -> None:
         raise RuntimeError("parser bug")
 
-    monkeypatch.setattr("app.parse._xml", broken)
+    monkeypatch.setattr("hookscope.parse._xml", broken)
     response = await client.post(f"/h/{endpoint['token']}", content=b"<a>x</a>",
                                  headers={"Content-Type": "application/xml"})
     assert response.status_code == 200
@@ -373,7 +373,7 @@ async def test_a_parser_that_raises_costs_neither_the_capture_nor_its_full_view(
 
 async def test_a_bug_on_the_capture_path_answers_the_error_shape_and_the_next_request_works(
         client, endpoint, monkeypatch, caplog):
-    import app.routes.capture as capture_path
+    import hookscope.routes.capture as capture_path
 
     real = capture_path.build_capture
 

@@ -20,14 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.client import Unreachable, server_url
-from app.commands import captures
-from app.commands.captures import endpoint_key
-from app.commands.endpoints import OPTIONS
-from app.commands.output import Printer, safe
-from app.formats import load_formats
-from app.inputs import _CHECKERS as ENDPOINT_FIELDS
-from app.verify import SCHEME_IDS
+from hookscope.client import Unreachable, server_url
+from hookscope.commands import captures
+from hookscope.commands.captures import endpoint_key
+from hookscope.commands.endpoints import OPTIONS
+from hookscope.commands.output import Printer, safe
+from hookscope.formats import load_formats
+from hookscope.inputs import _CHECKERS as ENDPOINT_FIELDS
+from hookscope.verify import SCHEME_IDS
 from tests.clirun import cli_env, hookscope, hookscope_process, unused_port_url
 from tests.serverproc import ServerProcess
 
@@ -236,7 +236,7 @@ def _read_lines(proc: subprocess.Popen[str], count: int, timeout: float = 15) ->
 
 
 def _tail(server_url: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "app", "tail", *args],
+    return subprocess.Popen([sys.executable, "-m", "hookscope", "tail", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=cli_env(server_url))
 
@@ -303,7 +303,7 @@ def test_tail_resumes_after_a_dropped_stream_with_last_event_id(monkeypatch):
             return  # the server ended the stream (shutting down, or we were too slow)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("app.client.Client.events", events)
+    monkeypatch.setattr("hookscope.client.Client.events", events)
     monkeypatch.setattr(captures.time, "sleep", lambda s: None)
     result = hookscope("--server", "http://127.0.0.1:9", "tail", "k", "--after", "4")
     assert result.code == 0

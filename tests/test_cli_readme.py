@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser
+from hookscope.cli import build_parser
 from tests.clirun import unused_port_url
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

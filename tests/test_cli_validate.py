@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.formats import load_formats
+from hookscope.formats import load_formats
 from tests.clirun import hookscope, hookscope_process, unused_port_url
 
 FIXTURES = Path(__file__).parent / "fixtures" / "formats"

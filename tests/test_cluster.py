@@ -1,4 +1,4 @@
-"""HOOKSCOPE_WORKERS: several processes on one address and one database (app.cluster).
+"""HOOKSCOPE_WORKERS: several processes on one address and one database (hookscope.cluster).
 
 Real `hookscope serve --workers 2` processes on 127.0.0.1. Which process takes a connection is
 the kernel's choice (by a hash of its addresses, each process having a socket of its own);
@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from app.channel import Channel
-from app.cluster import listen
+from hookscope.channel import Channel
+from hookscope.cluster import listen
 from tests.clirun import hookscope_process
 from tests.serverproc import ServerProcess, wait_until
 

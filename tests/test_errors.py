@@ -7,7 +7,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from app.errors import EXCEPTION_HANDLERS, ApiError, error_response
+from hookscope.errors import EXCEPTION_HANDLERS, ApiError, error_response
 
 pytestmark = pytest.mark.anyio
 

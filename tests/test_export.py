@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.export import curl
-from app.models import Capture
+from hookscope.export import curl
+from hookscope.models import Capture
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft7Validator
 
-from app.formats import Validation, load_formats
-from app.parse import parse_body
+from hookscope.formats import Validation, load_formats
+from hookscope.parse import parse_body
 
 FIXTURES = Path(__file__).parent / "fixtures" / "formats"
 API_FORMAT_IDS = [
@@ -155,7 +155,7 @@ def test_all_errors_are_reported_not_just_the_first(validation):
 @pytest.mark.parametrize(("format_id", "path"), CASES, ids=IDS)
 def test_the_fast_road_and_the_judge_agree_on_every_fixture(format_id, path):
     body, content_type, _ = _load(path)
-    from app.formats import document_of
+    from hookscope.formats import document_of
     found, document = document_of(parse_body(body, content_type))
     fmt = load_formats().get(format_id)
     assert found

@@ -1,6 +1,6 @@
 import pytest
 
-from app import __version__
+from hookscope import __version__
 
 pytestmark = pytest.mark.anyio
 

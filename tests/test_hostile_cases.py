@@ -21,7 +21,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from app.settings import Settings
+from hookscope.settings import Settings
 from tests.serverproc import ServerProcess, send_raw, split_reply
 
 pytestmark = pytest.mark.anyio

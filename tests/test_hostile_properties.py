@@ -25,8 +25,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from starlette.routing import Route
 
-from app.parse import KINDS
-from app.routes import build_routes, stream
+from hookscope.parse import KINDS
+from hookscope.routes import build_routes, stream
 from tests.serverproc import ServerProcess, send_raw, split_reply
 
 pytestmark = pytest.mark.anyio

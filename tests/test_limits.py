@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.main import create_app
-from app.migrations import migrate
-from app.settings import Settings
-from app.store import SQLiteStore
+from hookscope.main import create_app
+from hookscope.migrations import migrate
+from hookscope.settings import Settings
+from hookscope.store import SQLiteStore
 from tests.conftest import BASE
 from tests.serverproc import ServerProcess
 
@@ -279,7 +279,7 @@ async def test_counters_match_the_rows_after_a_random_mix_of_operations(tmp_path
 
 
 def test_idle_rate_buckets_are_forgotten_when_there_are_too_many(monkeypatch):
-    from app import limits
+    from hookscope import limits
 
     monkeypatch.setattr(limits, "MAX_BUCKETS", 3)
     now = [100.0]
@@ -297,7 +297,7 @@ def test_idle_rate_buckets_are_forgotten_when_there_are_too_many(monkeypatch):
 
 
 def test_failures_count_per_ipv4_address_and_per_ipv6_64():
-    from app.limits import FailureThrottle
+    from hookscope.limits import FailureThrottle
 
     throttle = FailureThrottle(attempts=2, refill_s=10)
     now = [0.0]
@@ -314,7 +314,7 @@ def test_failures_count_per_ipv4_address_and_per_ipv6_64():
 
 
 def test_a_flood_of_addresses_evicts_the_longest_quiet_without_a_scan(monkeypatch):
-    import app.limits as limits
+    import hookscope.limits as limits
 
     monkeypatch.setattr(limits, "MAX_BUCKETS", 3)
     throttle = limits.FailureThrottle(attempts=1)

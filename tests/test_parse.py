@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.parse import duplicate_keys, loads_strict, parse_body, parse_for_display
+from hookscope.parse import duplicate_keys, loads_strict, parse_body, parse_for_display
 
 MULTIPART = (b'--XX\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
              b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'

@@ -57,7 +57,7 @@ def test_wait_filters_order_and_timeout_message(tmp_path):
         import httpx
         import pytest
 
-        from app.pytest_plugin import WaitTimeout
+        from hookscope.pytest_plugin import WaitTimeout
 
 
         def test_waits_continue_after_the_previous_capture(hookscope):
@@ -136,7 +136,7 @@ def test_the_in_process_server_removes_its_database_only_once_it_has_stopped(mon
     import threading
     import time
 
-    from app import pytest_plugin
+    from hookscope import pytest_plugin
 
     server = pytest_plugin._InProcessServer()
     server.start()

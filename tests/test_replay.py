@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.models import Capture
-from app.replay import MAX_RESPONSE_BODY, replay_headers
+from hookscope.models import Capture
+from hookscope.replay import MAX_RESPONSE_BODY, replay_headers
 
 pytestmark = pytest.mark.anyio
 

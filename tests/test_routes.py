@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from starlette.routing import Route
 
-from app.routes import build_routes
+from hookscope.routes import build_routes
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 API_ROUTES = [(method, route.path) for route in build_routes() if isinstance(route, Route)

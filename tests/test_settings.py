@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import SETTINGS, Settings, SettingsError
+from hookscope.settings import SETTINGS, Settings, SettingsError
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -53,8 +53,8 @@ def test_bad_settings_are_refused_with_the_variable_named(env, message):
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True,
-                          timeout=60, env=env)
+    return subprocess.run([sys.executable, "-m", "hookscope", *args], capture_output=True,
+                          text=True, timeout=60, env=env)
 
 
 def test_cli_without_a_command_prints_help_and_exits_2():

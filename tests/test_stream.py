@@ -16,9 +16,9 @@ import pytest
 import uvicorn
 from sse_starlette.sse import AppStatus
 
-from app.hub import Hub
-from app.main import create_app
-from app.settings import Settings
+from hookscope.hub import Hub
+from hookscope.main import create_app
+from hookscope.settings import Settings
 from tests.conftest import BASE
 from tests.serverproc import ServerProcess, wait_until
 
@@ -220,9 +220,9 @@ async def test_a_quiet_stream_is_never_silent_longer_than_the_keep_alive_limit()
 async def test_a_stream_of_an_endpoint_deleted_before_it_subscribed_ends_at_once(tmp_path):
     """The request looked the endpoint up, then it was deleted before the stream subscribed:
     nothing would ever end that stream, so it must see the deletion itself."""
-    from app.models import now_us
-    from app.routes.stream import _last_seq
-    from app.store import SQLiteStore
+    from hookscope.models import now_us
+    from hookscope.routes.stream import _last_seq
+    from hookscope.store import SQLiteStore
 
     store = SQLiteStore(tmp_path / "gone.db")
     await store.open()
@@ -237,7 +237,7 @@ async def test_a_stream_of_an_endpoint_deleted_before_it_subscribed_ends_at_once
 
 @pytest.mark.anyio
 async def test_a_slow_subscriber_is_dropped_without_touching_captures(tmp_path):
-    from app.store import SQLiteStore
+    from hookscope.store import SQLiteStore
 
     settings = Settings(db=str(tmp_path / "slow.db"), allowed_hosts="hookscope.test")
     store = SQLiteStore(settings.db)

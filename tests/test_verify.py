@@ -18,8 +18,8 @@ import pytest
 import standardwebhooks
 import stripe
 
-from app.verify import SCHEMES, SignedRequest, check_signature
-from app.verify.base import digest
+from hookscope.verify import SCHEMES, SignedRequest, check_signature
+from hookscope.verify.base import digest
 
 NOW = 1_763_800_000
 BODY = b'{"event": "order.created", "id": 42, "note": "caf\xc3\xa9"}'

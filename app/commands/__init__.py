@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from app.client import Client, Refused, Unreachable, server_url
+from hookscope.client import Client, Refused, Unreachable, server_url
 
 OK = 0
 FAILED = 1

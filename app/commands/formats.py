@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-from app.client import Client
-from app.commands import FAILED, OK, USAGE, Failed, local, remote
-from app.commands.captures import error_line
-from app.commands.fixture import read_payload
-from app.commands.output import Printer
+from hookscope.client import Client
+from hookscope.commands import FAILED, OK, USAGE, Failed, local, remote
+from hookscope.commands.captures import error_line
+from hookscope.commands.fixture import read_payload
+from hookscope.commands.output import Printer
 
 
 @remote
@@ -27,8 +27,8 @@ def formats(args: argparse.Namespace, client: Client) -> int:
 @local
 def validate(args: argparse.Namespace) -> int:
     # Imported here: compiling the schemas is the slow part, and only this command needs them.
-    from app.formats import Validation, load_formats, verdict
-    from app.parse import parse_body
+    from hookscope.formats import Validation, load_formats, verdict
+    from hookscope.parse import parse_body
 
     registry = load_formats()
     if args.format is not None and registry.get(args.format) is None:

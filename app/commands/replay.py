@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from app.client import Client, segment
-from app.commands import FAILED, OK, USAGE, Failed, remote, warn
-from app.commands.endpoints import header_pair
-from app.commands.fixture import read_payload
-from app.commands.output import Printer, safe
+from hookscope.client import Client, segment
+from hookscope.commands import FAILED, OK, USAGE, Failed, remote, warn
+from hookscope.commands.endpoints import header_pair
+from hookscope.commands.fixture import read_payload
+from hookscope.commands.output import Printer, safe
 
 if TYPE_CHECKING:
-    from app.replay import ReplayOptions
+    from hookscope.replay import ReplayOptions
 
 
 def overrides(args: argparse.Namespace) -> dict[str, str | None]:
@@ -36,9 +36,9 @@ def overrides(args: argparse.Namespace) -> dict[str, str | None]:
 def resend(args: argparse.Namespace, client: Client) -> int:
     # The server's own checks and replay code, imported here: they bring jsonschema along,
     # which every other command would otherwise pay for at start.
-    from app.errors import ApiError
-    from app.inputs import check_replay_fields
-    from app.replay import MAX_RESPONSE_BODY
+    from hookscope.errors import ApiError
+    from hookscope.inputs import check_replay_fields
+    from hookscope.replay import MAX_RESPONSE_BODY
 
     body: dict[str, Any] = {"url": args.to}
     if args.header or args.remove_header:
@@ -82,8 +82,8 @@ def resend(args: argparse.Namespace, client: Client) -> int:
 def replay_file(name: str, options: ReplayOptions) -> dict[str, Any]:
     """Send an exported capture from this process, with the server's own replay code (same
     headers, same limits, same reply shape)."""
-    from app.errors import ApiError
-    from app.replay import replay
+    from hookscope.errors import ApiError
+    from hookscope.replay import replay
 
     payload = read_payload(name)
     if payload.fixture is None:

@@ -24,7 +24,7 @@ from jsonschema import Draft7Validator
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
-from app.parse import STRICT_JSON, Parsed
+from hookscope.parse import STRICT_JSON, Parsed
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 MAX_ERRORS = 100

@@ -1,8 +1,8 @@
 """The URL map: every route Hookscope serves.
 
-    ANY /h/{key} and /h/{key}/{rest:path}   capture URLs: app.routes.capture.CaptureMiddleware
+    ANY /h/{key} and /h/{key}/{rest:path}   capture URLs: hookscope.routes.capture.CaptureMiddleware
                                             takes them in front of Starlette (the hot path)
-    /, /e/{key}, /static                    the browser pages (app.routes.pages)
+    /, /e/{key}, /static                    the browser pages (hookscope.routes.pages)
     everything else                         the routes below
 """
 
@@ -16,14 +16,14 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from app.access import AccessMiddleware
-from app.formats import Validation
-from app.hub import Publisher
-from app.limits import FailureThrottle, RateLimiter
-from app.routes import api, pages, stream
-from app.routes.capture import Admit, CaptureMiddleware
-from app.settings import Settings
-from app.store import Store
+from hookscope.access import AccessMiddleware
+from hookscope.formats import Validation
+from hookscope.hub import Publisher
+from hookscope.limits import FailureThrottle, RateLimiter
+from hookscope.routes import api, pages, stream
+from hookscope.routes.capture import Admit, CaptureMiddleware
+from hookscope.settings import Settings
+from hookscope.store import Store
 
 
 def build_middleware(settings: Settings, throttle: FailureThrottle) -> list[Middleware]:
@@ -66,5 +66,5 @@ def build_routes() -> list[BaseRoute]:
         Route("/login", pages.login_page, methods=["GET"]),
         Route("/login", pages.login, methods=["POST"]),
         Route("/logout", pages.logout, methods=["POST"]),
-        Mount("/static", app=StaticFiles(directory=str(pages.ROOT / "static")), name="static"),
+        Mount("/static", app=StaticFiles(directory=str(pages.STATIC)), name="static"),
     ]

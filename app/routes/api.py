@@ -11,19 +11,19 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive
 
-from app import __version__, diff, export
-from app.capture import signed_request
-from app.errors import ApiError
-from app.formats import Validation, verdict
-from app.hub import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub
-from app.inputs import check_endpoint_fields, check_replay_fields
-from app.models import Capture, Endpoint, now_us
-from app.parse import loads_strict, parse_body
-from app.replay import replay
-from app.responses import JSONResponse
-from app.settings import Settings
-from app.store import CaptureQuery, Conflict, Gone, Store
-from app.verify import check_signature, scheme_list
+from hookscope import __version__, diff, export
+from hookscope.capture import signed_request
+from hookscope.errors import ApiError
+from hookscope.formats import Validation, verdict
+from hookscope.hub import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub
+from hookscope.inputs import check_endpoint_fields, check_replay_fields
+from hookscope.models import Capture, Endpoint, now_us
+from hookscope.parse import loads_strict, parse_body
+from hookscope.replay import replay
+from hookscope.responses import JSONResponse
+from hookscope.settings import Settings
+from hookscope.store import CaptureQuery, Conflict, Gone, Store
+from hookscope.verify import check_signature, scheme_list
 
 MAX_JSON_BODY = 2 * 1024 * 1024
 SIGNATURE_STATUSES = ("verified", "failed", "missing", "unchecked")

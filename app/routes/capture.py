@@ -1,7 +1,7 @@
 """ANY /h/{key}[/{rest}]: store the request, then answer it.
 
-A pure ASGI middleware in front of the whole Starlette app (app.main.Hookscope) that takes every
-request under /h/ before Starlette sees it: a capture URL takes any method (a function route
+A pure ASGI middleware in front of the whole Starlette app (hookscope.main.Hookscope) that takes
+every request under /h/ before Starlette sees it: a capture URL takes any method (a function route
 answers 405 to methods it does not list), and the hot path skips Starlette's error and exception
 middleware, the route table and a Request object it does not need (measured on bench/ingest:
 ~15% of the capture path's CPU; Starlette's error middleware alone, bench/instructions: ~2.5%).
@@ -19,15 +19,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
-from app.capture import Disconnected, build_capture, read_body, signed_request
-from app.errors import send_error
-from app.formats import Validation
-from app.hub import Publisher
-from app.limits import RateLimiter
-from app.models import Capture, Endpoint, now_us
-from app.settings import Settings
-from app.store import Gone, Store
-from app.verify import check_signature
+from hookscope.capture import Disconnected, build_capture, read_body, signed_request
+from hookscope.errors import send_error
+from hookscope.formats import Validation
+from hookscope.hub import Publisher
+from hookscope.limits import RateLimiter
+from hookscope.models import Capture, Endpoint, now_us
+from hookscope.settings import Settings
+from hookscope.store import Gone, Store
+from hookscope.verify import check_signature
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger("hookscope.capture")
@@ -46,7 +46,7 @@ class CaptureMiddleware:
         self.validation = validation
         self.hub = hub
         self.limiter = limiter
-        # A worker process asks the main one, whose limiter counts for all (app.cluster).
+        # A worker process asks the main one, whose limiter counts for all (hookscope.cluster).
         self.admit = admit or self._admit_here
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:

@@ -16,11 +16,23 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from app.access import COOKIE, SESSION_S, check_token, client_address, session_value
-from app.routes.api import base_url, read_limited, store_of
+from hookscope.access import COOKIE, SESSION_S, check_token, client_address, session_value
+from hookscope.routes.api import base_url, read_limited, store_of
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = Jinja2Templates(directory=str(ROOT / "templates"))
+
+def _folder(name: str) -> Path:
+    """templates/ or static/: inside the installed package (pyproject's package-dir puts them
+    there), or beside app/ when run from a checkout (an editable install maps the package to the
+    source folder, which does not hold them)."""
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package / name, package.parent / name):
+        if folder.is_dir():
+            return folder
+    raise RuntimeError(f"Hookscope's {name}/ folder is missing from {package}")
+
+
+TEMPLATES = Jinja2Templates(directory=str(_folder("templates")))
+STATIC = _folder("static")
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; "
                                 "img-src 'self' data:; connect-src 'self'; object-src 'none'; "

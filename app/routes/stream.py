@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.errors import ApiError
-from app.hub import Hub, Subscription, sse_frame
-from app.models import Endpoint
-from app.routes.api import check_room, disconnected, endpoint_or_404, store_of
-from app.store import CaptureQuery, Store
+from hookscope.errors import ApiError
+from hookscope.hub import Hub, Subscription, sse_frame
+from hookscope.models import Endpoint
+from hookscope.routes.api import check_room, disconnected, endpoint_or_404, store_of
+from hookscope.store import CaptureQuery, Store
 
 REPLAY_PAGE = 500
 

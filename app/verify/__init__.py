@@ -8,17 +8,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from app.verify.avo import AVO
-from app.verify.base import Context, Scheme, SignedRequest, Verdict, failed
-from app.verify.generic_hmac import HMAC
-from app.verify.github import GITHUB
-from app.verify.shopify import SHOPIFY
-from app.verify.slack import SLACK
-from app.verify.standard_webhooks import STANDARD_WEBHOOKS, SVIX
-from app.verify.stripe import STRIPE
-from app.verify.token import TOKEN
-from app.verify.virtuoso import VIRTUOSO
-from app.verify.webengage import WEBENGAGE
+from hookscope.verify.avo import AVO
+from hookscope.verify.base import Context, Scheme, SignedRequest, Verdict, failed
+from hookscope.verify.generic_hmac import HMAC
+from hookscope.verify.github import GITHUB
+from hookscope.verify.shopify import SHOPIFY
+from hookscope.verify.slack import SLACK
+from hookscope.verify.standard_webhooks import STANDARD_WEBHOOKS, SVIX
+from hookscope.verify.stripe import STRIPE
+from hookscope.verify.token import TOKEN
+from hookscope.verify.virtuoso import VIRTUOSO
+from hookscope.verify.webengage import WEBENGAGE
 
 log = logging.getLogger("hookscope.verify")
 

@@ -12,7 +12,7 @@ import binascii
 import json
 from typing import Any
 
-from app.verify.base import (
+from hookscope.verify.base import (
     Context,
     Scheme,
     SignedRequest,

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from app.verify.base import (
+from hookscope.verify.base import (
     ALGORITHMS,
     Context,
     Option,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.verify.base import (
+from hookscope.verify.base import (
     Context,
     Scheme,
     SignedRequest,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from app.verify.base import (
+from hookscope.verify.base import (
     Check,
     Context,
     Scheme,

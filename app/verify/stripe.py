@@ -4,7 +4,7 @@ UTF-8 (unlike Standard Webhooks, nothing is base64-decoded)."""
 
 from __future__ import annotations
 
-from app.verify.base import (
+from hookscope.verify.base import (
     Context,
     Scheme,
     SignedRequest,

@@ -3,7 +3,7 @@ Bearer token, Flows' "Secret" when sent as a header). Compared in constant time.
 
 from __future__ import annotations
 
-from app.verify.base import (
+from hookscope.verify.base import (
     Context,
     Option,
     Scheme,

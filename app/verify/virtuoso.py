@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from app.parse import media_type
-from app.verify.base import (
+from hookscope.parse import media_type
+from hookscope.verify.base import (
     Context,
     Scheme,
     SignedRequest,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from app.verify.base import (
+from hookscope.verify.base import (
     Context,
     Scheme,
     SignedRequest,
