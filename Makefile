@@ -1,21 +1,29 @@
-# `make run` and `make test` are all a fresh machine with python3 needs.
+# `make run` and `make test` are all a fresh machine with python3 needs. Both install the locked
+# versions in requirements/ (every package pinned by version and hash); `make lock` refreshes them.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
+# The lock is resolved by uv, for every platform and Python 3.11+ at once; installing needs pip only.
+UV := uv==0.13.10
+LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --universal --generate-hashes \
+	--group build --custom-compile-command "make lock"
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint lock lock-upgrade bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 
-# Stamp files: reinstall only when pyproject.toml changes.
-$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+# Stamp files: reinstall only when the lock or pyproject.toml changes. Hookscope itself goes in
+# editable, without build isolation, on the locked setuptools.
+$(VENV)/.run-deps: requirements/run.txt pyproject.toml | $(BIN)/python
+	$(PIP) --require-hashes -r requirements/run.txt
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+$(VENV)/.test-deps: requirements/test.txt pyproject.toml | $(BIN)/python
+	$(PIP) --require-hashes -r requirements/test.txt
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@ $(VENV)/.run-deps
 
 run: $(VENV)/.run-deps
@@ -27,6 +35,17 @@ test: $(VENV)/.test-deps
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
+
+# `make lock` follows a change to pyproject.toml and keeps every other pin; `make lock-upgrade`
+# takes the newest releases pyproject.toml allows. run.txt takes test.txt's versions, so `make run`
+# and `make test` install the same ones.
+lock: | $(BIN)/python
+	$(PIP) $(UV)
+	$(LOCK) $(UPGRADE) --extra test -o requirements/test.txt
+	$(LOCK) --constraint requirements/test.txt -o requirements/run.txt
+
+lock-upgrade: UPGRADE := --upgrade
+lock-upgrade: lock
 
 bench: $(VENV)/.run-deps
 	$(BIN)/python bench/ingest.py
