@@ -235,10 +235,16 @@ def _read_lines(proc: subprocess.Popen[str], count: int, timeout: float = 15) ->
     return lines
 
 
+def _as_in_a_terminal() -> None:
+    # A suite started in the background of a script (`make test &`) inherits an ignored SIGINT,
+    # and so would `tail`: Ctrl-C is what a terminal sends, so the child gets the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _tail(server_url: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "hookscope", "tail", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env(server_url))
+                            env=cli_env(server_url), preexec_fn=_as_in_a_terminal)
 
 
 def _stop(proc: subprocess.Popen[str]) -> int:
