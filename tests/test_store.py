@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +31,7 @@ from hookscope.store import (
     SQLiteStore,
     StoreLocked,
     _json_column,
+    _lock,
     check_writable,
 )
 
@@ -401,6 +406,52 @@ async def test_the_lock_is_released_on_close(tmp_path):
     second = SQLiteStore(path)
     await second.open()
     await second.close()
+
+
+def _held_for_a_process_that_is_gone(path: str) -> int:
+    """A descriptor holding the database's lock file, which names a process that has exited:
+    the lock as the workers of a killed main process hold it."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, gone.encode())
+    return fd
+
+
+def test_a_lock_left_to_workers_of_a_gone_process_is_waited_for(tmp_path):
+    path = str(tmp_path / "orphaned.db")
+    fd = _held_for_a_process_that_is_gone(path)
+    threading.Timer(0.5, os.close, (fd,)).start()  # the last worker stops
+    started = time.monotonic()
+    check_writable(path)
+    assert time.monotonic() - started >= 0.5
+    assert Path(path + ".lock").read_text() == str(os.getpid())
+
+
+def test_a_lock_left_to_workers_is_refused_once_the_wait_is_over(tmp_path):
+    path = str(tmp_path / "orphaned.db")
+    fd = _held_for_a_process_that_is_gone(path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreLocked, match="its workers have not stopped"):
+            _lock(path, wait=0.3)
+        assert time.monotonic() - started >= 0.3
+    finally:
+        os.close(fd)
+
+
+def test_a_lock_whose_process_is_alive_is_refused_at_once(tmp_path):
+    path = str(tmp_path / "held.db")
+    fd = _held_for_a_process_that_is_gone(path)
+    try:
+        os.pwrite(fd, str(os.getpid()).encode().ljust(16), 0)
+        started = time.monotonic()
+        with pytest.raises(StoreLocked, match=f"pid {os.getpid()}\\)"):
+            _lock(path, wait=30)
+        assert time.monotonic() - started < 5
+    finally:
+        os.close(fd)
 
 
 async def test_a_start_that_fails_after_the_store_opened_closes_it(tmp_path):
