@@ -392,7 +392,7 @@ PART = b'--XX\r\nContent-Disposition: form-data; name="f"\r\n\r\nvalue\r\n'
 
 @pytest.mark.parametrize(("body", "content_type", "error"), [
     # No closing delimiter: the parts found are shown, with the defect named.
-    (PART * 3, "multipart/form-data; boundary=XX", "malformed multipart (CloseBoundaryNotFound"),
+    (PART * 3, "multipart/form-data; boundary=XX", "malformed multipart (no closing boundary)"),
     (PART + b"--XX--\r\n", "multipart/form-data", "no boundary"),
     (PART + b"--XX--\r\n", "multipart/form-data; boundary=YY",
      "the Content-Type's boundary 'YY' is not in the body"),
