@@ -30,10 +30,18 @@ class Counter:
     max_bytes: int | None
 
 
-# A capture's stored body bytes, in the row or in a file (hookscope.bodyfiles). Reading file_bytes
-# of a row whose body is in the row costs nothing, even behind a large body: SQLite keeps a 0 in the
-# record's header alone, so no overflow page is read for it.
-STORED_BYTES = "(length(body) + file_bytes)"
+# A capture's stored bytes: its body, in the row or in a file (hookscope.bodyfiles), and its path,
+# query and header fields as stored (a sender controls those too, and they can be as large as the
+# head limit allows), in bytes of UTF-8 (length() of a text would count characters, and stop at
+# a NUL). Reading file_bytes of a row whose body is in the row costs nothing, even behind a large
+# body: SQLite keeps a 0 in the record's header alone, so no overflow page is read for it.
+STORED_BYTES = ("(length(body) + file_bytes + length(CAST(path AS BLOB)) "
+                "+ length(CAST(query AS BLOB)) + length(CAST(headers AS BLOB)))")
+
+
+def stored_size(body: bytes, path: str, query: str, headers_column: str) -> int:
+    """STORED_BYTES of a capture about to be inserted with these column values."""
+    return len(body) + len(path.encode()) + len(query.encode()) + len(headers_column.encode())
 
 # Not its endpoint's newest capture (an index lookup per row: captures_endpoint_seq).
 _NOT_NEWEST = ("seq < (SELECT MAX(newest.seq) FROM captures newest "
@@ -43,7 +51,7 @@ _NOT_NEWEST = ("seq < (SELECT MAX(newest.seq) FROM captures newest "
 @dataclass
 class Retention:
     """Per-endpoint counters and the limits they are held to, touched only inside the
-    writer's transactions. `max_total_bytes` (0: none) caps the body bytes of all endpoints
+    writer's transactions. `max_total_bytes` (0: none) caps the stored bytes of all endpoints
     together."""
 
     max_total_bytes: int = 0
@@ -106,7 +114,7 @@ class Retention:
 
     def _prune(self, conn: sqlite3.Connection, where: str, params: tuple[Any, ...], *,
                count: int = 0, size: int = 0) -> None:
-        """Delete the oldest captures `where` selects, until `count` captures or `size` body
+        """Delete the oldest captures `where` selects, until `count` captures or `size` stored
         bytes are gone (whichever is asked), keeping the counters in step."""
         doomed: list[int] = []
         freed = 0

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 
 from hookscope.inputs import MAX_DELAY_MS
 from hookscope.main import create_app
+from hookscope.protocol import guarded_protocol
 from hookscope.settings import Settings
 
 
@@ -38,7 +39,9 @@ def build_server(settings: Settings, app: Starlette | None = None) -> HookscopeS
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=settings.http,
+        http=guarded_protocol(settings) if settings.http == "httptools" else "h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        limit_concurrency=settings.max_connections,
         lifespan="on",
         access_log=settings.access_log,
         log_level=settings.log_level,

@@ -64,18 +64,35 @@ class Settings:
         10 * MIB, "HOOKSCOPE_MAX_BODY_BYTES",
         "Largest body stored per capture; a larger one is answered 413 and stored cut at this size "
         "with truncated=true.")
+    max_header_bytes: int = _setting(
+        64 * 1024, "HOOKSCOPE_MAX_HEADER_BYTES",
+        "Largest request head (request line and header fields) accepted, on every route; a larger "
+        "one is answered 431 and nothing is stored.")
+    header_timeout: int = _setting(
+        10, "HOOKSCOPE_HEADER_TIMEOUT",
+        "Seconds a client has to send a request's head, from connecting (or from its first byte "
+        "on a connection kept alive); then it is answered 408 and disconnected.")
+    body_timeout: int = _setting(
+        60, "HOOKSCOPE_BODY_TIMEOUT",
+        "Seconds a client has to send a request's body once its head has arrived; then it is "
+        "answered 408 and disconnected, and nothing is stored.")
+    max_connections: int = _setting(
+        10_000, "HOOKSCOPE_MAX_CONNECTIONS",
+        "Open connections (or requests in progress) per process beyond which a new request is "
+        "answered 503; live streams and long-polls count too.")
     default_max_captures: int = _setting(
         10_000, "HOOKSCOPE_DEFAULT_MAX_CAPTURES",
         "max_captures of a new endpoint that does not set its own; beyond it the oldest captures "
         "are pruned.")
     default_max_bytes: int = _setting(
         0, "HOOKSCOPE_DEFAULT_MAX_BYTES",
-        "max_bytes of a new endpoint that does not set its own: the body bytes it keeps before "
-        "its oldest captures are pruned. 0: no limit.")
+        "max_bytes of a new endpoint that does not set its own: the bytes it keeps (bodies, and "
+        "their paths, queries and header fields) before its oldest captures are pruned. 0: no "
+        "limit.")
     max_total_bytes: int = _setting(
         0, "HOOKSCOPE_MAX_TOTAL_BYTES",
-        "Body bytes kept across all endpoints together; beyond it the oldest captures of any "
-        "endpoint are pruned. 0: no limit.")
+        "Bytes kept across all endpoints together (bodies, and their paths, queries and header "
+        "fields); beyond it the oldest captures of any endpoint are pruned. 0: no limit.")
     rate_limit: int = _setting(
         0, "HOOKSCOPE_RATE_LIMIT",
         "Requests per second that all capture URLs together accept; beyond it they answer 429 "
@@ -118,6 +135,11 @@ class Settings:
             raise SettingsError(f"port must be 0..65535, got {self.port}")
         if self.max_body_bytes < 1:
             raise SettingsError("HOOKSCOPE_MAX_BODY_BYTES must be at least 1")
+        if self.max_header_bytes < 1024:
+            raise SettingsError("HOOKSCOPE_MAX_HEADER_BYTES must be at least 1024")
+        for f in ("header_timeout", "body_timeout", "max_connections"):
+            if getattr(self, f) < 1:
+                raise SettingsError(f"HOOKSCOPE_{f.upper()} must be at least 1")
         if self.default_max_captures < 1:
             raise SettingsError("HOOKSCOPE_DEFAULT_MAX_CAPTURES must be at least 1")
         for f in ("default_max_bytes", "max_total_bytes", "rate_limit", "default_ttl",

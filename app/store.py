@@ -35,7 +35,7 @@ import orjson
 from hookscope.bodyfiles import BodyFiles
 from hookscope.migrations import LATEST, SchemaTooNew
 from hookscope.models import Capture, Endpoint, new_token
-from hookscope.retention import STORED_BYTES, Gone, Retention
+from hookscope.retention import STORED_BYTES, Gone, Retention, stored_size
 from hookscope.writer import Writer
 
 SUMMARY_COLUMNS = (
@@ -296,9 +296,11 @@ class SQLiteStore:
         files = self._files
         body = capture.body or b""
         in_file = files.wanted(len(body))
+        headers = _json_column(capture.headers)
+        size = stored_size(body, capture.path, capture.query, headers)
         values = (
             capture.id, capture.endpoint_id, capture.received_at, capture.method, capture.path,
-            capture.query, _json_column(capture.headers), capture.remote_addr,
+            capture.query, headers, capture.remote_addr,
             capture.content_type, capture.body_size, int(capture.truncated),
             capture.response_status, capture.parsed_kind, capture.parsed_error,
             *_verdict(capture.signature, "unchecked"),
@@ -321,7 +323,7 @@ class SQLiteStore:
             # A capture taken by the writer thread (a large body) can commit after one that
             # arrived later and was committed on the event loop.
             counter.last_at = max(counter.last_at or 0, capture.received_at)
-            state.stored(conn, capture.endpoint_id, 1, len(body))
+            state.stored(conn, capture.endpoint_id, 1, size)
             return seq
 
         capture.seq = await self._writer.run(op, single=True, quick=True, size=len(body))

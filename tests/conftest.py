@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
@@ -19,6 +21,19 @@ from hookscope.store import SQLiteStore
 from tests.serverproc import ServerProcess
 
 BASE = "http://hookscope.test"
+
+
+def stored_bytes(capture: Any) -> int:
+    """What one capture counts toward stored_bytes, max_bytes and HOOKSCOPE_MAX_TOTAL_BYTES: its
+    body and its path, query and header fields as stored, in bytes of UTF-8. `capture` is the
+    API's JSON of one (in summary or in full) or a Capture."""
+    if isinstance(capture, dict):
+        body, path, query, headers = (capture["body_size"], capture["path"], capture["query"],
+                                      capture["headers"])
+    else:
+        body, path, query, headers = (len(capture.body), capture.path, capture.query,
+                                      capture.headers)
+    return body + len(path.encode()) + len(query.encode()) + len(orjson.dumps(headers))
 
 # The hostile-input properties (tests/test_hostile_properties.py). "hookscope" is the default: no
 # deadline (a shared 2-core CI machine has slow moments) and the app fixtures reused across a

@@ -19,6 +19,7 @@ from hookscope.main import create_app
 from hookscope.models import Capture, new_capture_id, now_us
 from hookscope.settings import Settings
 from hookscope.store import CaptureQuery, SQLiteStore
+from tests.conftest import stored_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -80,7 +81,8 @@ async def test_a_large_body_goes_to_a_file_and_a_small_one_into_its_row(files_st
     assert (await files_store.get_capture(small.id)).body == SMALL
     assert (await files_store.get_capture(big.id, body=False)).body is None
     again = await files_store.get_endpoint(endpoint.token)
-    assert again.stored_bytes == len(BIG) + len(SMALL)  # counted wherever the body is
+    # Counted wherever the body is.
+    assert again.stored_bytes == stored_bytes(big) + stored_bytes(small)
 
 
 async def test_every_way_a_capture_goes_removes_its_file(files_store):
@@ -89,7 +91,7 @@ async def test_every_way_a_capture_goes_removes_its_file(files_store):
     assert _on_disk(files_store) == {second.id, third.id}  # pruned past max_captures
     assert await files_store.delete_capture(second.id)
     assert _on_disk(files_store) == {third.id}
-    assert (await files_store.get_endpoint(endpoint.token)).stored_bytes == len(BIG)
+    assert (await files_store.get_endpoint(endpoint.token)).stored_bytes == stored_bytes(third)
 
     await files_store.clear_captures(endpoint)
     assert _on_disk(files_store) == set()
@@ -109,10 +111,12 @@ async def test_every_way_a_capture_goes_removes_its_file(files_store):
 
 
 async def test_max_bytes_prunes_by_the_bytes_in_files(files_store):
-    endpoint = await _endpoint(files_store, max_bytes=2 * len(BIG))
+    endpoint = await _endpoint(files_store)
+    size = stored_bytes(_capture(endpoint, BIG))  # the same for every capture of BIG here
+    await files_store.update_endpoint(endpoint, {"max_bytes": 2 * size})
     captures = [await _add(files_store, endpoint, BIG) for _ in range(4)]
     assert _on_disk(files_store) == {c.id for c in captures[2:]}
-    assert (await files_store.get_endpoint(endpoint.token)).stored_bytes == 2 * len(BIG)
+    assert (await files_store.get_endpoint(endpoint.token)).stored_bytes == 2 * size
 
 
 async def test_a_clash_of_capture_ids_leaves_the_first_body_alone(files_store):
@@ -194,8 +198,10 @@ async def test_full_synchronous_syncs_each_file_and_its_folders(tmp_path, monkey
 
 
 async def test_max_total_bytes_prunes_by_the_bytes_in_files(tmp_path):
+    # A capture of BIG, with its path and headers; endpoint tokens are all of one length.
+    size = len(BIG) + 200
     store = SQLiteStore(tmp_path / "t.db", body_file_bytes=THRESHOLD,
-                        max_total_bytes=3 * len(BIG))
+                        max_total_bytes=3 * size)
     await store.open()
     try:
         one, two = await _endpoint(store), await _endpoint(store)

@@ -27,6 +27,7 @@ import pytest
 from hookscope.channel import Channel
 from hookscope.cluster import listen
 from tests.clirun import hookscope_process
+from tests.conftest import stored_bytes
 from tests.serverproc import ServerProcess, wait_until
 
 T = TypeVar("T")
@@ -190,9 +191,9 @@ def test_sequence_numbers_and_pruning_hold_across_the_processes_writers(cluster:
     sent += 30
     endpoint = httpx.get(f"{cluster.url}/api/endpoints/{token}").json()
     assert (endpoint["last_seq"], endpoint["capture_count"]) == (sent, 10)
-    assert endpoint["stored_bytes"] == 10
     page = httpx.get(f"{cluster.url}/api/endpoints/{token}/captures").json()
     assert [c["seq"] for c in page["captures"]] == list(range(sent, sent - 10, -1))
+    assert endpoint["stored_bytes"] == sum(stored_bytes(c) for c in page["captures"])
 
 
 def test_the_api_through_a_worker_answers_as_the_main_process_does(cluster: Cluster):

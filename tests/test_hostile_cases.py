@@ -274,13 +274,17 @@ async def test_100k_digit_numbers_in_api_input_are_400(client, endpoint):
         assert response.json()["error"]["details"][0]["field"] == param
 
 
+# As many digits as fit in the request head (HOOKSCOPE_MAX_HEADER_BYTES), far past Python's 4,300.
+HEADER_DIGITS = DIGITS[:60_000].decode()
+
+
 @pytest.mark.parametrize("headers", [
-    {"stripe-signature": "t=" + DIGITS.decode() + ",v1=" + "0" * 64},
-    {"webhook-id": "msg_1", "webhook-timestamp": DIGITS.decode(), "webhook-signature": "v1,AAAA"},
-    {"svix-id": "msg_1", "svix-timestamp": "-" + DIGITS.decode(), "svix-signature": "v1,AAAA"},
-    {"x-slack-request-timestamp": DIGITS.decode(), "x-slack-signature": "v0=" + "0" * 64},
+    {"stripe-signature": "t=" + HEADER_DIGITS + ",v1=" + "0" * 64},
+    {"webhook-id": "msg_1", "webhook-timestamp": HEADER_DIGITS, "webhook-signature": "v1,AAAA"},
+    {"svix-id": "msg_1", "svix-timestamp": "-" + HEADER_DIGITS, "svix-signature": "v1,AAAA"},
+    {"x-slack-request-timestamp": HEADER_DIGITS, "x-slack-signature": "v0=" + "0" * 64},
 ])
-async def test_a_100k_digit_timestamp_fails_the_signature_with_a_reason(client, headers):
+async def test_a_60k_digit_timestamp_fails_the_signature_with_a_reason(client, headers):
     created = (await client.post("/api/endpoints", json={
         "verify": {"scheme": "auto", "secrets": ["s3cret-hostile"]}})).json()
     response = await client.post(f"/h/{created['token']}", content=b"{}", headers=headers)
@@ -411,6 +415,26 @@ async def test_broken_multipart_is_stored_and_explained(client, endpoint, body, 
     assert error in capture["parsed"]["error"]
     summary = (await client.get(f"/api/endpoints/{endpoint['token']}/captures")).json()
     assert error in summary["captures"][0]["parsed"]["error"]
+
+
+# -- the request head's size ----------------------------------------------------------------------
+
+async def test_a_head_over_the_limit_is_431_on_every_route_and_stores_nothing(client, endpoint):
+    token = endpoint["token"]
+    for method, path in (("POST", f"/h/{token}"), ("POST", "/api/endpoints"), ("GET", "/")):
+        response = await client.request(method, path, content=b"x",
+                                        headers={"x-pad": "a" * (64 * 1024)})
+        assert response.status_code == 431, path
+        error = response.json()["error"]
+        assert error["code"] == "headers_too_large"
+        assert "more than the 65536 this server accepts (HOOKSCOPE_MAX_HEADER_BYTES)" in (
+            error["message"])
+    after = (await client.get(f"/api/endpoints/{token}")).json()
+    assert (after["capture_count"], after["stored_bytes"]) == (0, 0)
+    # Under the limit, captured, and counted toward the endpoint's stored bytes.
+    response = await client.post(f"/h/{token}", content=b"x", headers={"x-pad": "a" * 60_000})
+    assert response.status_code == 200
+    assert (await client.get(f"/api/endpoints/{token}")).json()["stored_bytes"] > 60_000
 
 
 # -- a real server: long paths, big headers, the body limit ---------------------------------------

@@ -3,6 +3,8 @@ everyone else (/healthz within 0.5 s throughout) in bounded memory."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -91,3 +93,138 @@ def test_crafted_multipart_headers_are_stored_and_explained_at_once(shared_serve
     assert capture["parsed"]["error"] == ("malformed multipart (part 1: Maximum header size "
                                           "exceeded)")
     assert httpx.get(f"{server.url}/api/captures/{capture_id}/body").content == body
+
+
+# -- the request head: its size and how long it may take -----------------------------------------
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server whose clients have a second for a head and a second for a body."""
+    folder = tmp_path_factory.mktemp("strict-server")
+    proc = ServerProcess(folder / "server.db", folder / "server.log",
+                         env={"HOOKSCOPE_HEADER_TIMEOUT": "1", "HOOKSCOPE_BODY_TIMEOUT": "1",
+                              "HOOKSCOPE_MAX_TOTAL_BYTES": str(1 << 20)})
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _connect(server: ServerProcess) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _answer(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and the body of the answer the server sent before it closed the connection."""
+    chunks = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    reply = b"".join(chunks)
+    assert reply, "the server closed the connection without an answer"
+    return int(reply.split(b" ", 2)[1]), reply.partition(b"\r\n\r\n")[2]
+
+
+def _endless_head(server: ServerProcess, token: str) -> tuple[int, bytes, int]:
+    """A POST whose X-Pad header goes on for 64 MiB; (status, body, bytes the server took)."""
+    with _connect(server) as sock:
+        sock.sendall(f"POST /h/{token} HTTP/1.1\r\nHost: t\r\nX-Pad: ".encode())
+        sent = 0
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            while sent < 64 << 20:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        return (*_answer(sock), sent)
+
+
+def test_headers_of_64_mib_are_refused_431_before_they_are_read(strict_server):
+    # Three such requests, on an endpoint with max_bytes 65536 and HOOKSCOPE_MAX_TOTAL_BYTES
+    # 1 MiB, were all answered 200 and grew the database by 201 MB.
+    endpoint = _endpoint(strict_server, max_bytes=65536)
+    db = strict_server.db
+    before = db.stat().st_size + Path(f"{db}-wal").stat().st_size
+    with still_answering(strict_server):
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(
+            _endless_head(strict_server, endpoint["token"]))) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert [(status, body) for status, body, _ in results] == [
+        (431, b"the request head is larger than 65536 bytes")] * 3
+    assert all(sent < 8 << 20 for *_, sent in results), "the server read on"
+    after = httpx.get(f"{strict_server.url}/api/endpoints/{endpoint['token']}").json()
+    assert (after["capture_count"], after["stored_bytes"]) == (0, 0)
+    assert db.stat().st_size + Path(f"{db}-wal").stat().st_size - before < 1 << 20
+
+
+def test_a_head_trickled_past_the_header_timeout_is_408(strict_server):
+    endpoint = _endpoint(strict_server)
+    with _connect(strict_server) as sock, still_answering(strict_server):
+        started = time.monotonic()
+        sock.sendall(f"POST /h/{endpoint['token']} HTTP/1.1\r\nHost: t\r\n".encode())
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(20):  # a header line every 0.3 s: each alone is quick enough
+                time.sleep(0.3)
+                sock.sendall(b"X-A: b\r\n")
+        status, body = _answer(sock)
+        assert 1 <= time.monotonic() - started < 5
+    assert (status, body) == (408, b"the request did not send its head within 1 s")
+
+
+def test_a_connection_that_sends_nothing_is_408_after_the_header_timeout(strict_server):
+    with _connect(strict_server) as sock:
+        started = time.monotonic()
+        assert _answer(sock) == (408, b"the request did not send its head within 1 s")
+        assert 1 <= time.monotonic() - started < 5
+
+
+def test_a_body_trickled_past_the_body_timeout_is_408_and_stores_nothing(strict_server):
+    endpoint = _endpoint(strict_server)
+    with _connect(strict_server) as sock, still_answering(strict_server):
+        sock.sendall(f"POST /h/{endpoint['token']} HTTP/1.1\r\nHost: t\r\n"
+                     "Content-Length: 1000\r\n\r\n".encode())
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(20):
+                time.sleep(0.3)
+                sock.sendall(b"x" * 10)
+        status, body = _answer(sock)
+    assert (status, body) == (408, b"the request did not send its body within 1 s")
+    after = httpx.get(f"{strict_server.url}/api/endpoints/{endpoint['token']}").json()
+    assert after["capture_count"] == 0
+
+
+def test_a_slow_but_steady_request_within_the_timeouts_is_captured(strict_server):
+    endpoint = _endpoint(strict_server)
+    with _connect(strict_server) as sock:
+        sock.sendall(f"POST /h/{endpoint['token']} HTTP/1.1\r\nHost: t\r\n".encode())
+        time.sleep(0.5)
+        sock.sendall(b"Content-Length: 6\r\nConnection: close\r\n\r\nhal")
+        time.sleep(0.5)
+        sock.sendall(b"lo!")
+        assert _answer(sock)[0] == 200
+    captures = httpx.get(f"{strict_server.url}/api/endpoints/{endpoint['token']}/captures")
+    assert [c["body_size"] for c in captures.json()["captures"]] == [6]
+
+
+def test_past_max_connections_a_request_is_503(tmp_path):
+    server = ServerProcess(tmp_path / "server.db", tmp_path / "server.log",
+                           env={"HOOKSCOPE_MAX_CONNECTIONS": "4"})
+    server.start()
+    try:
+        held = [_connect(server) for _ in range(4)]
+        try:
+            assert wait_until(lambda: _status(server) == 503, 5)
+        finally:
+            for sock in held:
+                sock.close()
+        assert wait_until(lambda: _status(server) == 200, 5)
+    finally:
+        server.stop()
+
+
+def _status(server: ServerProcess) -> int:
+    return httpx.get(server.url + "/healthz", timeout=5).status_code

@@ -17,15 +17,15 @@ from hookscope.main import create_app
 from hookscope.migrations import migrate
 from hookscope.settings import Settings
 from hookscope.store import SQLiteStore
-from tests.conftest import BASE
+from tests.conftest import BASE, stored_bytes
 from tests.serverproc import ServerProcess
 
 pytestmark = pytest.mark.anyio
 
 
 @asynccontextmanager
-async def _client(tmp_path: Path, **overrides):
-    settings = Settings(db=str(tmp_path / "limits.db"), allowed_hosts="hookscope.test",
+async def _client(tmp_path: Path, name: str = "limits", **overrides):
+    settings = Settings(db=str(tmp_path / f"{name}.db"), allowed_hosts="hookscope.test",
                         **overrides)
     store = SQLiteStore(settings.db, max_total_bytes=settings.max_total_bytes)
     await store.open()
@@ -47,14 +47,36 @@ async def _endpoint(client, token: str) -> dict:
     return (await client.get(f"/api/endpoints/{token}")).json()
 
 
+async def _size_of(client, body: bytes) -> int:
+    """The stored bytes of a capture of `body`, sent as these tests send one (found on an
+    endpoint of its own, deleted after)."""
+    token = (await client.post("/api/endpoints")).json()["token"]
+    await client.post(f"/h/{token}", content=body)
+    (capture,) = (await client.get(f"/api/endpoints/{token}/captures")).json()["captures"]
+    await client.delete(f"/api/endpoints/{token}")
+    return stored_bytes(capture)
+
+
 async def test_max_bytes_prunes_the_oldest_captures(client):
-    token = (await client.post("/api/endpoints", json={"max_bytes": 250})).json()["token"]
+    size = await _size_of(client, b"A" * 100)
+    limit = 2 * size + size // 2
+    token = (await client.post("/api/endpoints", json={"max_bytes": limit})).json()["token"]
     for i in range(5):
         assert (await client.post(f"/h/{token}", content=bytes([65 + i]) * 100)).status_code == 200
     assert await _seqs(client, token) == [4, 5]
     endpoint = await _endpoint(client, token)
     assert (endpoint["stored_bytes"], endpoint["capture_count"], endpoint["max_bytes"]) == (
-        200, 2, 250)
+        2 * size, 2, limit)
+
+
+async def test_path_query_and_headers_count_toward_stored_bytes(client):
+    token = (await client.post("/api/endpoints")).json()["token"]
+    await client.post(f"/h/{token}/{'p' * 1000}?{'q' * 1000}", content=b"body",
+                      headers={"x-pad": "h" * 5000})
+    (capture,) = (await client.get(f"/api/endpoints/{token}/captures")).json()["captures"]
+    stored = (await _endpoint(client, token))["stored_bytes"]
+    assert stored == stored_bytes(capture)
+    assert 4 + 1000 + 1000 + 5000 < stored < 4 + 1000 + 1000 + 5000 + 500
 
 
 async def test_the_newest_capture_is_kept_even_when_it_alone_is_over(client):
@@ -62,19 +84,22 @@ async def test_the_newest_capture_is_kept_even_when_it_alone_is_over(client):
     await client.post(f"/h/{token}", content=b"x" * 10)
     await client.post(f"/h/{token}", content=b"y" * 80)
     assert await _seqs(client, token) == [2]
-    assert (await _endpoint(client, token))["stored_bytes"] == 80
+    (newest,) = (await client.get(f"/api/endpoints/{token}/captures")).json()["captures"]
+    assert (await _endpoint(client, token))["stored_bytes"] == stored_bytes(newest)
 
 
 async def test_lowering_max_bytes_prunes_at_once_and_delete_and_clear_count_bytes_out(client):
+    size = await _size_of(client, b"z" * 100)
     token = (await client.post("/api/endpoints")).json()["token"]
     ids = [(await client.post(f"/h/{token}", content=b"z" * 100)).headers["x-hookscope-capture"]
            for _ in range(4)]
-    assert (await _endpoint(client, token))["stored_bytes"] == 400
-    patched = (await client.patch(f"/api/endpoints/{token}", json={"max_bytes": 300})).json()
-    assert (patched["stored_bytes"], patched["capture_count"]) == (300, 3)
+    assert (await _endpoint(client, token))["stored_bytes"] == 4 * size
+    patched = (await client.patch(f"/api/endpoints/{token}",
+                                  json={"max_bytes": 3 * size})).json()
+    assert (patched["stored_bytes"], patched["capture_count"]) == (3 * size, 3)
     assert await _seqs(client, token) == [2, 3, 4]
     await client.delete(f"/api/captures/{ids[3]}")
-    assert (await _endpoint(client, token))["stored_bytes"] == 200
+    assert (await _endpoint(client, token))["stored_bytes"] == 2 * size
     await client.delete(f"/api/endpoints/{token}/captures")
     endpoint = await _endpoint(client, token)
     assert (endpoint["stored_bytes"], endpoint["capture_count"]) == (0, 0)
@@ -83,18 +108,20 @@ async def test_lowering_max_bytes_prunes_at_once_and_delete_and_clear_count_byte
 
 
 async def test_max_total_bytes_prunes_the_oldest_of_any_endpoint(tmp_path):
-    async with _client(tmp_path, max_total_bytes=500) as client:
+    async with _client(tmp_path, "probe") as client:
+        size = await _size_of(client, b"a" * 100)
+    async with _client(tmp_path, max_total_bytes=5 * size) as client:
         a = (await client.post("/api/endpoints")).json()["token"]
         b = (await client.post("/api/endpoints")).json()["token"]
         for _ in range(4):
             await client.post(f"/h/{a}", content=b"a" * 100)
             await client.post(f"/h/{b}", content=b"b" * 100)
-        # Eight captures of 100 bytes sent, alternating a, b: the newest five remain.
+        # Eight captures of `size` bytes sent, alternating a, b: the newest five remain.
         assert await _seqs(client, a) == [3, 4]
         assert await _seqs(client, b) == [2, 3, 4]
         counts = [((await _endpoint(client, t))["capture_count"],
                    (await _endpoint(client, t))["stored_bytes"]) for t in (a, b)]
-        assert counts == [(2, 200), (3, 300)]
+        assert counts == [(2, 2 * size), (3, 3 * size)]
         # Deleting an endpoint frees its bytes for the others.
         await client.delete(f"/api/endpoints/{b}")
         for _ in range(3):
@@ -103,7 +130,9 @@ async def test_max_total_bytes_prunes_the_oldest_of_any_endpoint(tmp_path):
 
 
 async def test_the_global_limit_keeps_every_endpoints_newest_capture(tmp_path):
-    async with _client(tmp_path, max_total_bytes=150) as client:
+    async with _client(tmp_path, "probe") as client:
+        size = await _size_of(client, b"a" * 100)
+    async with _client(tmp_path, max_total_bytes=size + size // 2) as client:
         a = (await client.post("/api/endpoints")).json()["token"]
         b = (await client.post("/api/endpoints")).json()["token"]
         await client.post(f"/h/{a}", content=b"a" * 100)
@@ -115,13 +144,14 @@ async def test_the_global_limit_keeps_every_endpoints_newest_capture(tmp_path):
 
 
 async def test_lowering_max_bytes_keeps_the_newest_remaining_capture(client):
+    size = await _size_of(client, b"z" * 100)
     token = (await client.post("/api/endpoints")).json()["token"]
     ids = [(await client.post(f"/h/{token}", content=b"z" * 100)).headers["x-hookscope-capture"]
            for _ in range(3)]
     await client.delete(f"/api/captures/{ids[2]}")
     patched = (await client.patch(f"/api/endpoints/{token}", json={"max_bytes": 50})).json()
     assert await _seqs(client, token) == [2]
-    assert (patched["capture_count"], patched["stored_bytes"]) == (1, 100)
+    assert (patched["capture_count"], patched["stored_bytes"]) == (1, size)
 
 
 async def test_a_database_from_before_byte_limits_counts_its_bytes_on_upgrade(tmp_path):
@@ -142,7 +172,8 @@ async def test_a_database_from_before_byte_limits_counts_its_bytes_on_upgrade(tm
     await store.open()
     try:
         endpoint = await store.get_endpoint("old-token")
-        assert (endpoint.stored_bytes, endpoint.max_bytes) == (12, None)
+        # Bodies of 5 and 7 bytes; each capture's path '/h/old-token', query '' and headers '[]'.
+        assert (endpoint.stored_bytes, endpoint.max_bytes) == (12 + 2 * (12 + 0 + 2), None)
     finally:
         await store.close()
 
@@ -263,9 +294,11 @@ async def test_counters_match_the_rows_after_a_random_mix_of_operations(tmp_path
             else:
                 await client.delete(f"/api/endpoints/{token}/captures")
         db = sqlite3.connect(tmp_path / "limits.db")
-        rows = dict(db.execute("SELECT e.token, COALESCE(SUM(length(c.body)), 0) || '/' || "
-                               "COUNT(c.id) FROM endpoints e LEFT JOIN captures c ON "
-                               "c.endpoint_id = e.id GROUP BY e.id"))
+        rows = dict(db.execute(
+            "SELECT e.token, COALESCE(SUM(length(c.body) + c.file_bytes + "
+            "length(CAST(c.path AS BLOB)) + length(CAST(c.query AS BLOB)) + "
+            "length(CAST(c.headers AS BLOB))), 0) || '/' || COUNT(c.id) FROM endpoints e "
+            "LEFT JOIN captures c ON c.endpoint_id = e.id GROUP BY e.id"))
         db.close()
         total = 0
         for token in tokens:
@@ -275,7 +308,9 @@ async def test_counters_match_the_rows_after_a_random_mix_of_operations(tmp_path
             if endpoint["max_bytes"] is not None and endpoint["capture_count"] > 1:
                 assert endpoint["stored_bytes"] <= endpoint["max_bytes"]
             assert endpoint["capture_count"] <= endpoint["max_captures"]
-        assert total <= 3000 + 3 * 400  # each endpoint's newest may stand over the limit
+        # Each endpoint's newest may stand over the limit: a body of up to 400 bytes, and its
+        # path and headers.
+        assert total <= 3000 + 3 * (400 + 500)
 
 
 def test_idle_rate_buckets_are_forgotten_when_there_are_too_many(monkeypatch):

@@ -50,6 +50,14 @@ class CaptureMiddleware:
         self.admit = admit or self._admit_here
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+        if scope["type"] == "http" and (size := head_size(scope)) > self.settings.max_header_bytes:
+            # A head that never ended is refused by the protocol (hookscope.protocol) before it
+            # is all in memory; one that did is measured here, the same for every route.
+            await _error(scope, receive, send, 431, "headers_too_large",
+                         f"the request head is {size} bytes, more than the "
+                         f"{self.settings.max_header_bytes} this server accepts "
+                         "(HOOKSCOPE_MAX_HEADER_BYTES); nothing was stored")
+            return
         if scope["type"] == "http" and scope["path"].startswith("/h/"):
             key = scope["path"][3:].split("/", 1)[0]
             if key:
@@ -150,6 +158,16 @@ class CaptureMiddleware:
                     f"payload is not valid {validation['format']}: {first['path'] or '/'}: "
                     f"{first['message']} ({len(validation['errors'])} errors in all)")
         return None
+
+
+def head_size(scope: dict[str, Any]) -> int:
+    """A request head's size as sent, near enough: its request line and its header lines."""
+    size = len(scope["method"]) + len(scope.get("raw_path") or b"") + 11  # spaces, version, CRLF
+    if query := scope.get("query_string"):
+        size += len(query) + 1
+    for name, value in scope["headers"]:
+        size += len(name) + len(value) + 4  # ": " and CRLF
+    return size
 
 
 class _Reply(NamedTuple):
