@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,33 @@ async def test_a_schema_whose_ref_does_not_resolve_is_refused(client):
                                  json={"schema": {"$ref": "#/definitions/missing"}})
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["field"] == "schema"
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "string", "pattern": "(?!.*b)x"},
+    {"properties": {"name": {"pattern": "^(a)\\1$"}}},
+    {"patternProperties": {"(?<=x)y": {}}},
+])
+async def test_a_pattern_that_could_backtrack_is_refused_when_saved(client, schema):
+    # With fancy-regex, jsonschema-rs's default, `(?!.*b)x` against an 80 KB string held the
+    # server for seconds; patterns run in linear time, without lookaround or backreferences.
+    response = await client.post("/api/endpoints", json={"schema": schema})
+    assert response.status_code == 422
+    detail = response.json()["error"]["details"][0]
+    assert detail["field"] == "schema"
+    assert "is refused: patterns run in linear time here, so lookaround and backreferences are " \
+           "not supported" in detail["message"]
+
+
+async def test_a_linear_pattern_checks_a_long_string_at_once(client):
+    created = (await client.post("/api/endpoints", json={"schema": {
+        "type": "string", "pattern": "^[a-z]*x$"}})).json()
+    started = time.monotonic()
+    response = await client.post(f"/h/{created['token']}", json="a" * 80_000 + "b")
+    assert time.monotonic() - started < 2
+    capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+               ).json()
+    assert capture["validation"]["status"] == "invalid"
 
 
 async def test_a_schema_with_local_refs_works(client):

@@ -42,13 +42,26 @@ def refuse_remote(uri: str) -> Any:
     raise ValueError(f"$ref {uri} is not fetched: Hookscope never loads schemas from the network")
 
 
+# Patterns run on the regex crate, in time linear in the string: fancy-regex, jsonschema-rs's
+# default, backtracks for lookaround and backreferences (`(?!.*b)x` is quadratic in the string's
+# length), so a sender's long string could hold the server. Such a pattern is refused when the
+# schema is saved, with this message's pattern named.
+_LINEAR_PATTERNS = jsonschema_rs.RegexOptions()
+_NOT_A_REGEX = ' is not a "regex"'
+
+
 def compile_rust(schema: Mapping[str, Any]) -> Any:
     """jsonschema-rs validator; every $ref resolved now, none fetched from the network."""
     try:
-        return jsonschema_rs.validator_for(dict(schema), retriever=refuse_remote)
+        return jsonschema_rs.validator_for(dict(schema), retriever=refuse_remote,
+                                           pattern_options=_LINEAR_PATTERNS)
     except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError,
             TypeError) as exc:
-        raise SchemaUnusable(_short(str(exc).split("\n", 1)[0])) from None
+        message = str(exc).split("\n", 1)[0]
+        if message.endswith(_NOT_A_REGEX):
+            message = (f"pattern {message.removesuffix(_NOT_A_REGEX)} is refused: patterns run in "
+                       "linear time here, so lookaround and backreferences are not supported")
+        raise SchemaUnusable(_short(message)) from None
 
 
 @dataclass(frozen=True)
@@ -59,8 +72,8 @@ class Checker:
     fixtures and users read; should it find nothing where the fast road found a problem (the two
     regex dialects differ: Python's `$` accepts a trailing newline, its `\\d` any Unicode digit),
     jsonschema-rs's own errors are reported, so a disagreement never turns into "valid". A
-    user's own schema is judged by jsonschema-rs alone: its regexes cannot backtrack
-    catastrophically, and one draft default applies everywhere.
+    user's own schema is judged by jsonschema-rs alone: its patterns run in linear time, and one
+    draft default applies everywhere.
     """
 
     rust: Any
