@@ -13,7 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 from hookscope.models import Capture, new_capture_id
-from hookscope.parse import parse_body
+from hookscope.offload import BUDGET_EXCEEDED
+from hookscope.parse import parse_body, unparsed
 from hookscope.verify import SCHEMES
 from hookscope.verify.base import SignedRequest
 
@@ -58,8 +59,9 @@ _NAMES = {name.encode(): name for name in (
 
 
 def build_capture(scope: dict[str, Any], *, endpoint_id: int, endpoint_token: str,
-                  received_at: int, body: bytes, truncated: bool) -> Capture:
-    """The capture of a request; its response status is filled in once it is decided."""
+                  received_at: int, body: bytes, truncated: bool, parse: bool = True) -> Capture:
+    """The capture of a request; its response status is filled in once it is decided. With
+    `parse` false, its body's view says it ran out of budget (hookscope.offload)."""
     headers = [[_NAMES.get(name) or name.decode("latin-1"), value.decode("latin-1")]
                for name, value in scope["headers"]]
     content_type = None
@@ -70,7 +72,8 @@ def build_capture(scope: dict[str, Any], *, endpoint_id: int, endpoint_token: st
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
     client = scope.get("client")
-    parsed = parse_body(body, content_type)
+    parsed = (parse_body(body, content_type) if parse
+              else unparsed(body, content_type, BUDGET_EXCEEDED))
     # Positional, in field order: keywords to a class are packed into a dict and unpacked again
     # on every call (8k instructions of a capture's ~350k, callgrind).
     return Capture(

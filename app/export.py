@@ -1,5 +1,6 @@
-"""One capture as a curl command, a HAR 1.2 log or a JSON fixture: pure functions of a Capture and
-the base URL the API reports (so the capture URL is the one the user sent to).
+"""One capture as a curl command or a HAR 1.2 log: pure functions of a Capture and the base URL
+the API reports (so the capture URL is the one the user sent to). The JSON fixture is the
+capture's full view (hookscope.routes.api.full_view) marked `hookscope_fixture`.
 
 The curl command reproduces the request byte for byte, which takes more than quoting:
 
@@ -137,8 +138,3 @@ def har(capture: Capture, base_url: str) -> dict[str, Any]:
             "timings": {"send": 0, "wait": 0, "receive": 0},
         }],
     }}
-
-
-def fixture(capture: Capture) -> dict[str, Any]:
-    """The capture in full, as GET /api/captures/{id} shows it, marked as a fixture file."""
-    return {**capture.as_json(full=True), "hookscope_fixture": 1}

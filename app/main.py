@@ -17,6 +17,7 @@ from hookscope.formats import Validation, load_formats
 from hookscope.hub import Hub
 from hookscope.limits import FailureThrottle, RateLimiter
 from hookscope.models import now_us
+from hookscope.offload import Offload
 from hookscope.routes import build_front, build_middleware, build_routes
 from hookscope.routes.capture import Admit
 from hookscope.settings import Settings
@@ -94,7 +95,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     throttle = FailureThrottle()
     limiter = RateLimiter(settings.rate_limit)
     admit = peers.admit if peers is not None else None
-    app = Hookscope(front=build_front(active, settings, validation, live, limiter, admit),
+    offload = Offload()
+    app = Hookscope(front=build_front(active, settings, validation, live, limiter, offload,
+                                      admit),
                     routes=build_routes(),
                     middleware=build_middleware(settings, throttle),
                     exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.state.hub = live
     app.state.auth_throttle = throttle
     app.state.limiter = limiter
+    app.state.offload = offload
     app.state.peers = peers
     return app
 

@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from hookscope.parse import Parsed, duplicate_keys, parse_for_display
+from hookscope.offload import BUDGET_EXCEEDED
+from hookscope.parse import (
+    MAX_SHOWN_BYTES,
+    NOT_SHOWN,
+    Parsed,
+    duplicate_keys,
+    parse_for_display,
+    unparsed,
+)
 
 ALIAS_PATTERN = r"[a-z0-9][a-z0-9_-]{2,63}"  # matched whole (re.fullmatch)
 
@@ -174,7 +182,9 @@ class Capture:
     signature: dict[str, Any] | None = None
     validation: dict[str, Any] | None = None
 
-    def as_json(self, *, full: bool) -> dict[str, Any]:
+    def as_json(self, *, full: bool, parse: bool = True) -> dict[str, Any]:
+        """The API's object; `full` adds the body and its parsed view (with `parse` false, a view
+        that says its budget ran out: hookscope.offload)."""
         data: dict[str, Any] = {
             "id": self.id,
             "endpoint": self.endpoint_token,
@@ -194,9 +204,14 @@ class Capture:
         }
         if full and self.body is not None:
             data.update(body_fields(self.body))
-            parsed = parse_for_display(self.body, self.content_type)
+            if not parse:
+                parsed = unparsed(self.body, self.content_type, BUDGET_EXCEEDED)
+            elif len(self.body) > MAX_SHOWN_BYTES and self.parsed_kind != "multipart":
+                parsed = Parsed(self.parsed_kind, None, self.parsed_error, NOT_SHOWN)
+            else:
+                parsed = parse_for_display(self.body, self.content_type)
             data["parsed"] = parsed.as_json()
-            if parsed.kind == "json" and parsed.error is None:
+            if parsed.kind == "json" and parsed.value is not None:
                 duplicates = duplicate_keys(self.body)
                 if duplicates:
                     data["parsed"]["notes"] = [

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -39,6 +40,12 @@ GENERIC_TYPES = ("", "text/plain", "application/octet-stream")
 MULTIPART_TEXT_PREVIEW = 64 * 1024
 # Past this many parts, a multipart body is reported rather than parsed.
 MAX_MULTIPART_PARTS = 1000
+# What the parsed view of a large body takes at most: the body itself is always stored whole.
+# Each is far beyond what a webhook sends, and keeps a view's cost bounded whatever the body.
+MAX_NDJSON_LINES = 10_000
+MAX_FORM_FIELDS = 10_000
+MAX_XML_ELEMENTS = 10_000
+_XML_CHUNK = 64 * 1024
 # Per part: header lines, and bytes of one header line (python-multipart's own defaults).
 MULTIPART_HEADERS = 8
 MULTIPART_HEADER_BYTES = 4096 + 128
@@ -55,13 +62,24 @@ class Parsed:
     kind: str  # one of KINDS
     value: Any = None
     error: str | None = None
+    # What a cap left out: the view shows the part before it (or nothing, for XML), the raw
+    # bytes stay whole, and the body is not validated.
+    partial: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "value": self.value, "error": self.error}
+        view = {"kind": self.kind, "value": self.value, "error": self.error}
+        if self.partial is not None:
+            view["notes"] = [self.partial]
+        return view
 
 
 # Deeper than this, a parsed value is reported rather than shown (see parse_for_display).
 MAX_SHOWN_DEPTH = 512
+# Larger than this, a body is not parsed again to be shown (its parsed value would take many
+# times its size in memory, and in the reply); it was parsed to be validated when it came.
+MAX_SHOWN_BYTES = 2 * 1024 * 1024
+NOT_SHOWN = (f"a body over {MAX_SHOWN_BYTES >> 20} MiB is not shown parsed; body_text has it as "
+             "sent")
 
 
 def media_type(content_type: str | None) -> str:
@@ -104,6 +122,27 @@ def _parse(body: bytes, content_type: str | None) -> Parsed:
     return _plain(body)
 
 
+def unparsed(body: bytes, content_type: str | None, reason: str) -> Parsed:
+    """The view of a body that was not parsed (its budget ran out): its kind as declared, no
+    value, and why, which also keeps it from being validated."""
+    mt = media_type(content_type)
+    if not body:
+        kind = "empty"
+    elif mt == "application/json" or mt.endswith("+json"):
+        kind = "json"
+    elif mt in NDJSON_TYPES:
+        kind = "ndjson"
+    elif mt == "application/x-www-form-urlencoded":
+        kind = "form"
+    elif mt.startswith("multipart/"):
+        kind = "multipart"
+    elif mt in ("application/xml", "text/xml") or mt.endswith("+xml"):
+        kind = "xml"
+    else:
+        kind = "binary"
+    return Parsed(kind, None, reason, reason)
+
+
 def _plain(body: bytes) -> Parsed:
     try:
         # A failed decode copies the whole body into the exception (1.5 ms for 1 MiB here):
@@ -137,13 +176,11 @@ def _deeper_than(value: Any, limit: int) -> bool:
     """Do lists and objects nest more than `limit` deep? Level by level, no recursion."""
     level = [value]
     for _ in range(limit):
-        below: list[Any] = []
-        for container in level:
-            items = container.values() if isinstance(container, dict) else container
-            below += [item for item in items if isinstance(item, (dict, list))]
-        if not below:
+        level = [item for container in level
+                 for item in (container.values() if type(container) is dict else container)
+                 if type(item) is dict or type(item) is list]
+        if not level:
             return False
-        level = below
     return True
 
 
@@ -200,16 +237,21 @@ _MAX_OPENINGS = 900
 
 def loads_strict(data: bytes) -> Any:
     """Decode JSON bytes (UTF-8/16/32); ValueError or RecursionError when it is not JSON."""
-    # (Counting brackets costs about what orjson's decoding does; nesting n deep takes 2n bytes.
-    # find(), not `in`: bytes.__contains__ first tries its argument as an integer, and raising
-    # and dropping that TypeError cost ~1.9k instructions, callgrind.)
-    if ((len(data) <= 2 * _MAX_OPENINGS
-         or data.count(b"[") + data.count(b"{") <= _MAX_OPENINGS)
-            and data.translate(_DIGITS_TO_ZERO).find(_LONG_NUMBER) < 0):
+    # (find(), not `in`: bytes.__contains__ first tries its argument as an integer, and raising
+    # and dropping that TypeError costs more than the search.)
+    if data.translate(_DIGITS_TO_ZERO).find(_LONG_NUMBER) < 0:
         try:
-            return orjson.loads(data)
+            value = orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
+        else:
+            # Nesting n deep takes 2n bytes; past that many brackets, the depth is looked at
+            # (in Python, which lets a waiting event loop in; the standard library's decoder
+            # would hold the interpreter for the whole of a large document).
+            if (len(data) <= 2 * _MAX_OPENINGS
+                    or data.count(b"[") + data.count(b"{") <= _MAX_OPENINGS
+                    or not _deeper_than(value, _MAX_OPENINGS)):
+                return value
     return STRICT_JSON.decode(data.decode(json.detect_encoding(data)))
 
 
@@ -245,15 +287,23 @@ def _ndjson(body: bytes) -> Parsed:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Parsed("ndjson", None, f"NDJSON is not UTF-8: {_short(exc)}")
+    # Lines end at LF (CRLF too); a JSON string may hold U+2028 and the like, which are not
+    # line ends here.
+    lines = text.split("\n", MAX_NDJSON_LINES)
+    partial = None
+    if len(lines) > MAX_NDJSON_LINES and lines.pop().strip():
+        total = text.count("\n") + (not text.endswith("\n"))
+        partial = (f"only the first {MAX_NDJSON_LINES:,} of {total:,} lines are parsed; "
+                   "body_text has them all")
     rows = []
-    for number, line in enumerate(text.splitlines()):
+    for number, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             rows.append(STRICT_JSON.decode(line))
         except (ValueError, RecursionError) as exc:
             return Parsed("ndjson", None, f"line {number + 1} is not JSON: {_short(exc)}")
-    return Parsed("ndjson", rows)
+    return Parsed("ndjson", rows, None, partial)
 
 
 # -- forms ---------------------------------------------------------------------------------------
@@ -261,10 +311,16 @@ def _ndjson(body: bytes) -> Parsed:
 
 def _form(body: bytes) -> Parsed:
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Parsed("form", None, f"form body is not UTF-8: {_short(exc)}")
-    return Parsed("form", [[k, v] for k, v in pairs])
+    fields = text.split("&", MAX_FORM_FIELDS)
+    partial = None
+    if len(fields) > MAX_FORM_FIELDS and fields.pop():
+        partial = (f"only the first {MAX_FORM_FIELDS:,} of {text.count('&') + 1:,} fields are "
+                   "parsed; body_text has them all")
+    pairs = parse_qsl("&".join(fields), keep_blank_values=True, strict_parsing=False)
+    return Parsed("form", [[k, v] for k, v in pairs], None, partial)
 
 
 def _multipart(body: bytes, content_type: str) -> Parsed:
@@ -386,10 +442,37 @@ def _transfer_decoded(payload: bytes, encoding: str) -> bytes | None:
 # -- XML -----------------------------------------------------------------------------------------
 
 
+class _TooManyElements(Exception):
+    pass
+
+
+class _CountingBuilder(ET.TreeBuilder):
+    """ElementTree's tree builder, stopping the parse past MAX_XML_ELEMENTS elements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements = 0
+
+    def start(self, tag: Any, attrs: Any) -> Any:
+        self.elements += 1
+        if self.elements > MAX_XML_ELEMENTS:
+            raise _TooManyElements
+        return super().start(tag, attrs)
+
+
 def _xml(body: bytes) -> Parsed:
+    builder = _CountingBuilder()
+    parser = SafeET.DefusedXMLParser(target=builder, forbid_dtd=True, forbid_entities=True,
+                                     forbid_external=True)
     try:
-        root = SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True,
-                                 forbid_external=True)
+        # In pieces, so a thread parsing a large body lets the event loop in between.
+        for start in range(0, len(body), _XML_CHUNK):
+            parser.feed(body[start:start + _XML_CHUNK])
+        root = parser.close()
+    except _TooManyElements:
+        note = (f"XML of more than {MAX_XML_ELEMENTS:,} elements is not parsed; body_text has it "
+                "as sent")
+        return Parsed("xml", None, note, note)
     except DefusedXmlException as exc:
         return Parsed("xml", None, f"XML refused: {type(exc).__name__} (DTDs and entities are "
                                    "not allowed)")

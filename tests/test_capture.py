@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 import time
 
 import httpx
@@ -390,3 +391,31 @@ async def test_a_bug_on_the_capture_path_answers_the_error_shape_and_the_next_re
     response = await client.post(f"/h/{endpoint['token']}", content=b"y")
     assert response.status_code == 200
     assert (await _only_capture(client, endpoint["token"]))["body_text"] == "y"
+
+
+async def test_a_large_body_that_outlasts_the_parse_budget_is_stored_and_answered(
+        client, endpoint, monkeypatch):
+    slow = threading.Event()
+
+    def stuck(body: bytes) -> None:
+        slow.wait(5)  # a parse that takes far longer than the budget
+
+    monkeypatch.setattr("hookscope.parse._ndjson", stuck)
+    monkeypatch.setattr("hookscope.offload.BUDGET_S", 0.2)
+    body = b'{"n": 1}\n' * 10_000  # past INLINE_BODY_BYTES: parsed in a thread
+    try:
+        started = time.monotonic()
+        response = await client.post(f"/h/{endpoint['token']}", content=body,
+                                     headers={"Content-Type": "application/x-ndjson"})
+        assert response.status_code == 200
+        assert time.monotonic() - started < 3
+        capture = (await client.get(
+            f"/api/captures/{response.headers['x-hookscope-capture']}")).json()
+    finally:
+        slow.set()
+    assert capture["parsed"] == {"kind": "ndjson", "value": None,
+                                 "error": "parse budget exceeded",
+                                 "notes": ["parse budget exceeded"]}
+    assert capture["body_text"] == body.decode()
+    summary = (await client.get(f"/api/endpoints/{endpoint['token']}/captures")).json()
+    assert summary["captures"][0]["parsed"] == {"kind": "ndjson", "error": "parse budget exceeded"}

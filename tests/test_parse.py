@@ -7,7 +7,16 @@ import time
 
 import pytest
 
-from hookscope.parse import duplicate_keys, loads_strict, parse_body, parse_for_display
+from hookscope.formats import Validation, load_formats
+from hookscope.parse import (
+    MAX_FORM_FIELDS,
+    MAX_NDJSON_LINES,
+    MAX_XML_ELEMENTS,
+    duplicate_keys,
+    loads_strict,
+    parse_body,
+    parse_for_display,
+)
 
 MULTIPART = (b'--XX\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
              b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
@@ -202,3 +211,51 @@ def test_large_text_is_text_across_the_utf8_probe(body, kind):
 ])
 def test_large_binary_is_binary_wherever_its_first_bad_byte_is(body):
     assert parse_body(body, None).kind == "binary"
+
+
+def test_ndjson_past_its_line_cap_is_parsed_up_to_it_and_says_so():
+    body = b'{"n": 1}\n' * (MAX_NDJSON_LINES + 5)
+    parsed = parse_body(body, "application/x-ndjson")
+    assert (parsed.kind, parsed.error) == ("ndjson", None)
+    assert parsed.value == [{"n": 1}] * MAX_NDJSON_LINES
+    assert parsed.partial == ("only the first 10,000 of 10,005 lines are parsed; body_text has "
+                              "them all")
+    assert parsed.as_json()["notes"] == [parsed.partial]
+    exactly = parse_body(b'{"n": 1}\n' * MAX_NDJSON_LINES, "application/x-ndjson")
+    assert (len(exactly.value), exactly.partial) == (MAX_NDJSON_LINES, None)
+
+
+def test_a_form_past_its_field_cap_is_parsed_up_to_it_and_says_so():
+    body = b"&".join(b"f%d=v" % i for i in range(MAX_FORM_FIELDS + 1))
+    parsed = parse_body(body, "application/x-www-form-urlencoded")
+    assert parsed.value[-1] == [f"f{MAX_FORM_FIELDS - 1}", "v"]
+    assert len(parsed.value) == MAX_FORM_FIELDS
+    assert parsed.partial == ("only the first 10,000 of 10,001 fields are parsed; body_text has "
+                              "them all")
+
+
+def test_xml_past_its_element_cap_is_not_parsed_and_says_so():
+    body = b"<r>" + b"<a/>" * MAX_XML_ELEMENTS + b"</r>"  # the root makes one too many
+    parsed = parse_body(body, "application/xml")
+    assert (parsed.kind, parsed.value) == ("xml", None)
+    assert parsed.error == parsed.partial == ("XML of more than 10,000 elements is not parsed; "
+                                              "body_text has it as sent")
+    assert parse_body(b"<r>" + b"<a/>" * (MAX_XML_ELEMENTS - 1) + b"</r>",
+                      "application/xml").error is None
+
+
+def test_a_json_string_holding_a_line_separator_is_one_ndjson_line():
+    body = '{"a": "x\u2028y"}\n{"b": 2}\n'.encode()
+    assert parse_body(body, "application/x-ndjson").value == [{"a": "x\u2028y"}, {"b": 2}]
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    (b'{"n": 1}\n' * (MAX_NDJSON_LINES + 1), "application/x-ndjson"),
+    (b"<r>" + b"<a/>" * MAX_XML_ELEMENTS + b"</r>", "application/xml"),
+])
+def test_a_body_past_a_cap_is_not_validated(body, content_type):
+    validation = Validation(load_formats())
+    for mode, schema in (("auto", None), ("avo.json-schema", None), ("none", {"type": "array"})):
+        found = validation.check(parse_body(body, content_type), mode, schema)
+        assert found is not None and found["status"] == "unknown"
+        assert found["errors"][0]["message"].startswith("not validated: ")

@@ -365,6 +365,11 @@ class Validation:
               ) -> dict[str, Any] | None:
         if schema is None and mode == "none":
             return None
+        if parsed.partial is not None:
+            # A cap or the budget left part of the body unread: no verdict on the rest.
+            format_id = "custom" if schema is not None else (None if mode == "auto" else mode)
+            return verdict(format_id, False, [{"path": "", "message": "not validated: "
+                                               f"{parsed.partial}"}], status="unknown")
         found, document = document_of(parsed)
         if schema is not None:
             return self._custom_verdict(parsed, found, document, schema)

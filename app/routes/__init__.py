@@ -20,6 +20,7 @@ from hookscope.access import AccessMiddleware
 from hookscope.formats import Validation
 from hookscope.hub import Publisher
 from hookscope.limits import FailureThrottle, RateLimiter
+from hookscope.offload import Offload
 from hookscope.routes import api, pages, stream
 from hookscope.routes.capture import Admit, CaptureMiddleware
 from hookscope.settings import Settings
@@ -33,10 +34,11 @@ def build_middleware(settings: Settings, throttle: FailureThrottle) -> list[Midd
 
 
 def build_front(store: Store, settings: Settings, validation: Validation, hub: Publisher,
-                limiter: RateLimiter, admit: Admit | None) -> Callable[[ASGIApp], ASGIApp]:
+                limiter: RateLimiter, offload: Offload,
+                admit: Admit | None) -> Callable[[ASGIApp], ASGIApp]:
     """What takes capture URLs in front of the Starlette app it is given."""
     return partial(CaptureMiddleware, store=store, settings=settings, validation=validation,
-                   hub=hub, limiter=limiter, admit=admit)
+                   hub=hub, limiter=limiter, offload=offload, admit=admit)
 
 
 def build_routes() -> list[BaseRoute]:

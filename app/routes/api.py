@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -18,7 +19,8 @@ from hookscope.formats import Validation, verdict
 from hookscope.hub import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub
 from hookscope.inputs import check_endpoint_fields, check_replay_fields
 from hookscope.models import Capture, Endpoint, now_us
-from hookscope.parse import loads_strict, parse_body
+from hookscope.offload import BUDGET_EXCEEDED, Offload
+from hookscope.parse import Parsed, loads_strict, parse_body, unparsed
 from hookscope.replay import replay
 from hookscope.responses import JSONResponse
 from hookscope.settings import Settings
@@ -270,7 +272,22 @@ async def _capture_or_404(request: Request, param: str = "id") -> Capture:
 
 async def get_capture(request: Request) -> Response:
     capture = await _capture_or_404(request)
-    return JSONResponse(capture.as_json(full=True))
+    return JSONResponse(await full_view(request, capture))
+
+
+async def full_view(request: Request, capture: Capture) -> dict[str, Any]:
+    """The capture in full; a large body's view is made off the event loop, and shown unparsed
+    when that runs out of budget (hookscope.offload)."""
+    try:
+        return await _offload(request).run(len(capture.body or b""),
+                                           partial(capture.as_json, full=True))
+    except TimeoutError:
+        return capture.as_json(full=True, parse=False)
+
+
+def _offload(request: Request) -> Offload:
+    offload: Offload = request.app.state.offload
+    return offload
 
 
 async def capture_body(request: Request) -> Response:
@@ -296,14 +313,19 @@ async def export_capture(request: Request) -> Response:
                                  headers={"x-content-type-options": "nosniff"})
     if kind == "har":
         return JSONResponse(export.har(capture, base_url(request)))
-    return JSONResponse(export.fixture(capture), headers={
+    return JSONResponse({**await full_view(request, capture), "hookscope_fixture": 1}, headers={
         "content-disposition": f'attachment; filename="{capture.id}.json"'})
 
 
 async def diff_captures(request: Request) -> Response:
     a = await _capture_or_404(request, "a")
     b = await _capture_or_404(request, "b")
-    return JSONResponse(diff.diff_captures(a, b))
+    try:
+        return JSONResponse(await _offload(request).run(len(a.body or b"") + len(b.body or b""),
+                                                        diff.diff_captures, a, b))
+    except TimeoutError:
+        raise ApiError(503, f"the bodies could not be compared: {BUDGET_EXCEEDED}; compare "
+                            "their body_text instead") from None
 
 
 async def replay_capture(request: Request) -> Response:
@@ -357,8 +379,18 @@ async def validate_payload(request: Request) -> Response:
         raise ApiError(400, f"format must be a format id (GET /api/formats), got {mode!r}",
                        details=[{"field": "format", "message": "unknown format"}])
     body = await read_limited(request, _settings(request).max_body_bytes)
-    parsed = parse_body(body, request.headers.get("content-type"))
-    result = validation.check(parsed, mode, None) or verdict(None, False, None, "unknown")
+    content_type = request.headers.get("content-type")
+
+    def check() -> tuple[Parsed, dict[str, Any] | None]:
+        parsed = parse_body(body, content_type)
+        return parsed, validation.check(parsed, mode, None)
+
+    try:
+        parsed, result = await _offload(request).run(len(body), check)
+    except TimeoutError:
+        parsed = unparsed(body, content_type, BUDGET_EXCEEDED)
+        result = validation.check(parsed, mode, None)
+    result = result or verdict(None, False, None, "unknown")
     return JSONResponse({**result, "parsed": {"kind": parsed.kind, "error": parsed.error}})
 
 

@@ -25,6 +25,7 @@ from hookscope.formats import Validation
 from hookscope.hub import Publisher
 from hookscope.limits import RateLimiter
 from hookscope.models import Capture, Endpoint, now_us
+from hookscope.offload import BUDGET_EXCEEDED, Offload
 from hookscope.settings import Settings
 from hookscope.store import Gone, Store
 from hookscope.verify import check_signature
@@ -39,13 +40,15 @@ Admit = Callable[[int, "float | None"], Awaitable[int]]
 
 class CaptureMiddleware:
     def __init__(self, app: Any, store: Store, settings: Settings, validation: Validation,
-                 hub: Publisher, limiter: RateLimiter, admit: Admit | None = None) -> None:
+                 hub: Publisher, limiter: RateLimiter, offload: Offload,
+                 admit: Admit | None = None) -> None:
         self.app = app
         self.store = store
         self.settings = settings
         self.validation = validation
         self.hub = hub
         self.limiter = limiter
+        self.offload = offload
         # A worker process asks the main one, whose limiter counts for all (hookscope.cluster).
         self.admit = admit or self._admit_here
 
@@ -93,13 +96,13 @@ class CaptureMiddleware:
             body, truncated = await read_body(receive, self.settings.max_body_bytes)
         except Disconnected:
             return
-        capture = build_capture(scope, endpoint_id=endpoint.id, endpoint_token=endpoint.token,
-                                received_at=received_at, body=body, truncated=truncated)
-        if endpoint.verify is not None:
-            capture.signature = check_signature(endpoint.verify, signed_request(capture),
-                                                received_at / 1_000_000, truncated=truncated)
-        if capture.parsed is not None and not truncated:
-            capture.validation = self._validate(endpoint, capture)
+        try:
+            capture = await self.offload.run(len(body), self._examine, endpoint, scope,
+                                             received_at, body, truncated)
+        except TimeoutError:
+            log.warning("a capture for endpoint %s is stored unparsed: %s", endpoint.token,
+                        BUDGET_EXCEEDED)
+            capture = self._examine(endpoint, scope, received_at, body, truncated, parse=False)
         refusal = self._refusal(endpoint, capture)
         capture.response_status = refusal[0] if refusal else endpoint.response["status"]
         try:
@@ -124,6 +127,20 @@ class CaptureMiddleware:
         if reply is None or reply.config is not endpoint.response:
             reply = endpoint.reply = _reply_for(endpoint.response)
         await _reply(send, reply, capture.id)
+
+    def _examine(self, endpoint: Endpoint, scope: dict[str, Any], received_at: int, body: bytes,
+                 truncated: bool, *, parse: bool = True) -> Capture:
+        """The capture of a request, its body parsed (unless told not to), its signature
+        checked and its payload validated."""
+        capture = build_capture(scope, endpoint_id=endpoint.id, endpoint_token=endpoint.token,
+                                received_at=received_at, body=body, truncated=truncated,
+                                parse=parse)
+        if endpoint.verify is not None:
+            capture.signature = check_signature(endpoint.verify, signed_request(capture),
+                                                received_at / 1_000_000, truncated=truncated)
+        if capture.parsed is not None and not truncated:
+            capture.validation = self._validate(endpoint, capture)
+        return capture
 
     async def _admit_here(self, endpoint_id: int, rate: float | None) -> int:
         return self.limiter.admit(endpoint_id, rate)
