@@ -12,6 +12,8 @@ for as long as the client takes, and a body too):
   answer has started) and the connection closed: the app finds the client gone, and the capture
   path stores nothing.
 
+The deadlines are kept to within SWEEP_S.
+
 With HOOKSCOPE_HTTP=h11, h11's own limit on an incomplete head is set to the same size (it answers
 400), and the deadlines do not apply.
 """
@@ -26,6 +28,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from hookscope.settings import Settings
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+# A scope key: the request's head is known to be at most this many bytes.
+HEAD_WITHIN = "hookscope.head_within"
 
 
 def guarded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
@@ -35,28 +39,37 @@ def guarded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
         max_head = settings.max_header_bytes
         head_timeout = float(settings.header_timeout)
         body_timeout = float(settings.body_timeout)
+        sweeper = None  # the server's, made with its first connection
 
     return Guarded
+
+
+# The deadlines are looked at this often, by one timer for all connections: a timer of their
+# own per request would cost every request its setting and cancelling.
+SWEEP_S = 0.25
+_HEAD, _BODY = "its head", "its body"
 
 
 class _Guarded(HttpToolsProtocol):
     max_head: int
     head_timeout: float
     body_timeout: float
+    sweeper: _Sweeper | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = True
         self._head_bytes = 0
-        self._deadline: asyncio.TimerHandle | None = None
+        self._waiting_for: str | None = _HEAD  # what the deadline is for, if any
+        self._since = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self.head_timeout, "its head")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
+        self._since = self.loop.time()
+        cls = type(self)
+        if cls.sweeper is None:
+            cls.sweeper = _Sweeper(self.loop, self.connections)
+        cls.sweeper.wake()
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
@@ -70,40 +83,65 @@ class _Guarded(HttpToolsProtocol):
         if not self._in_head:  # the next request on a connection kept alive
             self._in_head = True
             self._head_bytes = 0
-            self._arm(self.head_timeout, "its head")
+            self._waiting_for = _HEAD
+            self._since = self.loop.time()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._arm(self.body_timeout, "its body")
+        self._waiting_for = _BODY
+        self._since = self.loop.time()
+        if self._head_bytes <= self.max_head:
+            # All that came since the head began (the head and perhaps some body) is within the
+            # limit: the capture path need not measure the head again.
+            self.scope[HEAD_WITHIN] = self.max_head  # type: ignore[typeddict-unknown-key]
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._waiting_for = None
         super().on_message_complete()
 
-    def _arm(self, seconds: float, what: str) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._too_slow, seconds, what)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _too_slow(self, seconds: float, what: str) -> None:
-        self._deadline = None
-        if self.transport.is_closing():
+    def overdue(self, now: float) -> None:
+        """Answer 408 and close if what the connection waits for is late."""
+        waiting_for = self._waiting_for
+        if waiting_for is None or self.transport is None or self.transport.is_closing():
             return
+        seconds = self.head_timeout if waiting_for is _HEAD else self.body_timeout
+        if now - self._since < seconds:
+            return
+        self._waiting_for = None
         if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
-            self._refuse(408, f"the request did not send {what} within {seconds:g} s")
+            self._refuse(408, f"the request did not send {waiting_for} within {seconds:g} s")
         else:
             self.transport.close()
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer `status` with `message` and close, whatever the parser was in the middle of."""
-        self._disarm()
+        self._waiting_for = None
         body = message.encode()
         self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
                              b"content-length: %d\r\nconnection: close\r\n\r\n%s"
                              % (status, _REASONS[status], len(body), body))
         self.transport.close()
+
+
+class _Sweeper:
+    """One timer per server that looks at every open connection's deadline each SWEEP_S, while
+    there are connections (`connections` is uvicorn's set of the server's open ones)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        self.loop = loop
+        self.connections = connections
+        self._timer: asyncio.TimerHandle | None = None
+
+    def wake(self) -> None:
+        if self._timer is None:
+            self._timer = self.loop.call_later(SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        for connection in list(self.connections):
+            if isinstance(connection, _Guarded):
+                connection.overdue(now)
+        if self.connections:
+            self._timer = self.loop.call_later(SWEEP_S, self._sweep)

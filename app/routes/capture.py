@@ -25,7 +25,8 @@ from hookscope.formats import Validation
 from hookscope.hub import Publisher
 from hookscope.limits import RateLimiter
 from hookscope.models import Capture, Endpoint, now_us
-from hookscope.offload import BUDGET_EXCEEDED, Offload
+from hookscope.offload import BUDGET_EXCEEDED, INLINE_BODY_BYTES, Offload
+from hookscope.protocol import HEAD_WITHIN
 from hookscope.settings import Settings
 from hookscope.store import Gone, Store
 from hookscope.verify import check_signature
@@ -53,9 +54,11 @@ class CaptureMiddleware:
         self.admit = admit or self._admit_here
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
-        if scope["type"] == "http" and (size := head_size(scope)) > self.settings.max_header_bytes:
+        if (scope["type"] == "http" and scope.get(HEAD_WITHIN) != self.settings.max_header_bytes
+                and (size := head_size(scope)) > self.settings.max_header_bytes):
             # A head that never ended is refused by the protocol (hookscope.protocol) before it
-            # is all in memory; one that did is measured here, the same for every route.
+            # is all in memory, and one it counted within the limit is marked so; any other is
+            # measured here, the same for every route.
             await _error(scope, receive, send, 431, "headers_too_large",
                          f"the request head is {size} bytes, more than the "
                          f"{self.settings.max_header_bytes} this server accepts "
@@ -97,12 +100,15 @@ class CaptureMiddleware:
         except Disconnected:
             return
         try:
-            capture = await self.offload.run(len(body), self._examine, endpoint, scope,
-                                             received_at, body, truncated)
+            if len(body) <= INLINE_BODY_BYTES:  # the common case: no thread, not even an await
+                capture = self._examine(endpoint, scope, received_at, body, truncated, True)
+            else:
+                capture = await self.offload.run(len(body), self._examine, endpoint, scope,
+                                                 received_at, body, truncated, True)
         except TimeoutError:
             log.warning("a capture for endpoint %s is stored unparsed: %s", endpoint.token,
                         BUDGET_EXCEEDED)
-            capture = self._examine(endpoint, scope, received_at, body, truncated, parse=False)
+            capture = self._examine(endpoint, scope, received_at, body, truncated, False)
         refusal = self._refusal(endpoint, capture)
         capture.response_status = refusal[0] if refusal else endpoint.response["status"]
         try:
@@ -129,7 +135,7 @@ class CaptureMiddleware:
         await _reply(send, reply, capture.id)
 
     def _examine(self, endpoint: Endpoint, scope: dict[str, Any], received_at: int, body: bytes,
-                 truncated: bool, *, parse: bool = True) -> Capture:
+                 truncated: bool, parse: bool) -> Capture:
         """The capture of a request, its body parsed (unless told not to), its signature
         checked and its payload validated."""
         capture = build_capture(scope, endpoint_id=endpoint.id, endpoint_token=endpoint.token,
