@@ -139,8 +139,11 @@ def test_hostile_payloads_stay_inert(server, page):
     # page's CSP rightly refuses (no unsafe-eval).
     page.locator(".capture-row").nth(1).wait_for()
     for index in range(2):
-        page.locator(".capture-row").nth(index).click()
-        page.wait_for_selector(".verdicts")
+        row = page.locator(".capture-row").nth(index)
+        capture_id = row.get_attribute("data-id")
+        row.click()
+        # The detail is this capture's (the previous one's, with other tabs, may still show).
+        page.locator("#detail .kv td", has_text=capture_id).wait_for()
         for tab in page.locator(".tabs button").all():
             tab.click()
     # Checked on the inspector itself, before any navigation resets the window.
