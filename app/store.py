@@ -129,7 +129,7 @@ class SQLiteStore:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        create_private(self.path)
         if not self._shared:
             self._take_lock()
         try:
@@ -424,7 +424,7 @@ LEFTOVER_WAIT_S = 60.0
 def _lock(path: str, wait: float = LEFTOVER_WAIT_S) -> int:
     """Take the database's lock file; raise StoreLocked if another Hookscope holds it, at once
     when the process that took it is alive, after `wait` seconds when only its workers are."""
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + wait
     told = False
     while True:
@@ -463,10 +463,18 @@ def _alive(pid: str) -> bool:
     return True
 
 
+def create_private(path: str) -> None:
+    """The database's folder (0700) and file (0600), when they are not there yet: the file holds
+    the endpoints' signing secrets. SQLite gives its -wal and -shm files the database file's
+    mode, and the lock file and body files are made 0600 too."""
+    Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
 def check_writable(path: str) -> None:
     """Fail early, with a message rather than a traceback, if `path` cannot be served: another
     process holds it, or a newer Hookscope wrote it."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)
     fd = _lock(path)
     try:
         conn = sqlite3.connect(path)

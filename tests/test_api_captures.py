@@ -159,6 +159,32 @@ async def test_raw_body_keeps_content_type_but_cannot_run_as_a_page(client, endp
     assert download.headers["content-disposition"] == f'attachment; filename="{capture_id}.bin"'
 
 
+@pytest.mark.parametrize("destination", ["script", "style", "worker", "serviceworker"])
+async def test_raw_body_is_refused_where_a_browser_would_run_it(client, endpoint, destination):
+    response = await client.post(f"/h/{endpoint['token']}", content=b"window.pwned = 1",
+                                 headers={"Content-Type": "application/javascript"})
+    capture_id = response.headers["x-hookscope-capture"]
+    refused = await client.get(f"/api/captures/{capture_id}/body",
+                               headers={"Sec-Fetch-Dest": destination})
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"].startswith(
+        f"a captured body is not served as a {destination}")
+    shown = await client.get(f"/api/captures/{capture_id}/body",
+                             headers={"Sec-Fetch-Dest": "document"})
+    assert shown.content == b"window.pwned = 1"
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/javascript", "text/javascript; charset=utf-8", "application/x-ecmascript",
+    "text/css", "application/wasm", "application/xslt+xml", "TEXT/JAVASCRIPT"])
+async def test_raw_body_of_a_runnable_type_is_served_as_plain_text(client, endpoint,
+                                                                   content_type):
+    response = await client.post(f"/h/{endpoint['token']}", content=b"x",
+                                 headers={"Content-Type": content_type})
+    raw = await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}/body")
+    assert (raw.content, raw.headers["content-type"]) == (b"x", "text/plain; charset=utf-8")
+
+
 async def test_unknown_capture_is_404(client):
     for path in ("/api/captures/c_nope", "/api/captures/c_nope/body"):
         response = await client.get(path)

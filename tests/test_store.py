@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -406,6 +407,29 @@ async def test_the_lock_is_released_on_close(tmp_path):
     second = SQLiteStore(path)
     await second.open()
     await second.close()
+
+
+async def test_the_database_and_its_companions_are_private_to_their_owner(tmp_path):
+    # They hold the endpoints' signing secrets in plain text.
+    folder = tmp_path / "data"
+    path = folder / "private.db"
+    check_writable(str(path))  # what `hookscope serve` does first
+    store = SQLiteStore(path, body_file_bytes=100)
+    await store.open()
+    try:
+        endpoint = await _endpoint(store, verify={"scheme": "github", "secrets": ["s3cret"]})
+        small = _capture(endpoint.id, endpoint.token, b"small")
+        large = _capture(endpoint.id, endpoint.token, b"x" * 1000)
+        await store.add_capture(small)
+        await store.add_capture(large)
+        files = [path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}.lock"),
+                 Path(f"{path}.bodies") / large.id]
+        assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {
+            f.name: 0o600 for f in files}
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert stat.S_IMODE(Path(f"{path}.bodies").stat().st_mode) == 0o700
+    finally:
+        await store.close()
 
 
 def _held_for_a_process_that_is_gone(path: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from functools import partial
 from typing import Any
 
@@ -20,7 +21,7 @@ from hookscope.hub import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub
 from hookscope.inputs import check_endpoint_fields, check_replay_fields
 from hookscope.models import Capture, Endpoint, now_us
 from hookscope.offload import BUDGET_EXCEEDED, Offload
-from hookscope.parse import Parsed, loads_strict, parse_body, unparsed
+from hookscope.parse import Parsed, loads_strict, media_type, parse_body, unparsed
 from hookscope.replay import replay
 from hookscope.responses import JSONResponse
 from hookscope.settings import Settings
@@ -290,12 +291,28 @@ def _offload(request: Request) -> Offload:
     return offload
 
 
+# Where a browser would run what it loads: a sender's body must never be loaded there from
+# Hookscope's origin (a Content-Security-Policy on the body itself does not stop a script).
+_RUNNABLE_DESTINATIONS = frozenset({"script", "style", "worker", "sharedworker", "serviceworker",
+                                    "audioworklet", "paintworklet", "xslt"})
+# Types a browser would run as a script or style sheet: served as text/plain instead.
+_RUNNABLE_TYPE = re.compile(r"(java|ecma|j|live)script|/css|wasm|xslt?\b", re.IGNORECASE)
+
+
 async def capture_body(request: Request) -> Response:
     """The raw bytes with the original Content-Type, made inert: a captured HTML or SVG body
-    must never run as a page of Hookscope's origin."""
+    must never run as a page of Hookscope's origin, nor a script or style sheet as one of its
+    resources."""
+    destination = request.headers.get("sec-fetch-dest", "").lower()
+    if destination in _RUNNABLE_DESTINATIONS:
+        raise ApiError(403, f"a captured body is not served as a {destination}: it is the "
+                            "sender's, and would run as Hookscope's", code="forbidden")
     capture = await _capture_or_404(request)
+    content_type = capture.content_type or "application/octet-stream"
+    if _RUNNABLE_TYPE.search(media_type(content_type)):
+        content_type = "text/plain; charset=utf-8"
     headers = {
-        "content-type": capture.content_type or "application/octet-stream",
+        "content-type": content_type,
         "x-content-type-options": "nosniff",
         "content-security-policy": "sandbox; default-src 'none'",
     }
