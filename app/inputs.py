@@ -20,6 +20,7 @@ from jsonschema.validators import validator_for
 
 from hookscope.errors import ApiError
 from hookscope.formats import SchemaUnusable, compile_rust, load_formats
+from hookscope.formats.cost import schema_problem
 from hookscope.models import (
     ALIAS_PATTERN,
     DEFAULT_REJECT,
@@ -198,6 +199,8 @@ def _schema(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
     if not isinstance(value.get("$schema", ""), str):  # validator_for() raises on anything else
         raise _fail(problems, "schema", "$schema must be a string: the URI of a JSON Schema "
                                         "draft, such as 'http://json-schema.org/draft-07/schema#'")
+    if problem := schema_problem(value):  # before the checks below, whose cost it bounds
+        raise _fail(problems, "schema", problem)
     try:
         # An explicit default: with none, an unknown $schema is a DeprecationWarning now and
         # "will raise an error in the future" (jsonschema); compile_rust names the problem.

@@ -166,13 +166,13 @@ def parse_for_display(body: bytes, content_type: str | None) -> Parsed:
     parsed = parse_body(body, content_type)
     if (isinstance(parsed.value, (dict, list))
             and body.count(b"[") + body.count(b"{") + body.count(b"<") > MAX_SHOWN_DEPTH
-            and _deeper_than(parsed.value, MAX_SHOWN_DEPTH)):
+            and deeper_than(parsed.value, MAX_SHOWN_DEPTH)):
         return Parsed(parsed.kind, None, f"nested more than {MAX_SHOWN_DEPTH} levels deep: not "
                                          "shown parsed (body_text has it as sent)")
     return parsed
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
+def deeper_than(value: Any, limit: int) -> bool:
     """Do lists and objects nest more than `limit` deep? Level by level, no recursion."""
     level = [value]
     for _ in range(limit):
@@ -250,7 +250,7 @@ def loads_strict(data: bytes) -> Any:
             # would hold the interpreter for the whole of a large document).
             if (len(data) <= 2 * _MAX_OPENINGS
                     or data.count(b"[") + data.count(b"{") <= _MAX_OPENINGS
-                    or not _deeper_than(value, _MAX_OPENINGS)):
+                    or not deeper_than(value, _MAX_OPENINGS)):
                 return value
     return STRICT_JSON.decode(data.decode(json.detect_encoding(data)))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -239,6 +240,48 @@ async def test_a_linear_pattern_checks_a_long_string_at_once(client):
     capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
                ).json()
     assert capture["validation"]["status"] == "invalid"
+
+
+def chained_any_of(levels: int) -> dict:
+    """`levels` definitions, each anyOf two $refs to the next: 2^levels subschemas to check."""
+    defs = {f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(levels)}
+    defs[f"d{levels}"] = {"type": "string"}
+    return {"$defs": defs, "$ref": "#/$defs/d0"}
+
+
+@pytest.mark.parametrize(("schema", "message"), [
+    (chained_any_of(18), "schema could check one value against more than 20,000 subschemas"),
+    ({"description": "x" * (256 * 1024)}, "at most 262144 are accepted"),
+    (functools.reduce(lambda inner, _: {"not": inner}, range(70), {}), "more than 64 levels"),
+])
+async def test_a_schema_that_would_cost_too_much_is_refused_when_saved(client, schema, message):
+    started = time.monotonic()
+    response = await client.post("/api/endpoints", json={"schema": schema})
+    assert time.monotonic() - started < 2
+    assert response.status_code == 422
+    detail = response.json()["error"]["details"][0]
+    assert (detail["field"], message in detail["message"]) == ("schema", True), detail
+
+
+async def test_a_schema_within_its_cost_checks_a_failing_value_at_once(client):
+    created = (await client.post("/api/endpoints", json={"schema": chained_any_of(12)})).json()
+    started = time.monotonic()
+    response = await client.post(f"/h/{created['token']}", content=b"1")
+    assert time.monotonic() - started < 1
+    capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+               ).json()
+    assert capture["validation"]["status"] == "invalid"
+
+
+async def test_a_recursive_schema_is_accepted(client):
+    tree = {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#"}}}}
+    created = await client.post("/api/endpoints", json={"schema": tree})
+    assert created.status_code == 201
+    response = await client.post(f"/h/{created.json()['token']}",
+                                 json={"children": [{"children": [{"children": 1}]}]})
+    capture = (await client.get(f"/api/captures/{response.headers['x-hookscope-capture']}")
+               ).json()
+    assert capture["validation"]["errors"][0]["path"] == "/children/0/children/0/children"
 
 
 async def test_a_schema_with_local_refs_works(client):
