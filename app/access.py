@@ -15,9 +15,11 @@
   the public URL's host or one listed in HOOKSCOPE_ALLOWED_HOSTS: a web page cannot rebind its
   own name to 127.0.0.1 and use the API from the victim's browser.
 
-The cookie holds its issue time and an HMAC of that under the token, not the token: it survives
-restarts, expires after 30 days on the server's side too, stops working when the token
-changes, and reveals nothing about the token if it leaks from a browser profile.
+The cookie holds its issue time, a random nonce and an HMAC of both under the token, not the
+token: it survives restarts, expires after 30 days on the server's side too, stops working when
+the token changes, and reveals nothing about the token if it leaks from a browser profile.
+Logging out revokes it on the server (the store keeps its nonce until it would have expired),
+so a copy of the cookie signs in no more, in any process.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import secrets
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 from starlette.requests import cookie_parser
@@ -42,27 +46,52 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CLEAR_COOKIE = f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=lax"
 
 
-def session_value(token: str, issued: int | None = None) -> str:
-    """`<issued>.<HMAC of it under the token>`: checked on every request, so a copied cookie
-    stops working after SESSION_S, and every cookie when the token changes."""
+class Session(NamedTuple):
+    issued: int  # seconds since the epoch
+    nonce: str
+
+
+def session_value(token: str, issued: int | None = None, nonce: str | None = None) -> str:
+    """`<issued>.<nonce>.<HMAC of both under the token>`: checked on every request, so a copied
+    cookie stops working after SESSION_S, when the token changes, and once it is logged out."""
     issued = int(time.time()) if issued is None else issued
-    return f"{issued}.{_signature(token, issued)}"
+    nonce = secrets.token_hex(8) if nonce is None else nonce
+    return f"{issued}.{nonce}.{_signature(token, issued, nonce)}"
 
 
-def _signature(token: str, issued: int) -> str:
-    return hmac.new(token.encode(), b"hookscope browser session v2 %d" % issued,
+def _signature(token: str, issued: int, nonce: str) -> str:
+    return hmac.new(token.encode(), b"hookscope browser session v3 %d %s" % (issued,
+                                                                           nonce.encode()),
                     hashlib.sha256).hexdigest()
 
 
-def valid_session(token: str, value: str, now: float | None = None) -> bool:
-    issued_text, _, signature = value.partition(".")
-    if not issued_text.isdigit() or len(issued_text) > 12:
-        return False
+def session_of(token: str, value: str, now: float | None = None) -> Session | None:
+    """The session a cookie value names, if it is one of this token's and not expired."""
+    issued_text, _, rest = value.partition(".")
+    nonce, _, signature = rest.partition(".")
+    if (not issued_text.isdigit() or len(issued_text) > 12 or len(nonce) != 16
+            or not nonce.isalnum() or not nonce.isascii()):
+        return None
     issued = int(issued_text)
     now = time.time() if now is None else now
     if not now - SESSION_S < issued <= now + 60:
-        return False
-    return hmac.compare_digest(signature.encode(), _signature(token, issued).encode())
+        return None
+    if not hmac.compare_digest(signature.encode(), _signature(token, issued, nonce).encode()):
+        return None
+    return Session(issued, nonce)
+
+
+def valid_session(token: str, value: str, now: float | None = None) -> bool:
+    return session_of(token, value, now) is not None
+
+
+def session_cookie(scope: dict[str, Any]) -> str | None:
+    cookie = _header(scope, b"cookie")
+    if not cookie:
+        return None
+    # Starlette's lenient parser: another app on localhost may set a cookie that the stdlib's
+    # strict one stops at, hiding ours behind it.
+    return cookie_parser(cookie).get(COOKIE)
 
 
 def check_token(token: str, offered: str) -> bool:
@@ -98,18 +127,16 @@ def cross_site(scope: dict[str, Any], public_url: str = "") -> bool:
     return urlsplit(origin).netloc not in allowed
 
 
-def authenticated(scope: dict[str, Any], token: str) -> bool:
+def authenticated(scope: dict[str, Any], token: str) -> Session | bool:
+    """True for the right Bearer token; the Session for a valid session cookie (whose
+    revocation the caller checks); False otherwise."""
     authorization = _header(scope, b"authorization") or ""
     scheme, _, offered = authorization.partition(" ")
     if scheme.lower() == "bearer" and check_token(token, offered.strip()):
         return True
-    cookie = _header(scope, b"cookie")
-    if cookie:
-        # Starlette's lenient parser: another app on localhost may set a cookie that the
-        # stdlib's strict one stops at, hiding ours behind it.
-        value = cookie_parser(cookie).get(COOKIE)
-        if value is not None:
-            return valid_session(token, value)
+    value = session_cookie(scope)
+    if value is not None:
+        return session_of(token, value) or False
     return False
 
 
@@ -150,9 +177,12 @@ class AccessMiddleware:
     middleware, so capture URLs never reach it."""
 
     def __init__(self, app: Any, token: str, public_url: str, allowed_hosts: str = "",
-                 throttle: FailureThrottle | None = None) -> None:
+                 throttle: FailureThrottle | None = None,
+                 revoked: Callable[[str], Awaitable[bool]] | None = None) -> None:
+        """`revoked`: whether a session's nonce was logged out (the store's)."""
         self.app = app
         self.token = token
+        self.revoked = revoked
         self.throttle = throttle or FailureThrottle()
         self.public_url = public_url
         names = {"localhost", *(h.strip().lower() for h in allowed_hosts.split(",") if h.strip())}
@@ -192,12 +222,15 @@ class AccessMiddleware:
             else:  # the login form says how long
                 await _to_login(scope, send)
             return
-        if authenticated(scope, self.token):
+        found = authenticated(scope, self.token)
+        if found is True or (found and not (self.revoked is not None
+                                             and await self.revoked(found.nonce))):
             await self.app(scope, receive, send)
             return
         # A wrong Bearer token or a session cookie that does not check out is a guess at the
         # token; a plain visit, or another scheme's Authorization, is not. A stale cookie (the
-        # token changed, or 30 days passed) is cleared, so an open tab stops counting.
+        # token changed, 30 days passed, or it was logged out) is cleared, so an open tab stops
+        # counting.
         stale = has_session_cookie(scope)
         if stale or offers_bearer(scope):
             self.throttle.failed(address)

@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app = Hookscope(front=build_front(active, settings, validation, live, limiter, offload,
                                       admit),
                     routes=build_routes(),
-                    middleware=build_middleware(settings, throttle),
+                    middleware=build_middleware(settings, throttle, active),
                     exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
                     lifespan=lifespan)
     app.state.settings = settings

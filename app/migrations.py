@@ -74,6 +74,14 @@ MIGRATIONS: tuple[str, ...] = (
                             + length(CAST(query AS BLOB)) + length(CAST(headers AS BLOB))), 0)
         FROM captures WHERE endpoint_id = endpoints.id);
     """,
+    # 5: browser sessions logged out before they expired (hookscope.access): a cookie naming one
+    # no longer signs in, whichever process it reaches.
+    """
+    CREATE TABLE revoked_sessions (
+        nonce TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 LATEST = len(MIGRATIONS)

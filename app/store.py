@@ -105,6 +105,8 @@ class Store(Protocol):
     async def set_signature(self, capture_id: str, verdict: dict[str, Any] | None) -> bool: ...
     async def clear_captures(self, endpoint: Endpoint) -> int: ...
     async def delete_expired(self, now: int) -> list[int]: ...
+    async def revoke_session(self, nonce: str, expires_at: int) -> None: ...
+    async def session_revoked(self, nonce: str) -> bool: ...
 
 
 class SQLiteStore:
@@ -400,6 +402,22 @@ class SQLiteStore:
                 (status, verdict_json, capture_id)).rowcount == 1
 
         return await self._writer.run(op, single=True)
+
+    # -- browser sessions ----------------------------------------------------------------------
+
+    async def revoke_session(self, nonce: str, expires_at: int) -> None:
+        """A session logged out: refused until it would have expired (seconds since the epoch);
+        those that have are forgotten."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM revoked_sessions WHERE expires_at < ?", (int(time.time()),))
+            conn.execute("INSERT OR IGNORE INTO revoked_sessions (nonce, expires_at) VALUES (?, ?)",
+                         (nonce, expires_at))
+
+        await self._writer.run(op, single=True)
+
+    async def session_revoked(self, nonce: str) -> bool:
+        return bool(await self._rows("SELECT 1 FROM revoked_sessions WHERE nonce = ?", (nonce,)))
 
     async def clear_captures(self, endpoint: Endpoint) -> int:
         endpoint_id = endpoint.id

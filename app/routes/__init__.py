@@ -27,10 +27,12 @@ from hookscope.settings import Settings
 from hookscope.store import Store
 
 
-def build_middleware(settings: Settings, throttle: FailureThrottle) -> list[Middleware]:
+def build_middleware(settings: Settings, throttle: FailureThrottle,
+                     store: Store) -> list[Middleware]:
     """Starlette's middleware. The capture path is in front of all of it (build_front)."""
     return [Middleware(AccessMiddleware, token=settings.token, public_url=settings.public_url,
-                       allowed_hosts=settings.allowed_hosts, throttle=throttle)]
+                       allowed_hosts=settings.allowed_hosts, throttle=throttle,
+                       revoked=store.session_revoked)]
 
 
 def build_front(store: Store, settings: Settings, validation: Validation, hub: Publisher,

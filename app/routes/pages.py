@@ -16,7 +16,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from hookscope.access import COOKIE, SESSION_S, check_token, client_address, session_value
+from hookscope.access import (
+    COOKIE,
+    SESSION_S,
+    check_token,
+    client_address,
+    session_of,
+    session_value,
+)
 from hookscope.routes.api import base_url, read_limited, store_of
 
 
@@ -105,6 +112,13 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
+    """Log this browser out: its session is revoked on the server, not only its cookie
+    dropped, so a copy of the cookie signs in no more."""
+    token = request.app.state.settings.token
+    value = request.cookies.get(COOKIE)
+    session = session_of(token, value) if token and value else None
+    if session is not None:
+        await store_of(request).revoke_session(session.nonce, session.issued + SESSION_S)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax")
     return response
