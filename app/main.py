@@ -18,6 +18,7 @@ from hookscope.hub import Hub
 from hookscope.limits import FailureThrottle, RateLimiter
 from hookscope.models import now_us
 from hookscope.offload import Offload
+from hookscope.replay import TargetPolicy
 from hookscope.routes import build_front, build_middleware, build_routes
 from hookscope.routes.capture import Admit
 from hookscope.settings import Settings
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.state.auth_throttle = throttle
     app.state.limiter = limiter
     app.state.offload = offload
+    app.state.replay_policy = TargetPolicy.for_server(settings.host, settings.replay_allow)
     app.state.peers = peers
     return app
 

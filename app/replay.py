@@ -12,13 +12,23 @@ Deliberate choices, so nobody "fixes" them:
 - `timeout` bounds the whole exchange, connect to last byte, not each read: a target that
   trickles a byte a second still ends in a 504 on time.
 - What the target does is never a 500: unreachable is a 502, too slow a 504.
+- Where it may go is a policy (TargetPolicy), checked on the addresses the host name resolves
+  to, and then kept to: an http:// target is connected to at the address that was checked (its
+  Host header still names the host), so a name that resolves elsewhere a moment later changes
+  nothing. Link-local addresses (cloud metadata services among them) are always refused, and
+  private and loopback ones too when the server listens on an address others can reach, unless
+  HOOKSCOPE_REPLAY_ALLOW names them; a Hookscope on loopback replays into the developer's own
+  machine and network. (Redirects are not followed, so there is no other hop to check.)
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +41,86 @@ from hookscope.models import Capture, body_fields
 MAX_RESPONSE_BODY = 256 * 1024
 DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 60.0
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# host, port -> the addresses it resolves to
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+# Cloud metadata services outside the link-local ranges.
+_METADATA = (ipaddress.ip_network("100.100.100.200/32"), ipaddress.ip_network("fd00:ec2::254/128"))
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+@dataclass(frozen=True)
+class TargetPolicy:
+    """Where a replay may be sent (see the module's notes). `allow`: HOOKSCOPE_REPLAY_ALLOW's
+    items, CIDRs or host names."""
+
+    server_on_loopback: bool
+    allow: tuple[str, ...] = ()
+    resolver: Resolver = resolve
+
+    @classmethod
+    def for_server(cls, host: str, allow: str, resolver: Resolver = resolve) -> TargetPolicy:
+        on_loopback = host == "localhost" or _is_loopback(host)
+        items = tuple(item.strip().lower() for item in allow.split(",") if item.strip())
+        return cls(on_loopback, items, resolver)
+
+    async def address(self, host: str, port: int) -> str:
+        """The address to send to: the first that `host` resolves to, once every one of them is
+        found allowed; ApiError(403) naming the first that is not."""
+        name = host.strip("[]").lower()
+        try:
+            addresses = [name] if _is_address(name) else await self.resolver(name, port)
+        except OSError as exc:
+            raise ApiError(502, f"could not reach {host}: the host name did not resolve "
+                                f"({getattr(exc, 'strerror', None) or exc})") from None
+        if not addresses:
+            raise ApiError(502, f"could not reach {host}: the host name did not resolve")
+        for text in addresses:
+            if (problem := self._refused(name, ipaddress.ip_address(text.split("%", 1)[0]))):
+                raise ApiError(403, f"replay to {host} ({text}) is refused: {problem}; "
+                                    "HOOKSCOPE_REPLAY_ALLOW can admit it", code="forbidden")
+        return addresses[0]
+
+    def _refused(self, name: str, address: IPAddress) -> str | None:
+        if name in self.allow or any(address in ipaddress.ip_network(item, strict=False)
+                                     for item in self.allow if _is_network(item)):
+            return None
+        if address.is_link_local or any(address in net for net in _METADATA):
+            return "link-local and cloud metadata addresses are never replayed to"
+        if address.is_unspecified or address.is_multicast:
+            return "it is not an address to send to"
+        if (address.is_loopback or address.is_private) and not self.server_on_loopback:
+            return ("private and loopback addresses are replayed to only by a Hookscope that "
+                    "listens on loopback itself")
+        return None
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -58,12 +148,19 @@ def replay_headers(capture: Capture, overrides: dict[str, str | None]) -> list[l
     return headers
 
 
-async def replay(capture: Capture, options: ReplayOptions) -> dict[str, Any]:
-    request = httpx.Request(
-        capture.method, options.url, content=capture.body or b"",
-        headers=[(name.encode("latin-1"), value.encode("latin-1"))
-                 for name, value in replay_headers(capture, options.headers)])
+async def replay(capture: Capture, options: ReplayOptions,
+                 policy: TargetPolicy) -> dict[str, Any]:
+    url = httpx.URL(options.url)
+    headers = [(name.encode("latin-1"), value.encode("latin-1"))
+               for name, value in replay_headers(capture, options.headers)]
     started = time.perf_counter()
+    address = await policy.address(url.host, url.port or (443 if url.scheme == "https" else 80))
+    if url.scheme == "http" and address != url.host:
+        # Connect to the address that was checked; the Host header names the host.
+        if not any(name.lower() == b"host" for name, _ in headers):
+            headers.insert(0, (b"host", url.netloc))
+        url = url.copy_with(host=address)
+    request = httpx.Request(capture.method, url, content=capture.body or b"", headers=headers)
     try:
         with anyio.fail_after(options.timeout):
             async with httpx.AsyncClient(follow_redirects=False, trust_env=False,
@@ -81,7 +178,7 @@ async def replay(capture: Capture, options: ReplayOptions) -> dict[str, Any]:
     elapsed_ms = (time.perf_counter() - started) * 1000
     return {
         "capture": capture.id,
-        "request": {"method": request.method, "url": str(request.url),
+        "request": {"method": request.method, "url": options.url, "address": address,
                     "headers": _pairs(request.headers.raw)},
         "response": {"status": response.status_code, "headers": _pairs(response.headers.raw),
                      **body_fields(body), "body_size": len(body), "truncated": truncated},

@@ -8,7 +8,9 @@ without being documented.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +109,11 @@ class Settings:
         "httptools", "HOOKSCOPE_HTTP",
         "HTTP parser: httptools (fastest; accepts the methods llhttp knows, which include WebDAV's "
         "and PURGE/QUERY) or h11 (accepts any method token).", cli="--http")
+    replay_allow: str = _setting(
+        "", "HOOKSCOPE_REPLAY_ALLOW",
+        "Comma-separated CIDRs and host names that replays may be sent to whatever their "
+        "addresses: link-local ones (cloud metadata) are refused otherwise, and private and "
+        "loopback ones too when the server listens on a non-loopback address.")
     forwarded_allow_ips: str = _setting(
         "", "HOOKSCOPE_FORWARDED_ALLOW_IPS",
         "Comma-separated proxy addresses whose X-Forwarded-For/-Proto are trusted for the client "
@@ -159,6 +166,10 @@ class Settings:
         if self.synchronous not in ("normal", "full"):
             raise SettingsError(
                 f"HOOKSCOPE_SYNCHRONOUS must be normal or full, got {self.synchronous!r}")
+        for item in (i.strip() for i in self.replay_allow.split(",") if i.strip()):
+            if not _network_or_host(item):
+                raise SettingsError(f"HOOKSCOPE_REPLAY_ALLOW: {item!r} is neither a CIDR such "
+                                    "as 10.0.0.0/8 nor a host name")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise SettingsError("HOOKSCOPE_PUBLIC_URL must start with http:// or https://")
 
@@ -168,6 +179,14 @@ class SettingsError(ValueError):
 
 
 SETTINGS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(Settings)
+
+
+def _network_or_host(item: str) -> bool:
+    try:
+        ipaddress.ip_network(item, strict=False)
+        return True
+    except ValueError:
+        return re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", item) is not None
 
 
 def _convert(name: str, env: str, raw: str, kind: type) -> Any:

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from hookscope.errors import ApiError
 from hookscope.models import Capture
-from hookscope.replay import MAX_RESPONSE_BODY, replay_headers
+from hookscope.replay import MAX_RESPONSE_BODY, TargetPolicy, replay_headers
+from hookscope.settings import Settings, SettingsError
 
 pytestmark = pytest.mark.anyio
 
@@ -139,7 +141,7 @@ async def test_replay_sends_the_capture_byte_for_byte_with_overrides(client, end
 
     reply = response.json()
     assert reply["capture"] == capture["id"]
-    assert reply["request"] == {"method": "POST", "url": url,
+    assert reply["request"] == {"method": "POST", "url": url, "address": "127.0.0.1",
                                 "headers": [[n.decode("latin-1"), v.decode("latin-1")]
                                             for n, v in got.headers]}
     assert reply["response"] == {
@@ -281,3 +283,103 @@ def test_resent_headers_drop_connection_headers_and_restate_a_cut_length():
                                            ["x-b", "1"], ["X-B", "2"]]
     assert replay_headers(capture, {"X-b": "new", "x-c": "c", "X-A": None}) == [
         ["content-length", "10"], ["X-b", "new"], ["x-c", "c"]]
+
+
+# -- where a replay may go ------------------------------------------------------------------------
+
+NAMES = {"metadata.test": ["169.254.169.254"], "internal.test": ["10.0.0.5"],
+         "mixed.test": ["8.8.8.8", "10.0.0.1"], "public.test": ["8.8.8.8"],
+         "receiver.test": ["127.0.0.1"]}
+
+
+class StubResolver:
+    """Names resolved from NAMES, never through DNS; what was asked is kept."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        if host not in NAMES:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return NAMES[host]
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("http://metadata.test/latest/meta-data/", "link-local and cloud metadata addresses"),
+    ("http://169.254.169.254/", "link-local and cloud metadata addresses"),
+    ("http://[fe80::1]:8080/", "link-local and cloud metadata addresses"),
+    ("http://100.100.100.200/", "link-local and cloud metadata addresses"),
+    ("http://internal.test/hook", "private and loopback addresses are replayed to only"),
+    ("https://mixed.test/hook", "private and loopback addresses are replayed to only"),
+    ("http://127.0.0.1:9/hook", "private and loopback addresses are replayed to only"),
+    ("http://[::1]:9/hook", "private and loopback addresses are replayed to only"),
+    ("http://0.0.0.0:9/", "it is not an address to send to"),
+])
+async def test_a_server_reachable_by_others_refuses_replays_into_its_network(
+        app, client, endpoint, url, why):
+    app.state.replay_policy = TargetPolicy(server_on_loopback=False, resolver=StubResolver())
+    capture = await _capture(client, endpoint, b"x")
+    response = await client.post(f"/api/captures/{capture['id']}/replay", json={"url": url})
+    assert response.status_code == 403  # refused before any connection is made
+    error = response.json()["error"]
+    assert error["code"] == "forbidden"
+    assert why in error["message"] and "HOOKSCOPE_REPLAY_ALLOW can admit it" in error["message"]
+
+
+async def test_a_loopback_server_replays_into_its_own_network_but_not_to_metadata():
+    policy = TargetPolicy(server_on_loopback=True, resolver=StubResolver())
+    assert await policy.address("internal.test", 80) == "10.0.0.5"
+    assert await policy.address("127.0.0.1", 80) == "127.0.0.1"
+    assert await policy.address("public.test", 443) == "8.8.8.8"
+    with pytest.raises(ApiError, match="link-local and cloud metadata") as refused:
+        await policy.address("metadata.test", 80)
+    assert refused.value.status == 403
+
+
+async def test_replay_allow_admits_networks_and_host_names():
+    stub = StubResolver()
+    policy = TargetPolicy.for_server("0.0.0.0", "169.254.169.254/32, Internal.test, 10.9.0.0/16",
+                                     stub)
+    assert await policy.address("metadata.test", 80) == "169.254.169.254"
+    assert await policy.address("internal.test", 80) == "10.0.0.5"
+    assert await policy.address("10.9.8.7", 80) == "10.9.8.7"
+    assert await policy.address("public.test", 80) == "8.8.8.8"
+    with pytest.raises(ApiError, match="private and loopback"):
+        await policy.address("mixed.test", 80)  # every address it resolves to is checked
+    with pytest.raises(ApiError, match="did not resolve") as unknown:
+        await policy.address("nowhere.test", 80)
+    assert unknown.value.status == 502
+    assert stub.asked == ["metadata.test", "internal.test", "public.test", "mixed.test",
+                          "nowhere.test"]  # an address is not resolved
+
+
+def test_a_server_on_loopback_is_told_by_its_host_setting():
+    assert TargetPolicy.for_server("127.0.0.1", "").server_on_loopback
+    assert TargetPolicy.for_server("::1", "").server_on_loopback
+    assert TargetPolicy.for_server("localhost", "").server_on_loopback
+    assert not TargetPolicy.for_server("0.0.0.0", "").server_on_loopback
+    assert not TargetPolicy.for_server("::", "").server_on_loopback
+
+
+async def test_an_http_replay_goes_to_the_address_checked_with_its_host_named(
+        app, client, endpoint, receiver):
+    stub = StubResolver()
+    app.state.replay_policy = TargetPolicy(server_on_loopback=True, resolver=stub)
+    port = receiver.url.rsplit(":", 1)[1]
+    capture = await _capture(client, endpoint, b"x")
+    response = await client.post(f"/api/captures/{capture['id']}/replay",
+                                 json={"url": f"http://receiver.test:{port}/hook"})
+    assert response.status_code == 200, response.text
+    reply = response.json()
+    assert (reply["request"]["url"], reply["request"]["address"]) == (
+        f"http://receiver.test:{port}/hook", "127.0.0.1")
+    [got] = receiver.requests
+    assert [v for n, v in got.headers if n.lower() == b"host"] == [f"receiver.test:{port}".encode()]
+    assert stub.asked == ["receiver.test"]
+
+
+def test_replay_allow_refuses_what_is_neither_a_network_nor_a_host():
+    with pytest.raises(SettingsError, match="HOOKSCOPE_REPLAY_ALLOW: 'http://x' is neither"):
+        Settings(replay_allow="10.0.0.0/8, http://x").check()
+    Settings(replay_allow="10.0.0.0/8, fd00::/8, hooks.internal").check()

@@ -83,13 +83,17 @@ def replay_file(name: str, options: ReplayOptions) -> dict[str, Any]:
     """Send an exported capture from this process, with the server's own replay code (same
     headers, same limits, same reply shape)."""
     from hookscope.errors import ApiError
-    from hookscope.replay import replay
+    from hookscope.replay import TargetPolicy, replay
+
+    # Sent from the user's own machine, where anything it can reach is theirs to send to: the
+    # server's policy guards the server's network from its API's users.
+    anywhere = TargetPolicy(server_on_loopback=True, allow=("0.0.0.0/0", "::/0"))
 
     payload = read_payload(name)
     if payload.fixture is None:
         raise Failed(USAGE, f"{name} is not a Hookscope export (`hookscope export ID --as json` "
                             "makes one); to replay a capture on the server, give its id")
     try:
-        return anyio.run(replay, payload.as_capture(), options)
+        return anyio.run(replay, payload.as_capture(), options, anywhere)
     except ApiError as exc:  # 502 unreachable, 504 too slow: what the target did
         raise Failed(FAILED, exc.message) from None

@@ -349,7 +349,7 @@ async def replay_capture(request: Request) -> Response:
     """Send the capture again to the URL given; the reply reports what the target answered."""
     capture = await _capture_or_404(request)
     options = check_replay_fields(await read_json(request))
-    return JSONResponse(await replay(capture, options))
+    return JSONResponse(await replay(capture, options, request.app.state.replay_policy))
 
 
 async def reverify_capture(request: Request) -> Response:
