@@ -105,20 +105,32 @@ def json_bodies(draw: st.DrawFn) -> tuple[str | None, bytes]:
                                  "text/plain"])), text.encode()
 
 
+PART_HEADERS = st.sampled_from([
+    "Content-Type: text/plain; charset=utf-8", "Content-Type: application/json",
+    "Content-Type: text/plain; charset=bogus", "Content-Transfer-Encoding: base64",
+    "Content-Transfer-Encoding: quoted-printable", "Content-Transfer-Encoding: x-unknown",
+    "X-Part: " + "p" * 5000, 'Content-Disposition: form-data; name="=?utf-8?q?a?="',
+    "Content-Disposition: form-data; filename*0*=utf-8''a; filename*1*=b", "Broken header line",
+    "Content-Type: multipart/mixed; boundary=inner"])
+
+
 @st.composite
 def multipart_bodies(draw: st.DrawFn) -> tuple[str | None, bytes]:
+    """Parts with names, file names, extra headers (encodings, over-long lines, RFC 2047 and 2231
+    parameters, a nested multipart type), a preamble, and the closing boundary or not."""
     boundary = draw(st.text(string.ascii_letters + string.digits + "'()+_,-./:=?", min_size=1,
                             max_size=70))
     parts = []
-    for name, filename, payload in draw(st.lists(st.tuples(
-            st.text(max_size=10), st.none() | st.text(max_size=10), st.binary(max_size=64)),
-            max_size=5)):
+    for name, filename, payload, extra in draw(st.lists(st.tuples(
+            st.text(max_size=10), st.none() | st.text(max_size=10), st.binary(max_size=64),
+            st.lists(PART_HEADERS, max_size=10)), max_size=5)):
         disposition = f'form-data; name="{name}"'
         if filename is not None:
             disposition += f'; filename="{filename}"'
-        parts.append(b"--" + boundary.encode() + b"\r\nContent-Disposition: "
-                     + disposition.encode("utf-8") + b"\r\n\r\n" + payload + b"\r\n")
-    body = b"".join(parts)
+        head = ["Content-Disposition: " + disposition, *extra]
+        parts.append(b"--" + boundary.encode() + b"\r\n"
+                     + "\r\n".join(head).encode("utf-8") + b"\r\n\r\n" + payload + b"\r\n")
+    body = draw(st.sampled_from([b"", b"a preamble\r\n"])) + b"".join(parts)
     if draw(st.booleans()):
         body += b"--" + boundary.encode() + b"--\r\n"  # else: the final boundary is missing
     declared = draw(st.sampled_from([f"multipart/form-data; boundary={boundary}",
@@ -134,11 +146,37 @@ XML_PIECES = ["<a>", "</a>", "<b x='1'>", "</b>", "<c/>", "text", "&amp;", "&lol
               '<!DOCTYPE a [<!ENTITY lol "lol">]>',
               '<!DOCTYPE a [<!ENTITY e SYSTEM "file:///etc/passwd">]>', "<ns:a xmlns:ns='u'>",
               "</ns:a>", "\x00", "\u00e9"]
+XML_NAMES = st.sampled_from(["a", "b", "ns:c", "item", "_x", "a" * 300])
+
+
+def _tag(name: str, attrs: list[tuple[str, str]], text: str, kids: list[str]) -> str:
+    attributes = "".join(f" {key}='{value}'" for key, value in attrs)
+    return f"<{name}{attributes}>{text}{''.join(kids)}</{name}>"
+
+
+def _element(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """An element of a well-formed tree: attributes, text, and `children` repeated."""
+    return st.builds(
+        _tag,
+        XML_NAMES, st.lists(st.tuples(st.sampled_from(["id", "x", "ns:y"]),
+                                      st.sampled_from(["1", "&amp;", "&lt;"])),
+                            max_size=3, unique_by=lambda kv: kv[0]),
+        st.sampled_from(["", "text", "&amp;", "<![CDATA[<x>]]>", " \u00e9 "]),
+        st.lists(children, max_size=4))
+
+
+XML_TREES = st.recursive(st.sampled_from(["<leaf/>", "<leaf>v</leaf>"]), _element, max_leaves=40)
 
 
 @st.composite
 def xml_bodies(draw: st.DrawFn) -> tuple[str | None, bytes]:
-    text = "".join(draw(st.lists(st.sampled_from(XML_PIECES), max_size=20)))
+    """Well-formed trees (nested, repeated siblings, attributes, namespaces) and broken pieces."""
+    if draw(st.booleans()):
+        text = draw(XML_TREES)
+        if draw(st.booleans()):  # one more top-level element: no longer one document
+            text += draw(XML_TREES)
+    else:
+        text = "".join(draw(st.lists(st.sampled_from(XML_PIECES), max_size=20)))
     encoding = draw(st.sampled_from(["utf-8", "utf-16", "latin-1"]))
     return (draw(st.sampled_from(["application/xml", "text/xml", None])),
             text.encode(encoding, "replace"))
@@ -251,7 +289,10 @@ schemas = st.fixed_dictionaries({}, optional={
                                         "https://json-schema.org/draft/2020-12/schema",
                                         "http://example.com/nope"])),
     "type": _or_any(st.sampled_from(["object", "string", "nope"])),
-    "pattern": _or_any(st.sampled_from(["(a+)+$", "[", "\\p{L}", "^$", "a{4294967296}"])),
+    "pattern": _or_any(st.sampled_from(["(a+)+$", "[", "\\p{L}", "^$", "a{4294967296}",
+                                        "(?!.*b)x", "(a)\\1"])),
+    "anyOf": _or_any(st.lists(st.sampled_from([{"$ref": "#"}, {"$ref": "#/definitions/a"}, {},
+                                               {"anyOf": [{"$ref": "#"}] * 2}]), max_size=4)),
     "$ref": _or_any(st.sampled_from(["#", "#/definitions/a", "http://127.0.0.1:1/s.json",
                                      "file:///etc/passwd"])),
     "definitions": _or_any(st.dictionaries(st.sampled_from(["a", "b"]), st.just({"$ref": "#"}))),
