@@ -45,6 +45,12 @@ MAX_MULTIPART_PARTS = 1000
 MAX_NDJSON_LINES = 10_000
 MAX_FORM_FIELDS = 10_000
 MAX_XML_ELEMENTS = 10_000
+# JSON (and NDJSON) larger than this is not decoded: a decoder makes every value in one call that
+# holds the interpreter, and so the event loop, for as long as it takes (a few MiB of small
+# arrays take most of a second), in whatever thread it runs.
+MAX_JSON_BYTES = 2 * 1024 * 1024
+NOT_PARSED_JSON = (f"a JSON body over {MAX_JSON_BYTES >> 20} MiB is not parsed; body_text has it "
+                   "as sent")
 _XML_CHUNK = 64 * 1024
 # Per part: header lines, and bytes of one header line (python-multipart's own defaults).
 MULTIPART_HEADERS = 8
@@ -233,10 +239,17 @@ STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_fin
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_NUMBER = b"0" * 19
 _MAX_OPENINGS = 900
+ORJSON_ALONE_BYTES = 1024 * 1024
 
 
 def loads_strict(data: bytes) -> Any:
     """Decode JSON bytes (UTF-8/16/32); ValueError or RecursionError when it is not JSON."""
+    if len(data) > ORJSON_ALONE_BYTES:
+        # The standard library's decoder holds the interpreter for the whole document, a second
+        # for a few MiB of small arrays, and so holds the event loop up, wherever it runs: a
+        # document this large is orjson's alone (integers beyond 64 bits become floats, and
+        # what orjson refuses, a lone surrogate say, is not JSON here).
+        return orjson.loads(data)
     # (find(), not `in`: bytes.__contains__ first tries its argument as an integer, and raising
     # and dropping that TypeError costs more than the search.)
     if data.translate(_DIGITS_TO_ZERO).find(_LONG_NUMBER) < 0:
@@ -256,6 +269,8 @@ def loads_strict(data: bytes) -> Any:
 
 
 def _json(body: bytes) -> Parsed:
+    if len(body) > MAX_JSON_BYTES:
+        return Parsed("json", None, None, NOT_PARSED_JSON)
     try:
         return Parsed("json", loads_strict(body))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -283,6 +298,8 @@ def duplicate_keys(body: bytes) -> list[str]:
 
 
 def _ndjson(body: bytes) -> Parsed:
+    if len(body) > MAX_JSON_BYTES:
+        return Parsed("ndjson", None, None, NOT_PARSED_JSON)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -300,7 +317,7 @@ def _ndjson(body: bytes) -> Parsed:
         if not line.strip():
             continue
         try:
-            rows.append(STRICT_JSON.decode(line))
+            rows.append(loads_strict(line.encode()))
         except (ValueError, RecursionError) as exc:
             return Parsed("ndjson", None, f"line {number + 1} is not JSON: {_short(exc)}")
     return Parsed("ndjson", rows, None, partial)

@@ -10,8 +10,10 @@ import pytest
 from hookscope.formats import Validation, load_formats
 from hookscope.parse import (
     MAX_FORM_FIELDS,
+    MAX_JSON_BYTES,
     MAX_NDJSON_LINES,
     MAX_XML_ELEMENTS,
+    ORJSON_ALONE_BYTES,
     duplicate_keys,
     loads_strict,
     parse_body,
@@ -259,3 +261,21 @@ def test_a_body_past_a_cap_is_not_validated(body, content_type):
         found = validation.check(parse_body(body, content_type), mode, schema)
         assert found is not None and found["status"] == "unknown"
         assert found["errors"][0]["message"].startswith("not validated: ")
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson", None])
+def test_json_over_its_size_cap_is_not_decoded_and_says_so(content_type):
+    body = b"[" + b"[1]," * (MAX_JSON_BYTES // 4) + b"[1]]"
+    parsed = parse_body(body, content_type)
+    assert (parsed.kind, parsed.value, parsed.error) == (
+        "ndjson" if content_type == "application/x-ndjson" else "json", None, None)
+    assert parsed.partial == "a JSON body over 2 MiB is not parsed; body_text has it as sent"
+    just_under = b"[" + b"1," * ((MAX_JSON_BYTES - 3) // 2) + b"1]"
+    assert len(just_under) <= MAX_JSON_BYTES and parse_body(just_under, content_type).value
+
+
+def test_json_over_1_mib_is_orjsons_alone():
+    big = b'{"n": 123456789012345678901234, "pad": "' + b"x" * ORJSON_ALONE_BYTES + b'"}'
+    assert parse_body(big, "application/json").value["n"] == 1.2345678901234568e+23
+    small = b'{"n": 123456789012345678901234}'
+    assert parse_body(small, "application/json").value["n"] == 123456789012345678901234

@@ -32,11 +32,11 @@ _MAP = ("properties", "patternProperties", "dependentSchemas", "dependencies")
 
 def schema_problem(schema: dict[str, Any]) -> str | None:
     """Why `schema` costs too much to be an endpoint's, or None."""
+    if deeper_than(schema, MAX_SCHEMA_DEPTH):  # first: orjson writes out 255 levels at most
+        return f"schema nests more than {MAX_SCHEMA_DEPTH} levels deep"
     size = len(orjson.dumps(schema))
     if size > MAX_SCHEMA_BYTES:
         return f"schema is {size} bytes as JSON; at most {MAX_SCHEMA_BYTES} are accepted"
-    if deeper_than(schema, MAX_SCHEMA_DEPTH):
-        return f"schema nests more than {MAX_SCHEMA_DEPTH} levels deep"
     try:
         _Count(schema).cost(schema)
     except _TooCostly:
