@@ -290,16 +290,21 @@ def _chained_any_of(levels: int) -> dict:
 
 def test_costly_schemas_are_refused_and_the_costliest_allowed_is_checked_at_once(shared_server):
     # 18 chained anyOf levels (1.3 KB) then a capture of `1` blocked the server 10 s and took
-    # 2.4 GB; saving a 2 MiB schema blocked it 13.9 s.
+    # 2.4 GB; saving a 2 MiB schema blocked it 13.9 s; an unanchored lookaround, then an 80 KB
+    # string, 20 s.
     server = shared_server
     with still_answering(server), httpx.Client(base_url=server.url, timeout=30) as client:
         for schema in (_chained_any_of(18),
-                       {"properties": {f"p{i}": {"type": "string"} for i in range(60_000)}}):
+                       {"properties": {f"p{i}": {"type": "string"} for i in range(60_000)}},
+                       {"type": "string", "pattern": "(?!.*b)x"}):
             response = client.post("/api/endpoints", json={"schema": schema})
             assert response.status_code == 422
             assert response.json()["error"]["details"][0]["field"] == "schema"
         allowed = client.post("/api/endpoints", json={"schema": _chained_any_of(12)}).json()
         for _ in range(5):
             assert client.post(allowed["url"], content=b"1").status_code == 200
+        linear = client.post("/api/endpoints", json={"schema": {
+            "type": "string", "pattern": "^[a-z]*x$"}}).json()
+        assert client.post(linear["url"], json="a" * 80_000 + "b").status_code == 200
     captures = httpx.get(f"{server.url}/api/endpoints/{allowed['token']}/captures").json()
     assert [c["validation"]["status"] for c in captures["captures"]] == ["invalid"] * 5
