@@ -24,6 +24,7 @@ from jsonschema import Draft7Validator
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
+from hookscope.formats.cost import schema_cost
 from hookscope.parse import STRICT_JSON, Parsed
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -31,6 +32,11 @@ MAX_ERRORS = 100
 
 
 MAX_MESSAGE = 300
+# Under a custom schema, a document's errors are all listed only when its values times the
+# schema's cost stay below this; else the first one (Checker.custom_cost).
+LIST_ALL_BELOW = 10_000
+FIRST_ERROR_ONLY = ("only the first error is listed: listing them all would check this document "
+                    "against too many subschemas")
 
 
 class SchemaUnusable(ValueError):
@@ -78,6 +84,12 @@ class Checker:
 
     rust: Any
     full: Validator | None
+    # A custom schema's cost (formats.cost), when it is one: jsonschema-rs makes all of a
+    # document's errors at once, each costing up to that many subschemas' checks (anyOf of
+    # $refs fans out), for every failing item of an array. So all are listed only when the
+    # document and the cost are both small (LIST_ALL_BELOW), else only the first, which costs
+    # one value's check.
+    custom_cost: int | None = None
 
     @classmethod
     def compile(cls, schema: Mapping[str, Any]) -> Checker:
@@ -85,7 +97,7 @@ class Checker:
 
     @classmethod
     def compile_custom(cls, schema: Mapping[str, Any]) -> Checker:
-        return cls(compile_rust(schema), None)
+        return cls(compile_rust(schema), None, schema_cost(dict(schema)))
 
     def errors(self, document: Any, prefix: str = "") -> list[dict[str, str]]:
         try:
@@ -98,7 +110,14 @@ class Checker:
             if self.full is not None:
                 found = [_error(prefix, e.absolute_path, e.message)
                          for e in islice(self.full.iter_errors(document), MAX_ERRORS)]
-            if not found:
+            if not found and self.custom_cost is not None and not _small(
+                    document, LIST_ALL_BELOW // max(self.custom_cost, 1)):
+                try:
+                    self.rust.validate(document)
+                except jsonschema_rs.ValidationError as error:
+                    found = [_error(prefix, error.instance_path, error.message),
+                             _error(prefix, (), FIRST_ERROR_ONLY)]
+            elif not found:
                 found = [_error(prefix, e.instance_path, e.message)
                          for e in islice(self.rust.iter_errors(document), MAX_ERRORS)]
         except RecursionError:
@@ -107,6 +126,17 @@ class Checker:
             return [_error(prefix, (), f"could not validate: {_short(str(exc))}")]
         found.sort(key=lambda e: e["path"])
         return found
+
+
+def _small(document: Any, limit: int) -> bool:
+    """Does `document` hold at most `limit` values (containers and scalars, at any depth)?"""
+    seen = 1
+    level = [document]
+    while level and seen <= limit:
+        level = [item for container in level if isinstance(container, (dict, list))
+                 for item in (container.values() if isinstance(container, dict) else container)]
+        seen += len(level)
+    return seen <= limit
 
 
 def _error(prefix: str, path: Iterable[Any], message: str) -> dict[str, str]:

@@ -47,6 +47,15 @@ def schema_problem(schema: dict[str, Any]) -> str | None:
     return None
 
 
+def schema_cost(schema: dict[str, Any]) -> int:
+    """How many subschemas one value could be checked against; past MAX_SCHEMA_COST (a schema
+    saved before the bound held), more than it."""
+    try:
+        return _Count(schema).cost(schema)
+    except (_TooCostly, RecursionError):
+        return MAX_SCHEMA_COST + 1
+
+
 class _TooCostly(Exception):
     pass
 
