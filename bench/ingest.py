@@ -12,7 +12,7 @@ each ratio is taken within its round; the summary gives the median over the roun
 is printed too).
 
 `--peer URL` adds another capture server to the end of every round: one already running on a
-loopback address (a peer such as Request Baskets; BENCHMARKS.md says how it was built and
+loopback address (a peer such as Request Baskets; docs/performance.md says how it was built and
 started). It keeps its own state across rounds. The same wrk load goes to URL, and the summary
 sets Hookscope against it. `--synchronous full` runs Hookscope with a disk sync per commit, for
 comparing with a peer that syncs each request.
