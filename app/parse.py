@@ -46,8 +46,8 @@ MAX_NDJSON_LINES = 10_000
 MAX_FORM_FIELDS = 10_000
 MAX_XML_ELEMENTS = 10_000
 # JSON (and NDJSON) larger than this is not decoded: a decoder makes every value in one call that
-# holds the interpreter, and so the event loop, for as long as it takes (a few MiB of small
-# arrays take most of a second), in whatever thread it runs.
+# holds the interpreter, and so the event loop, for as long as it takes (which grows with the
+# number of values, not the bytes), in whatever thread it runs. docs/performance.md has figures.
 MAX_JSON_BYTES = 2 * 1024 * 1024
 NOT_PARSED_JSON = (f"a JSON body over {MAX_JSON_BYTES >> 20} MiB is not parsed; body_text has it "
                    "as sent")
@@ -245,9 +245,9 @@ ORJSON_ALONE_BYTES = 1024 * 1024
 def loads_strict(data: bytes) -> Any:
     """Decode JSON bytes (UTF-8/16/32); ValueError or RecursionError when it is not JSON."""
     if len(data) > ORJSON_ALONE_BYTES:
-        # The standard library's decoder holds the interpreter for the whole document, a second
-        # for a few MiB of small arrays, and so holds the event loop up, wherever it runs: a
-        # document this large is orjson's alone (integers beyond 64 bits become floats, and
+        # The standard library's decoder holds the interpreter for the whole document, and so
+        # holds the event loop up, wherever it runs, and is slower than orjson: a document this
+        # large is orjson's alone (integers beyond 64 bits become floats, and
         # what orjson refuses, a lone surrogate say, is not JSON here).
         return orjson.loads(data)
     # (find(), not `in`: bytes.__contains__ first tries its argument as an integer, and raising

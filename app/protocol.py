@@ -28,7 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from hookscope.settings import Settings
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
-# A scope key: the request's head is known to be at most this many bytes.
+# A scope key, set true when the request's head is known to be within the limit.
 HEAD_WITHIN = "hookscope.head_within"
 
 
@@ -93,7 +93,7 @@ class _Guarded(HttpToolsProtocol):
         if self._head_bytes <= self.max_head:
             # All that came since the head began (the head and perhaps some body) is within the
             # limit: the capture path need not measure the head again.
-            self.scope[HEAD_WITHIN] = self.max_head  # type: ignore[typeddict-unknown-key]
+            self.scope[HEAD_WITHIN] = True  # type: ignore[typeddict-unknown-key]
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -54,7 +54,7 @@ class CaptureMiddleware:
         self.admit = admit or self._admit_here
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
-        if (scope["type"] == "http" and scope.get(HEAD_WITHIN) != self.settings.max_header_bytes
+        if (scope["type"] == "http" and not scope.get(HEAD_WITHIN)
                 and (size := head_size(scope)) > self.settings.max_header_bytes):
             # A head that never ended is refused by the protocol (hookscope.protocol) before it
             # is all in memory, and one it counted within the limit is marked so; any other is
