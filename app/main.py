@@ -14,15 +14,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hookscope.errors import EXCEPTION_HANDLERS
 from hookscope.formats import Validation, load_formats
-from hookscope.hub import Hub
-from hookscope.limits import FailureThrottle, RateLimiter
+from hookscope.ingest.limits import FailureThrottle, RateLimiter
+from hookscope.ingest.offload import Offload
+from hookscope.live.local import Hub
 from hookscope.models import now_us
-from hookscope.offload import Offload
-from hookscope.replay import TargetPolicy
+from hookscope.ops.replay import TargetPolicy
 from hookscope.routes import build_front, build_middleware, build_routes
 from hookscope.routes.capture import Admit
 from hookscope.settings import Settings
-from hookscope.store import SQLiteStore, Store
+from hookscope.storage.sqlite.store import SQLiteStore, Store
 
 log = logging.getLogger("hookscope")
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from hookscope.offload import BUDGET_EXCEEDED
-from hookscope.parse import (
+from hookscope.ingest.offload import BUDGET_EXCEEDED
+from hookscope.ingest.parse import (
     MAX_SHOWN_BYTES,
     NOT_SHOWN,
     Parsed,
@@ -184,7 +184,7 @@ class Capture:
 
     def as_json(self, *, full: bool, parse: bool = True) -> dict[str, Any]:
         """The API's object; `full` adds the body and its parsed view (with `parse` false, a view
-        that says its budget ran out: hookscope.offload)."""
+        that says its budget ran out: hookscope.ingest.offload)."""
         data: dict[str, Any] = {
             "id": self.id,
             "endpoint": self.endpoint_token,

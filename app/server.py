@@ -9,9 +9,9 @@ import sys
 import uvicorn
 from starlette.applications import Starlette
 
-from hookscope.inputs import MAX_DELAY_MS
+from hookscope.ingest.protocol import guarded_protocol
 from hookscope.main import create_app
-from hookscope.protocol import guarded_protocol
+from hookscope.routes.fields import MAX_DELAY_MS
 from hookscope.settings import Settings
 
 

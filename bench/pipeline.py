@@ -109,7 +109,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=64)
     args = parser.parse_args()
-    # As `hookscope serve` runs (app/cli.py).
+    # As `hookscope serve` runs (app/cli/__init__.py).
     gc.set_threshold(YOUNG_GC_THRESHOLD, 10, 10)
     sys.setswitchinterval(0.0005)
     results = uvloop.run(run(args))

@@ -16,7 +16,7 @@ import timeit
 from pathlib import Path
 
 from hookscope.formats import Validation, load_formats
-from hookscope.parse import parse_body
+from hookscope.ingest.parse import parse_body
 
 ROOT = Path(__file__).resolve().parent.parent
 

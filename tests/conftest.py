@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 
 from hookscope.main import create_app
 from hookscope.settings import Settings
-from hookscope.store import SQLiteStore
+from hookscope.storage.sqlite.store import SQLiteStore
 from tests.serverproc import ServerProcess
 
 BASE = "http://hookscope.test"

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hookscope.access import COOKIE, session_value, valid_session
 from hookscope.cli import startup_warning
 from hookscope.main import create_app
+from hookscope.routes.access import COOKIE, session_value, valid_session
 from hookscope.settings import Settings
-from hookscope.store import SQLiteStore
+from hookscope.storage.sqlite.store import SQLiteStore
 from tests.conftest import BASE
 from tests.serverproc import ServerProcess
 

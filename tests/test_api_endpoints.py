@@ -114,7 +114,7 @@ async def test_duplicate_alias_is_409(client):
 
 async def test_alias_cannot_shadow_another_endpoints_token(client, monkeypatch):
     tokens = iter(["lowercase-token-aaaaaaaa", "second-token-bbbbbbbbbbb"])
-    monkeypatch.setattr("hookscope.store.new_token", lambda: next(tokens))
+    monkeypatch.setattr("hookscope.storage.sqlite.store.new_token", lambda: next(tokens))
     first = (await client.post("/api/endpoints")).json()
     assert first["token"] == "lowercase-token-aaaaaaaa"
     response = await client.post("/api/endpoints", json={"alias": first["token"]})

@@ -1,4 +1,4 @@
-"""Large bodies in files beside the database (HOOKSCOPE_BODY_FILE_BYTES, hookscope.bodyfiles):
+"""Large bodies in files beside the database (HOOKSCOPE_BODY_FILE_BYTES, storage.sqlite.bodyfiles):
 stored byte for byte, counted against the limits, removed with their captures however those go, and
 swept when a crash left one behind."""
 
@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hookscope import bodyfiles
-from hookscope.bodyfiles import BodyFiles
 from hookscope.main import create_app
 from hookscope.models import Capture, new_capture_id, now_us
 from hookscope.settings import Settings
-from hookscope.store import CaptureQuery, SQLiteStore
+from hookscope.storage.sqlite import bodyfiles
+from hookscope.storage.sqlite.bodyfiles import BodyFiles
+from hookscope.storage.sqlite.store import CaptureQuery, SQLiteStore
 from tests.conftest import stored_bytes
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from hookscope.capture import build_capture
+from hookscope.ingest.capture import build_capture
 
 pytestmark = pytest.mark.anyio
 
@@ -359,7 +359,7 @@ async def test_a_parser_that_raises_costs_neither_the_capture_nor_its_full_view(
     def broken(body: bytes) -> None:
         raise RuntimeError("parser bug")
 
-    monkeypatch.setattr("hookscope.parse._xml", broken)
+    monkeypatch.setattr("hookscope.ingest.parse._xml", broken)
     response = await client.post(f"/h/{endpoint['token']}", content=b"<a>x</a>",
                                  headers={"Content-Type": "application/xml"})
     assert response.status_code == 200
@@ -400,8 +400,8 @@ async def test_a_large_body_that_outlasts_the_parse_budget_is_stored_and_answere
     def stuck(body: bytes) -> None:
         slow.wait(5)  # a parse that takes far longer than the budget
 
-    monkeypatch.setattr("hookscope.parse._ndjson", stuck)
-    monkeypatch.setattr("hookscope.offload.BUDGET_S", 0.2)
+    monkeypatch.setattr("hookscope.ingest.parse._ndjson", stuck)
+    monkeypatch.setattr("hookscope.ingest.offload.BUDGET_S", 0.2)
     body = b'{"n": 1}\n' * 10_000  # past INLINE_BODY_BYTES: parsed in a thread
     try:
         started = time.monotonic()

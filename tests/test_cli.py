@@ -20,13 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hookscope.client import Unreachable, server_url
-from hookscope.commands import captures
-from hookscope.commands.captures import endpoint_key
-from hookscope.commands.endpoints import OPTIONS
-from hookscope.commands.output import Printer, safe
+from hookscope.cli import captures
+from hookscope.cli.captures import endpoint_key
+from hookscope.cli.client import Unreachable, server_url
+from hookscope.cli.endpoints import OPTIONS
+from hookscope.cli.output import Printer, safe
 from hookscope.formats import load_formats
-from hookscope.inputs import _CHECKERS as ENDPOINT_FIELDS
+from hookscope.routes.fields import _CHECKERS as ENDPOINT_FIELDS
 from hookscope.verify import SCHEME_IDS
 from tests.clirun import cli_env, hookscope, hookscope_process, unused_port_url
 from tests.serverproc import ServerProcess
@@ -309,7 +309,7 @@ def test_tail_resumes_after_a_dropped_stream_with_last_event_id(monkeypatch):
             return  # the server ended the stream (shutting down, or we were too slow)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("hookscope.client.Client.events", events)
+    monkeypatch.setattr("hookscope.cli.client.Client.events", events)
     monkeypatch.setattr(captures.time, "sleep", lambda s: None)
     result = hookscope("--server", "http://127.0.0.1:9", "tail", "k", "--after", "4")
     assert result.code == 0

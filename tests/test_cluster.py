@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from hookscope.channel import Channel
 from hookscope.cluster import listen
+from hookscope.cluster.channel import Channel
 from tests.clirun import hookscope_process
 from tests.conftest import stored_bytes
 from tests.serverproc import ServerProcess, wait_until

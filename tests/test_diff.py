@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from hookscope.diff import pointer_token
+from hookscope.ops.diff import pointer_token
 
 pytestmark = pytest.mark.anyio
 

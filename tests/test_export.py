@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hookscope.export import curl
 from hookscope.models import Capture
+from hookscope.ops.export import curl
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import pytest
 from jsonschema import Draft7Validator
 
 from hookscope.formats import Validation, load_formats
-from hookscope.parse import parse_body
+from hookscope.ingest.parse import parse_body
 
 FIXTURES = Path(__file__).parent / "fixtures" / "formats"
 API_FORMAT_IDS = [

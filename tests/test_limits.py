@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from hookscope.main import create_app
-from hookscope.migrations import migrate
 from hookscope.settings import Settings
-from hookscope.store import SQLiteStore
+from hookscope.storage.sqlite.migrations import migrate
+from hookscope.storage.sqlite.store import SQLiteStore
 from tests.conftest import BASE, stored_bytes
 from tests.serverproc import ServerProcess
 
@@ -314,7 +314,7 @@ async def test_counters_match_the_rows_after_a_random_mix_of_operations(tmp_path
 
 
 def test_idle_rate_buckets_are_forgotten_when_there_are_too_many(monkeypatch):
-    from hookscope import limits
+    from hookscope.ingest import limits
 
     monkeypatch.setattr(limits, "MAX_BUCKETS", 3)
     now = [100.0]
@@ -332,7 +332,7 @@ def test_idle_rate_buckets_are_forgotten_when_there_are_too_many(monkeypatch):
 
 
 def test_failures_count_per_ipv4_address_and_per_ipv6_64():
-    from hookscope.limits import FailureThrottle
+    from hookscope.ingest.limits import FailureThrottle
 
     throttle = FailureThrottle(attempts=2, refill_s=10)
     now = [0.0]
@@ -349,7 +349,7 @@ def test_failures_count_per_ipv4_address_and_per_ipv6_64():
 
 
 def test_a_flood_of_addresses_evicts_the_longest_quiet_without_a_scan(monkeypatch):
-    import hookscope.limits as limits
+    import hookscope.ingest.limits as limits
 
     monkeypatch.setattr(limits, "MAX_BUCKETS", 3)
     throttle = limits.FailureThrottle(attempts=1)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from hookscope.formats import Validation, load_formats
-from hookscope.parse import (
+from hookscope.ingest.parse import (
     MAX_FORM_FIELDS,
     MAX_JSON_BYTES,
     MAX_NDJSON_LINES,

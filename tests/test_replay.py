@@ -13,7 +13,7 @@ import pytest
 
 from hookscope.errors import ApiError
 from hookscope.models import Capture
-from hookscope.replay import MAX_RESPONSE_BODY, TargetPolicy, replay_headers
+from hookscope.ops.replay import MAX_RESPONSE_BODY, TargetPolicy, replay_headers
 from hookscope.settings import Settings, SettingsError
 
 pytestmark = pytest.mark.anyio

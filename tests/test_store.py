@@ -18,14 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from hookscope import checkpointer, models, writer
-from hookscope.hub import Hub
+from hookscope import models
+from hookscope.live.local import Hub
 from hookscope.main import create_app
-from hookscope.migrations import LATEST, MIGRATIONS, SchemaTooNew, migrate
 from hookscope.models import Capture, new_capture_id, now_us
-from hookscope.retention import Retention
 from hookscope.settings import Settings
-from hookscope.store import (
+from hookscope.storage.sqlite import checkpointer, writer
+from hookscope.storage.sqlite.migrations import LATEST, MIGRATIONS, SchemaTooNew, migrate
+from hookscope.storage.sqlite.retention import Retention
+from hookscope.storage.sqlite.store import (
     CaptureQuery,
     Conflict,
     Gone,
@@ -99,8 +100,8 @@ async def test_restart_keeps_endpoints_captures_and_sequence(tmp_path):
 
 
 async def test_bodies_are_blobs_and_unchecked_verdicts_null(store):
-    """The writer binds bytes and None through identity adapters (hookscope.writer): the columns
-    must still hold a BLOB and NULLs."""
+    """The writer binds bytes and None through identity adapters (storage.sqlite.writer): the
+    columns must still hold a BLOB and NULLs."""
     endpoint = await _endpoint(store)
     await store.add_capture(_capture(endpoint.id, endpoint.token, b"\x00\xffraw"))
     with sqlite3.connect(store.path) as conn:

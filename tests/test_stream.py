@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from sse_starlette.sse import AppStatus
 
-from hookscope.hub import Hub
+from hookscope.live.local import Hub
 from hookscope.main import create_app
 from hookscope.settings import Settings
 from tests.conftest import BASE
@@ -222,7 +222,7 @@ async def test_a_stream_of_an_endpoint_deleted_before_it_subscribed_ends_at_once
     nothing would ever end that stream, so it must see the deletion itself."""
     from hookscope.models import now_us
     from hookscope.routes.stream import _last_seq
-    from hookscope.store import SQLiteStore
+    from hookscope.storage.sqlite.store import SQLiteStore
 
     store = SQLiteStore(tmp_path / "gone.db")
     await store.open()
@@ -237,7 +237,7 @@ async def test_a_stream_of_an_endpoint_deleted_before_it_subscribed_ends_at_once
 
 @pytest.mark.anyio
 async def test_a_slow_subscriber_is_dropped_without_touching_captures(tmp_path):
-    from hookscope.store import SQLiteStore
+    from hookscope.storage.sqlite.store import SQLiteStore
 
     settings = Settings(db=str(tmp_path / "slow.db"), allowed_hosts="hookscope.test")
     store = SQLiteStore(settings.db)

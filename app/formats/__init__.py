@@ -25,7 +25,7 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
 from hookscope.formats.cost import schema_cost
-from hookscope.parse import STRICT_JSON, Parsed
+from hookscope.ingest.parse import STRICT_JSON, Parsed
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 MAX_ERRORS = 100

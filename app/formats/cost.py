@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from hookscope.parse import deeper_than
+from hookscope.ingest.parse import deeper_than
 
 MAX_SCHEMA_BYTES = 256 * 1024
 MAX_SCHEMA_DEPTH = 64

@@ -16,15 +16,15 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from hookscope.access import AccessMiddleware
 from hookscope.formats import Validation
-from hookscope.hub import Publisher
-from hookscope.limits import FailureThrottle, RateLimiter
-from hookscope.offload import Offload
+from hookscope.ingest.limits import FailureThrottle, RateLimiter
+from hookscope.ingest.offload import Offload
+from hookscope.live.local import Publisher
 from hookscope.routes import api, pages, stream
+from hookscope.routes.access import AccessMiddleware
 from hookscope.routes.capture import Admit, CaptureMiddleware
 from hookscope.settings import Settings
-from hookscope.store import Store
+from hookscope.storage.sqlite.store import Store
 
 
 def build_middleware(settings: Settings, throttle: FailureThrottle,

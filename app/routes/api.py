@@ -13,19 +13,20 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive
 
-from hookscope import __version__, diff, export
-from hookscope.capture import signed_request
+from hookscope import __version__
 from hookscope.errors import ApiError
 from hookscope.formats import Validation, verdict
-from hookscope.hub import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub
-from hookscope.inputs import check_endpoint_fields, check_replay_fields
+from hookscope.ingest.capture import signed_request
+from hookscope.ingest.offload import BUDGET_EXCEEDED, Offload
+from hookscope.ingest.parse import Parsed, loads_strict, media_type, parse_body, unparsed
+from hookscope.live.local import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub
 from hookscope.models import Capture, Endpoint, now_us
-from hookscope.offload import BUDGET_EXCEEDED, Offload
-from hookscope.parse import Parsed, loads_strict, media_type, parse_body, unparsed
-from hookscope.replay import replay
+from hookscope.ops import diff, export
+from hookscope.ops.replay import replay
 from hookscope.responses import JSONResponse
+from hookscope.routes.fields import check_endpoint_fields, check_replay_fields
 from hookscope.settings import Settings
-from hookscope.store import CaptureQuery, Conflict, Gone, Store
+from hookscope.storage.sqlite.store import CaptureQuery, Conflict, Gone, Store
 from hookscope.verify import check_signature, scheme_list
 
 MAX_JSON_BODY = 2 * 1024 * 1024
@@ -278,7 +279,7 @@ async def get_capture(request: Request) -> Response:
 
 async def full_view(request: Request, capture: Capture) -> dict[str, Any]:
     """The capture in full; a large body's view is made off the event loop, and shown unparsed
-    when that runs out of budget (hookscope.offload)."""
+    when that runs out of budget (hookscope.ingest.offload)."""
     try:
         return await _offload(request).run(len(capture.body or b""),
                                            partial(capture.as_json, full=True))

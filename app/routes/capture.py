@@ -19,16 +19,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
-from hookscope.capture import Disconnected, build_capture, read_body, signed_request
 from hookscope.errors import send_error
 from hookscope.formats import Validation
-from hookscope.hub import Publisher
-from hookscope.limits import RateLimiter
+from hookscope.ingest.capture import Disconnected, build_capture, read_body, signed_request
+from hookscope.ingest.limits import RateLimiter
+from hookscope.ingest.offload import BUDGET_EXCEEDED, INLINE_BODY_BYTES, Offload
+from hookscope.ingest.protocol import HEAD_WITHIN
+from hookscope.live.local import Publisher
 from hookscope.models import Capture, Endpoint, now_us
-from hookscope.offload import BUDGET_EXCEEDED, INLINE_BODY_BYTES, Offload
-from hookscope.protocol import HEAD_WITHIN
 from hookscope.settings import Settings
-from hookscope.store import Gone, Store
+from hookscope.storage.sqlite.store import Gone, Store
 from hookscope.verify import check_signature
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -56,7 +56,7 @@ class CaptureMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
         if (scope["type"] == "http" and not scope.get(HEAD_WITHIN)
                 and (size := head_size(scope)) > self.settings.max_header_bytes):
-            # A head that never ended is refused by the protocol (hookscope.protocol) before it
+            # A head that never ended is refused by the protocol (ingest.protocol) before it
             # is all in memory, and one it counted within the limit is marked so; any other is
             # measured here, the same for every route.
             await _error(scope, receive, send, 431, "headers_too_large",

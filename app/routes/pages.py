@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from hookscope.access import (
+from hookscope.routes.access import (
     COOKIE,
     SESSION_S,
     check_token,

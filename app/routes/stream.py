@@ -19,10 +19,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from hookscope.errors import ApiError
-from hookscope.hub import Hub, Subscription, sse_frame
+from hookscope.live.local import Hub, Subscription, sse_frame
 from hookscope.models import Endpoint
 from hookscope.routes.api import check_room, disconnected, endpoint_or_404, store_of
-from hookscope.store import CaptureQuery, Store
+from hookscope.storage.sqlite.store import CaptureQuery, Store
 
 REPLAY_PAGE = 500
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from hookscope.parse import media_type
+from hookscope.ingest.parse import media_type
 from hookscope.verify.base import (
     Context,
     Scheme,

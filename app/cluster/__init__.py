@@ -4,12 +4,12 @@ One process running Python serves HTTP on one core. This lets N processes serve 
 a listening socket of its own (SO_REUSEPORT, on Linux; see `listen`). Each is a whole Hookscope with
 its own SQLite connections and writer on the one database file: SQLite's write lock takes their
 commits one at a time, and each writer reloads its endpoint counters (the next `seq`, counts and
-bytes for pruning) inside any transaction that follows another process's commit (hookscope.writer,
-`PRAGMA data_version`). The first process (main) holds the lock file, opens the database first (its
-migrations, its sweep of orphaned body files) and deletes expired endpoints; it starts the others
-(workers) and talks to each over a Unix socket pair made before the worker started, so nothing else
-can reach it: calls answered in turn and one-way notes, as length-prefixed pickles between
-Hookscope's own processes.
+bytes for pruning) inside any transaction that follows another process's commit
+(storage.sqlite.writer, `PRAGMA data_version`). The first process (main) holds the lock file, opens
+the database first (its migrations, its sweep of orphaned body files) and deletes expired endpoints;
+it starts the others (workers) and talks to each over a Unix socket pair made before the worker
+started, so nothing else can reach it: calls answered in turn and one-way notes, as length-prefixed
+pickles between Hookscope's own processes.
 
 What must hold across processes, and how:
 
@@ -56,12 +56,12 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from hookscope.channel import Channel, send_blocking
-from hookscope.hub import Hub, Subscription
-from hookscope.inputs import MAX_DELAY_MS
-from hookscope.limits import FailureThrottle
+from hookscope.cluster.channel import Channel, send_blocking
+from hookscope.ingest.limits import FailureThrottle
+from hookscope.live.local import Hub, Subscription
+from hookscope.routes.fields import MAX_DELAY_MS
 from hookscope.settings import Settings
-from hookscope.store import SQLiteStore
+from hookscope.storage.sqlite.store import SQLiteStore
 
 log = logging.getLogger("hookscope.cluster")
 
@@ -290,7 +290,8 @@ class Cluster:
                 # which stops the workers itself.
                 process = subprocess.Popen(
                     [sys.executable, "-P", "-c",
-                     "from hookscope.worker import run_worker; run_worker()", *map(str, fds)],
+                     "from hookscope.cluster.worker import run_worker; run_worker()",
+                     *map(str, fds)],
                     pass_fds=(*fds, *self._lock_fds), start_new_session=True)
         except BaseException:
             ours.close()

@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
+from hookscope.ingest.offload import BUDGET_EXCEEDED
+from hookscope.ingest.parse import parse_body, unparsed
 from hookscope.models import Capture, new_capture_id
-from hookscope.offload import BUDGET_EXCEEDED
-from hookscope.parse import parse_body, unparsed
 from hookscope.verify import SCHEMES
 from hookscope.verify.base import SignedRequest
 
@@ -61,7 +61,7 @@ _NAMES = {name.encode(): name for name in (
 def build_capture(scope: dict[str, Any], *, endpoint_id: int, endpoint_token: str,
                   received_at: int, body: bytes, truncated: bool, parse: bool = True) -> Capture:
     """The capture of a request; its response status is filled in once it is decided. With
-    `parse` false, its body's view says it ran out of budget (hookscope.offload)."""
+    `parse` false, its body's view says it ran out of budget (hookscope.ingest.offload)."""
     headers = [[_NAMES.get(name) or name.decode("latin-1"), value.decode("latin-1")]
                for name, value in scope["headers"]]
     content_type = None

@@ -61,21 +61,21 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE endpoints SET stored_bytes = (
         SELECT COALESCE(SUM(length(body)), 0) FROM captures WHERE endpoint_id = endpoints.id);
     """,
-    # 3: a body kept in a file beside the database (hookscope.bodyfiles) leaves the row's body empty
+    # 3: a body kept in a file beside the database (bodyfiles.py) leaves the row's body empty
     # and its length here; 0 (all earlier rows): the body is in the row.
     """
     ALTER TABLE captures ADD COLUMN file_bytes INTEGER NOT NULL DEFAULT 0;
     """,
     # 4: a capture's path, query and header fields count toward stored_bytes, as its body does
-    # (hookscope.retention.STORED_BYTES).
+    # (retention.py.STORED_BYTES).
     """
     UPDATE endpoints SET stored_bytes = (
         SELECT COALESCE(SUM(length(body) + file_bytes + length(CAST(path AS BLOB))
                             + length(CAST(query AS BLOB)) + length(CAST(headers AS BLOB))), 0)
         FROM captures WHERE endpoint_id = endpoints.id);
     """,
-    # 5: browser sessions logged out before they expired (hookscope.access): a cookie naming one
-    # no longer signs in, whichever process it reaches.
+    # 5: browser sessions logged out before they expired (routes.access): a cookie naming one no
+    # longer signs in, whichever process it reaches.
     """
     CREATE TABLE revoked_sessions (
         nonce TEXT PRIMARY KEY,

@@ -1,9 +1,9 @@
 """Storage: the Store protocol and its SQLite implementation.
 
-Writes go through the one group-commit writer (hookscope.writer); reads use their own aiosqlite
+Writes go through the one group-commit writer (writer.py); reads use their own aiosqlite
 connection, so a long read never delays an acknowledgement. Per-endpoint counters and the limits
-they are held to live with the writer (hookscope.retention), and so do large bodies kept in files
-beside the database when HOOKSCOPE_BODY_FILE_BYTES asks for it (hookscope.bodyfiles). Sequence
+they are held to live with the writer (retention.py), and so do large bodies kept in files
+beside the database when HOOKSCOPE_BODY_FILE_BYTES asks for it (bodyfiles.py). Sequence
 numbers only grow, even across clears, deletes and pruning, because `last_seq` is kept on the
 endpoint row.
 
@@ -32,11 +32,11 @@ from typing import Any, Protocol
 import aiosqlite
 import orjson
 
-from hookscope.bodyfiles import BodyFiles
-from hookscope.migrations import LATEST, SchemaTooNew
 from hookscope.models import Capture, Endpoint, new_token
-from hookscope.retention import STORED_BYTES, Gone, Retention, stored_size
-from hookscope.writer import Writer
+from hookscope.storage.sqlite.bodyfiles import BodyFiles
+from hookscope.storage.sqlite.migrations import LATEST, SchemaTooNew
+from hookscope.storage.sqlite.retention import STORED_BYTES, Gone, Retention, stored_size
+from hookscope.storage.sqlite.writer import Writer
 
 SUMMARY_COLUMNS = (
     "c.id, c.endpoint_id, e.token, c.seq, c.received_at, c.method, c.path, c.query, c.headers, "

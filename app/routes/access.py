@@ -36,7 +36,7 @@ from urllib.parse import quote, urlsplit
 from starlette.requests import cookie_parser
 
 from hookscope.errors import send_error
-from hookscope.limits import FailureThrottle
+from hookscope.ingest.limits import FailureThrottle
 
 COOKIE = "hookscope_session"
 SESSION_S = 30 * 24 * 3600

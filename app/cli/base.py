@@ -1,4 +1,4 @@
-"""The client commands of `hookscope` (app/cli.py maps the arguments onto them).
+"""The client commands of `hookscope` (cli/__init__.py maps the arguments onto them).
 
 Exit codes are part of the interface, documented in the README and stable:
 
@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from hookscope.client import Client, Refused, Unreachable, server_url
+from hookscope.cli.client import Client, Refused, Unreachable, server_url
 
 OK = 0
 FAILED = 1

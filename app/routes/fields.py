@@ -29,7 +29,7 @@ from hookscope.models import (
     Endpoint,
     mask_secret,
 )
-from hookscope.replay import DEFAULT_TIMEOUT, MAX_TIMEOUT, ReplayOptions
+from hookscope.ops.replay import DEFAULT_TIMEOUT, MAX_TIMEOUT, ReplayOptions
 from hookscope.verify import COMMON_FIELDS, SCHEME_IDS, option_problems
 
 MAX_DELAY_MS = 30_000

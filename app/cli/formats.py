@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-from hookscope.client import Client
-from hookscope.commands import FAILED, OK, USAGE, Failed, local, remote
-from hookscope.commands.captures import error_line
-from hookscope.commands.fixture import read_payload
-from hookscope.commands.output import Printer
+from hookscope.cli.base import FAILED, OK, USAGE, Failed, local, remote
+from hookscope.cli.captures import error_line
+from hookscope.cli.client import Client
+from hookscope.cli.fixture import read_payload
+from hookscope.cli.output import Printer
 
 
 @remote
@@ -28,7 +28,7 @@ def formats(args: argparse.Namespace, client: Client) -> int:
 def validate(args: argparse.Namespace) -> int:
     # Imported here: compiling the schemas is the slow part, and only this command needs them.
     from hookscope.formats import Validation, load_formats, verdict
-    from hookscope.parse import parse_body
+    from hookscope.ingest.parse import parse_body
 
     registry = load_formats()
     if args.format is not None and registry.get(args.format) is None:

@@ -1,7 +1,7 @@
 """The CLI's side of the JSON API: a small synchronous httpx client and the ways a call can fail.
 
 Failures are exceptions the commands do not catch: `Unreachable` (no HTTP answer at all) and
-`Refused` (the API's error shape, or anything else that is not a 2xx); hookscope.commands turns each
+`Refused` (the API's error shape, or anything else that is not a 2xx); hookscope.cli.base turns each
 into a message on stderr and an exit code, in one place.
 """
 

@@ -25,7 +25,7 @@ every operation in the batch fails and nothing is acknowledged.
 With several processes on the database (HOOKSCOPE_WORKERS), a loop that finds SQLite's write
 lock taken tries again on later turns, and the thread polls for it (see _try_again_later).
 
-Checkpoints are hookscope.checkpointer's job, on a connection and a thread of their own.
+Checkpoints are checkpointer.py's job, on a connection and a thread of their own.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from hookscope.checkpointer import Checkpointer
-from hookscope.migrations import migrate
+from hookscope.storage.sqlite.checkpointer import Checkpointer
+from hookscope.storage.sqlite.migrations import migrate
 
 T = TypeVar("T")
 log = logging.getLogger("hookscope.writer")
@@ -72,8 +72,8 @@ class _Turn:
 
 
 class BatchHooks(Protocol):
-    """What the store keeps in step with the writer's transactions (hookscope.retention,
-    hookscope.bodyfiles), called on the writer's connection in the order given."""
+    """What the store keeps in step with the writer's transactions (retention.py,
+    bodyfiles.py), called on the writer's connection in the order given."""
 
     def prepare(self, conn: sqlite3.Connection) -> None: ...
     def others_wrote(self, conn: sqlite3.Connection) -> None: ...

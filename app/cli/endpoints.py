@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hookscope.client import Client
-from hookscope.commands import OK, USAGE, Failed, remote
-from hookscope.commands.output import Printer, local_time
+from hookscope.cli.base import OK, USAGE, Failed, remote
+from hookscope.cli.client import Client
+from hookscope.cli.output import Printer, local_time
 
 
 def header_pair(text: str) -> tuple[str, str]:

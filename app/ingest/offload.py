@@ -7,7 +7,7 @@ compared, parsed again) in a thread of its own. The thread shares the interprete
 which gets its turn at every switch interval (hookscope.server); a second thread would not parse
 more (only one runs Python at a time), it would hold a second parsed body in memory, and it could
 take the interpreter straight after the first's long step in C (orjson decodes a whole document in
-one) while the loop waits. The parsers' caps (hookscope.parse) bound what one body costs; the budget
+one) while the loop waits. The parsers' caps (ingest.parse) bound what one body costs; the budget
 bounds how long one waits for its turn. What still has no result BUDGET_S after it was asked for
 (waiting for a thread included) is given up on: the capture is stored and answered all the same, its
 verdicts `unknown` with the reason, and a view shows it unparsed. (A thread cannot be stopped: it

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hookscope.commands import USAGE, Failed
+from hookscope.cli.base import USAGE, Failed
+from hookscope.ingest.parse import loads_strict
 from hookscope.models import Capture
-from hookscope.parse import loads_strict
 
 # A raw payload's Content-Type by its file name; anything else is sniffed (JSON, XML, form).
 _TYPES = {".json": "application/json", ".ndjson": "application/x-ndjson",
@@ -27,7 +27,7 @@ class Payload:
     fixture: dict[str, Any] | None  # the export, when the file is one
 
     def as_capture(self) -> Capture:
-        """The exported request as a Capture (what hookscope.replay sends)."""
+        """The exported request as a Capture (what hookscope.ops.replay sends)."""
         fixture = self.fixture or {}
         return Capture(
             id=str(fixture.get("id") or ""), endpoint_id=0,

@@ -16,11 +16,11 @@ from functools import partial
 
 from starlette.applications import Starlette
 
-from hookscope.channel import Channel, receive_blocking
-from hookscope.hub import Hub, Subscription
-from hookscope.limits import FailureThrottle
+from hookscope.cluster.channel import Channel, receive_blocking
+from hookscope.ingest.limits import FailureThrottle
+from hookscope.live.local import Hub, Subscription
 from hookscope.settings import Settings
-from hookscope.store import SQLiteStore
+from hookscope.storage.sqlite.store import SQLiteStore
 
 log = logging.getLogger("hookscope.worker")
 

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from hookscope.client import Client, segment
-from hookscope.commands import FAILED, OK, USAGE, Failed, remote, warn
-from hookscope.commands.endpoints import header_pair
-from hookscope.commands.fixture import read_payload
-from hookscope.commands.output import Printer, safe
+from hookscope.cli.base import FAILED, OK, USAGE, Failed, remote, warn
+from hookscope.cli.client import Client, segment
+from hookscope.cli.endpoints import header_pair
+from hookscope.cli.fixture import read_payload
+from hookscope.cli.output import Printer, safe
 
 if TYPE_CHECKING:
-    from hookscope.replay import ReplayOptions
+    from hookscope.ops.replay import ReplayOptions
 
 
 def overrides(args: argparse.Namespace) -> dict[str, str | None]:
@@ -37,8 +37,8 @@ def resend(args: argparse.Namespace, client: Client) -> int:
     # The server's own checks and replay code, imported here: they bring jsonschema along,
     # which every other command would otherwise pay for at start.
     from hookscope.errors import ApiError
-    from hookscope.inputs import check_replay_fields
-    from hookscope.replay import MAX_RESPONSE_BODY
+    from hookscope.ops.replay import MAX_RESPONSE_BODY
+    from hookscope.routes.fields import check_replay_fields
 
     body: dict[str, Any] = {"url": args.to}
     if args.header or args.remove_header:
@@ -83,7 +83,7 @@ def replay_file(name: str, options: ReplayOptions) -> dict[str, Any]:
     """Send an exported capture from this process, with the server's own replay code (same
     headers, same limits, same reply shape)."""
     from hookscope.errors import ApiError
-    from hookscope.replay import TargetPolicy, replay
+    from hookscope.ops.replay import TargetPolicy, replay
 
     # Sent from the user's own machine, where anything it can reach is theirs to send to: the
     # server's policy guards the server's network from its API's users.

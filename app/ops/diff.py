@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
+from hookscope.ingest.parse import parse_body
 from hookscope.models import Capture, body_fields
-from hookscope.parse import parse_body
 
 STRUCTURED = ("json", "ndjson", "form", "xml")
 

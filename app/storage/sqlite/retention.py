@@ -1,6 +1,6 @@
 """What the store keeps: per-endpoint counters and the limits they are held to.
 
-Touched only inside the writer's transactions (hookscope.writer), one at a time. The counters (last
+Touched only inside the writer's transactions (writer.py), one at a time. The counters (last
 sequence number, capture count, stored body bytes) are loaded from the endpoint row on first use
 and written back once per batch. While no other connection commits, the writer's copy is
 authoritative; once one did (another process on the database, HOOKSCOPE_WORKERS), they are
@@ -30,7 +30,7 @@ class Counter:
     max_bytes: int | None
 
 
-# A capture's stored bytes: its body, in the row or in a file (hookscope.bodyfiles), and its path,
+# A capture's stored bytes: its body, in the row or in a file (bodyfiles.py), and its path,
 # query and header fields as stored (a sender controls those too, and they can be as large as the
 # head limit allows), in bytes of UTF-8 (length() of a text would count characters, and stop at
 # a NUL). Reading file_bytes of a row whose body is in the row costs nothing, even behind a large

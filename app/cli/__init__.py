@@ -1,7 +1,8 @@
 """The `hookscope` command: the argument map. `serve` runs the server; the other commands are
-clients of its JSON API (app/commands), except `validate`, which works offline.
+clients of its JSON API (one module per command group beside this one), except `validate`, which
+works offline.
 
-Exit codes (stable, documented in the README; app/commands says which failure gets which):
+Exit codes (stable, documented in docs/cli.md; cli/base.py says which failure gets which):
 0 success, 1 an expectation or validation failed, 2 usage error, 3 timeout with nothing
 received, 4 server unreachable. `serve` exits 1 when it cannot start.
 """
@@ -15,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from hookscope import __version__
-from hookscope.client import DEFAULT_SERVER
-from hookscope.commands import captures, endpoints, formats, replay
+from hookscope.cli import captures, endpoints, formats, replay
+from hookscope.cli.client import DEFAULT_SERVER
 from hookscope.settings import SETTINGS, Settings, SettingsError
 
 
@@ -188,9 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from hookscope.cluster import Cluster
     from hookscope.main import create_app
-    from hookscope.migrations import SchemaTooNew
     from hookscope.server import build_server, tune_process
-    from hookscope.store import StoreLocked, check_writable
+    from hookscope.storage.sqlite.migrations import SchemaTooNew
+    from hookscope.storage.sqlite.store import StoreLocked, check_writable
 
     overrides = {f.name: getattr(args, f.name) for f in SETTINGS if f.metadata["cli"]}
     try:

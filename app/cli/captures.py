@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hookscope.client import Client, Unreachable, segment
-from hookscope.commands import FAILED, OK, TIMEOUT, USAGE, Failed, remote, warn
-from hookscope.commands.output import (
+from hookscope.cli.base import FAILED, OK, TIMEOUT, USAGE, Failed, remote, warn
+from hookscope.cli.client import Client, Unreachable, segment
+from hookscope.cli.output import (
     Printer,
     hexdump,
     local_time,

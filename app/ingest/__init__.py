@@ -1,0 +1,3 @@
+"""From an HTTP request to a Capture: the guarded connection protocol (protocol.py), the body and
+head read within limits (capture.py), body parsing (parse.py) off the event loop when large
+(offload.py), and per-endpoint rate limits (limits.py)."""

@@ -1,0 +1,1 @@
+"""Live fan-out: committed captures to streams and long-polls. TODO"""

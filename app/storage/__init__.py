@@ -1,0 +1,1 @@
+"""Storage: where endpoints and captures live. TODO"""
