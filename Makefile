@@ -33,8 +33,12 @@ run: $(VENV)/.run-deps
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest
 
+# mypy checks the package by its import name: app/ is linked as hookscope/ for it (an editable
+# install maps the name with an import hook, which mypy does not follow).
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
+	mkdir -p $(VENV)/typecheck && ln -sfn "$(CURDIR)/app" $(VENV)/typecheck/hookscope
+	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p hookscope
 
 # `make lock` follows a change to pyproject.toml and keeps every other pin; `make lock-upgrade`
 # takes the newest releases pyproject.toml allows. run.txt takes test.txt's versions, so `make run`
@@ -57,4 +61,4 @@ bench: $(VENV)/.run-deps
 	$(BIN)/python bench/large.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from hookscope.responses import JSONResponse
 
@@ -30,13 +32,13 @@ class ApiError(Exception):
 
 def error_response(status: int, message: str, *, code: str | None = None,
                    details: list[dict[str, Any]] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
     body = {"error": {"code": code or _CODES.get(status, "error"), "message": message,
                       "details": details or []}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def send_error(scope: dict[str, Any], receive: Any, send: Any, status: int, message: str,
+async def send_error(scope: Scope, receive: Receive, send: Send, status: int, message: str,
                      *, code: str | None = None, headers: dict[str, str] | None = None) -> None:
     """`error_response`, sent from a pure ASGI middleware (the capture path, access control)."""
     await error_response(status, message, code=code, headers=headers)(scope, receive, send)

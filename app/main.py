@@ -16,13 +16,14 @@ from hookscope.errors import EXCEPTION_HANDLERS
 from hookscope.formats import Validation, load_formats
 from hookscope.ingest.limits import FailureThrottle, RateLimiter
 from hookscope.ingest.offload import Offload
-from hookscope.live.local import Hub
+from hookscope.live import Hub
+from hookscope.live.local import LocalHub
 from hookscope.models import now_us
 from hookscope.ops.replay import TargetPolicy
 from hookscope.routes import build_front, build_middleware, build_routes
 from hookscope.routes.capture import Admit
 from hookscope.settings import Settings
-from hookscope.storage.sqlite.store import SQLiteStore, Store
+from hookscope.storage import StorageSettings, Store, build_store
 
 log = logging.getLogger("hookscope")
 
@@ -45,7 +46,9 @@ class Peers(Protocol):
 
     sweeps: bool  # this process deletes expired endpoints
     shared: bool  # its store opens after another process's (no lock file, no sweep of files)
-    hub: Hub  # this process's, which knows of the others' watchers
+
+    @property
+    def hub(self) -> Hub: ...  # this process's, which knows of the others' watchers
 
     @property
     def admit(self) -> Admit | None: ...  # asks another process for rate-limit tokens
@@ -62,16 +65,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     it one process of several (hookscope.cluster), with their hub and their rate limiter."""
     settings = settings or Settings()
     owns_store = store is None
-    active: Store = store if store is not None else SQLiteStore(
-        settings.db, max_total_bytes=settings.max_total_bytes, synchronous=settings.synchronous,
-        body_file_bytes=settings.body_file_bytes, shared=peers is not None and peers.shared)
-    live = hub if hub is not None else peers.hub if peers is not None else Hub()
+    active = store if store is not None else build_store(
+        StorageSettings.of(settings), shared=peers is not None and peers.shared)
+    live = hub if hub is not None else peers.hub if peers is not None else LocalHub()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if owns_store:
             await active.open()
-        live.closed = False  # an app started again after a shutdown streams again
+        live.open()
         sweeper = None
         try:  # whatever fails to start, the store is closed (its threads would keep a process)
             if peers is not None:
@@ -101,7 +103,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
                                       admit),
                     routes=build_routes(),
                     middleware=build_middleware(settings, throttle, active),
-                    exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+                    exception_handlers=EXCEPTION_HANDLERS,
                     lifespan=lifespan)
     app.state.settings = settings
     app.state.store = active

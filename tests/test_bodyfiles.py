@@ -16,9 +16,10 @@ import pytest
 from hookscope.main import create_app
 from hookscope.models import Capture, new_capture_id, now_us
 from hookscope.settings import Settings
+from hookscope.storage import CaptureQuery
 from hookscope.storage.sqlite import bodyfiles
 from hookscope.storage.sqlite.bodyfiles import BodyFiles
-from hookscope.storage.sqlite.store import CaptureQuery, SQLiteStore
+from hookscope.storage.sqlite.store import SQLiteStore
 from tests.conftest import stored_bytes
 
 pytestmark = pytest.mark.anyio

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hookscope.storage.sqlite.store import LEFTOVER_WAIT_S
+from hookscope.storage.sqlite.lock import LEFTOVER_WAIT_S
 from tests.serverproc import ServerProcess, wait_until
 
 SENDERS = 48

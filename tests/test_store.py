@@ -19,23 +19,16 @@ from pathlib import Path
 import pytest
 
 from hookscope import models
-from hookscope.live.local import Hub
+from hookscope.live.local import LocalHub
 from hookscope.main import create_app
 from hookscope.models import Capture, new_capture_id, now_us
 from hookscope.settings import Settings
+from hookscope.storage import CaptureQuery, Conflict, Gone, SchemaTooNew, StoreLocked
 from hookscope.storage.sqlite import checkpointer, writer
-from hookscope.storage.sqlite.migrations import LATEST, MIGRATIONS, SchemaTooNew, migrate
+from hookscope.storage.sqlite.lock import check_writable, take_lock
+from hookscope.storage.sqlite.migrations import LATEST, MIGRATIONS, migrate
 from hookscope.storage.sqlite.retention import Retention
-from hookscope.storage.sqlite.store import (
-    CaptureQuery,
-    Conflict,
-    Gone,
-    SQLiteStore,
-    StoreLocked,
-    _json_column,
-    _lock,
-    check_writable,
-)
+from hookscope.storage.sqlite.store import SQLiteStore, _json_column
 
 pytestmark = pytest.mark.anyio
 
@@ -460,7 +453,7 @@ def test_a_lock_left_to_workers_is_refused_once_the_wait_is_over(tmp_path):
     try:
         started = time.monotonic()
         with pytest.raises(StoreLocked, match="its workers have not stopped"):
-            _lock(path, wait=0.3)
+            take_lock(path, wait=0.3)
         assert time.monotonic() - started >= 0.3
     finally:
         os.close(fd)
@@ -473,7 +466,7 @@ def test_a_lock_whose_process_is_alive_is_refused_at_once(tmp_path):
         os.pwrite(fd, str(os.getpid()).encode().ljust(16), 0)
         started = time.monotonic()
         with pytest.raises(StoreLocked, match=f"pid {os.getpid()}\\)"):
-            _lock(path, wait=30)
+            take_lock(path, wait=30)
         assert time.monotonic() - started < 5
     finally:
         os.close(fd)
@@ -486,7 +479,7 @@ async def test_a_start_that_fails_after_the_store_opened_closes_it(tmp_path):
     class FailingPeers:
         sweeps = True
         shared = False
-        hub = Hub()
+        hub = LocalHub()
         admit = None
         stopped = False
 

@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from sse_starlette.sse import AppStatus
 
-from hookscope.live.local import Hub
+from hookscope.live.local import LocalHub
 from hookscope.main import create_app
 from hookscope.settings import Settings
 from tests.conftest import BASE
@@ -162,7 +162,7 @@ def test_bad_resume_point_is_400_in_the_error_shape(live):
 
 @pytest.mark.anyio
 async def test_a_waiting_subscriber_gets_items_in_order_and_ends_when_dropped():
-    hub = Hub(queue_size=8)
+    hub = LocalHub(queue_size=8)
     subscription = hub.subscribe(7)
     received = []
 
@@ -185,7 +185,7 @@ async def test_a_waiting_subscriber_gets_items_in_order_and_ends_when_dropped():
 
 @pytest.mark.anyio
 async def test_one_timer_sends_keep_alives_to_quiet_streams_only():
-    hub = Hub(keepalive_s=0.1)  # a tick every 0.05 s
+    hub = LocalHub(keepalive_s=0.1)  # a tick every 0.05 s
     quiet = hub.subscribe(1, keepalive=True)
     busy = hub.subscribe(1, keepalive=True)
     poll = hub.subscribe(1)  # a long-poll: no keep-alives
@@ -203,7 +203,7 @@ async def test_one_timer_sends_keep_alives_to_quiet_streams_only():
 @pytest.mark.anyio
 async def test_a_quiet_stream_is_never_silent_longer_than_the_keep_alive_limit():
     # API.md: keep-alive comments at least every 15 s; here the limit is 1 s.
-    hub = Hub(keepalive_s=1.0)
+    hub = LocalHub(keepalive_s=1.0)
     stream = hub.subscribe(1, keepalive=True)
     started = asyncio.get_running_loop().time()
     await asyncio.sleep(0.55)  # just after the first tick: quiet for the second only from now
@@ -242,7 +242,7 @@ async def test_a_slow_subscriber_is_dropped_without_touching_captures(tmp_path):
     settings = Settings(db=str(tmp_path / "slow.db"), allowed_hosts="hookscope.test")
     store = SQLiteStore(settings.db)
     await store.open()
-    hub = Hub(queue_size=3)
+    hub = LocalHub(queue_size=3)
     app = create_app(settings, store=store, hub=hub)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

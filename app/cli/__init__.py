@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
     unexpected argument."""
 
     def _parse_optional(self, arg_string: str) -> Any:
-        found = super()._parse_optional(arg_string)
+        found: Any = super()._parse_optional(arg_string)
         # Python 3.11 returns (action, option, value), 3.12+ a list of such tuples; an unknown
         # option comes back with no action.
         unknown = (found[0] is None if isinstance(found, tuple)
@@ -65,11 +65,11 @@ KEY_HELP = "endpoint token or alias, or its capture URL"
 SERVER_HELP = f"the Hookscope server [env HOOKSCOPE_URL, default {DEFAULT_SERVER}]"
 
 
-def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     # Also accepted after the command; SUPPRESS keeps an absent one from hiding the global one.
-    remote = argparse.ArgumentParser(add_help=False)
+    remote = _Parser(add_help=False)
     remote.add_argument("--server", metavar="URL", default=argparse.SUPPRESS, help=SERVER_HELP)
-    as_json = argparse.ArgumentParser(add_help=False)
+    as_json = _Parser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON (never coloured)")
 
     def command(name: str, run: Any, summary: str, description: str, *,
@@ -190,13 +190,12 @@ def _serve(args: argparse.Namespace) -> int:
     from hookscope.cluster import Cluster
     from hookscope.main import create_app
     from hookscope.server import build_server, tune_process
-    from hookscope.storage.sqlite.migrations import SchemaTooNew
-    from hookscope.storage.sqlite.store import StoreLocked, check_writable
+    from hookscope.storage import SchemaTooNew, StorageSettings, StoreLocked, check_usable
 
     overrides = {f.name: getattr(args, f.name) for f in SETTINGS if f.metadata["cli"]}
     try:
         settings = Settings.from_env(**overrides)
-        check_writable(settings.db)
+        check_usable(StorageSettings.of(settings))
     except (SettingsError, StoreLocked, SchemaTooNew, OSError) as exc:
         print(f"hookscope: {exc}", file=sys.stderr)
         return 1

@@ -120,7 +120,8 @@ def refusal(response: httpx.Response) -> Refused:
 
 def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str, str]]:
     """Parse Server-Sent Events (the subset the spec defines: event, id, data, comments)."""
-    event, event_id, data = "message", "", []
+    event, event_id = "message", ""
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:

@@ -57,8 +57,8 @@ from typing import Any
 from starlette.applications import Starlette
 
 from hookscope.cluster.channel import Channel, send_blocking
-from hookscope.ingest.limits import FailureThrottle
-from hookscope.live.local import Hub, Subscription
+from hookscope.ingest.limits import FailureThrottle, RateLimiter
+from hookscope.live.local import LocalHub, LocalSubscription
 from hookscope.routes.fields import MAX_DELAY_MS
 from hookscope.settings import Settings
 from hookscope.storage.sqlite.store import SQLiteStore
@@ -77,7 +77,7 @@ RESTART_DELAY_MAX_S = 30.0
 SPREAD = sys.platform.startswith("linux")
 
 
-class ClusterHub(Hub):
+class ClusterHub(LocalHub):
     """The main process's hub: its own watchers, which workers have watchers of which endpoint,
     and which endpoints every worker has been told are watched."""
 
@@ -114,7 +114,7 @@ class ClusterHub(Hub):
                 del self._remote[endpoint_id]
         self._untell(endpoint_id)
 
-    def unsubscribe(self, subscription: Subscription) -> None:
+    def unsubscribe(self, subscription: LocalSubscription) -> None:
         super().unsubscribe(subscription)
         self._untell(subscription.endpoint_id)
 
@@ -247,7 +247,7 @@ class Cluster:
     async def start(self, app: Starlette) -> None:
         store: SQLiteStore = app.state.store
         hub = self.hub
-        limiter = app.state.limiter
+        limiter: RateLimiter = app.state.limiter
         throttle: FailureThrottle = app.state.auth_throttle
 
         async def forget_everywhere() -> None:

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 
 from hookscope.cluster.channel import Channel, receive_blocking
 from hookscope.ingest.limits import FailureThrottle
-from hookscope.live.local import Hub, Subscription
+from hookscope.live.local import LocalHub, LocalSubscription
 from hookscope.settings import Settings
 from hookscope.storage.sqlite.store import SQLiteStore
 
@@ -84,7 +84,7 @@ class Link:
             return 0
 
 
-class WorkerHub(Hub):
+class WorkerHub(LocalHub):
     """A worker's hub: its own watchers, fed by its own captures and by the main process; and
     the endpoints the main process said someone watches."""
 
@@ -98,7 +98,7 @@ class WorkerHub(Hub):
             with contextlib.suppress(ConnectionError):  # the main process is gone: we stop too
                 await self._link.channel.call("watch", endpoint_id)
 
-    def unsubscribe(self, subscription: Subscription) -> None:
+    def unsubscribe(self, subscription: LocalSubscription) -> None:
         endpoint_id = subscription.endpoint_id
         had = endpoint_id in self._subscribers
         super().unsubscribe(subscription)

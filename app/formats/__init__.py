@@ -297,7 +297,7 @@ def _key_sets(schema: Any, limit: int = 64) -> list[frozenset[tuple[str, ...]]]:
     if not isinstance(schema, dict):
         return [frozenset()]
     required = [key for key in schema.get("required", []) if isinstance(key, str)]
-    alternatives = [frozenset((key,) for key in required)]
+    alternatives: list[frozenset[tuple[str, ...]]] = [frozenset((key,) for key in required)]
     for key in required:
         below = schema.get("properties", {}).get(key)
         if isinstance(below, dict):

@@ -8,17 +8,15 @@ nothing is lost.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import quote
+
+from starlette.types import Receive, Scope
 
 from hookscope.ingest.offload import BUDGET_EXCEEDED
 from hookscope.ingest.parse import parse_body, unparsed
 from hookscope.models import Capture, new_capture_id
 from hookscope.verify import SCHEMES
 from hookscope.verify.base import SignedRequest
-
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 # After the body limit is reached, read (and discard) at most this much more so that a sender
 # still uploading gets to read our 413 instead of a reset connection; then stop reading.
@@ -58,7 +56,7 @@ _NAMES = {name.encode(): name for name in (
     *(header for scheme in SCHEMES.values() for header in scheme.headers))}
 
 
-def build_capture(scope: dict[str, Any], *, endpoint_id: int, endpoint_token: str,
+def build_capture(scope: Scope, *, endpoint_id: int, endpoint_token: str,
                   received_at: int, body: bytes, truncated: bool, parse: bool = True) -> Capture:
     """The capture of a request; its response status is filled in once it is decided. With
     `parse` false, its body's view says it ran out of budget (hookscope.ingest.offload)."""

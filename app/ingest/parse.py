@@ -109,7 +109,7 @@ def _parse(body: bytes, content_type: str | None) -> Parsed:
     mt = media_type(content_type)
     if mt == "application/json" or mt.endswith("+json"):
         parsed = _json(body)
-        return _sniffed(body, parsed) if parsed.error else parsed
+        return (_sniffed(body, parsed) or parsed) if parsed.error else parsed
     if mt in NDJSON_TYPES:
         return _ndjson(body)
     if mt == "application/x-www-form-urlencoded":
@@ -429,9 +429,9 @@ class _Parts:
         if filename is None and self._size <= MULTIPART_TEXT_PREVIEW:
             charset = options.get(b"charset", b"utf-8").decode("latin-1")
             try:
-                text = _transfer_decoded(bytes(self._payload),
-                                         self._headers.get("content-transfer-encoding", ""))
-                text = text.decode(charset) if text is not None else None
+                decoded = _transfer_decoded(bytes(self._payload),
+                                            self._headers.get("content-transfer-encoding", ""))
+                text = decoded.decode(charset) if decoded is not None else None
             except (UnicodeDecodeError, LookupError, ValueError):
                 text = None
         self.parts.append({"name": None if name is None else name.decode("utf-8", "replace"),

@@ -93,7 +93,7 @@ class _Guarded(HttpToolsProtocol):
         if self._head_bytes <= self.max_head:
             # All that came since the head began (the head and perhaps some body) is within the
             # limit: the capture path need not measure the head again.
-            self.scope[HEAD_WITHIN] = True  # type: ignore[typeddict-unknown-key]
+            self.scope[HEAD_WITHIN] = True  # type: ignore[literal-required]
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -1,33 +1,18 @@
-"""Live fan-out of new captures to stream subscribers, in memory.
+"""The in-process hub (the Hub protocol of hookscope.live): fan-out in memory.
 
-The capture path only publishes (the `Publisher` protocol), after the commit and without ever
-waiting: each subscriber has a bounded queue, and one that cannot keep up is dropped rather than
-allowed to slow or fail a capture. A dropped subscriber's stream ends; the client reconnects with
-Last-Event-ID and the store, which is the source of truth, replays what it missed. A Redis or
-LISTEN/NOTIFY hub would be one more class with these methods.
+Each subscriber has a bounded queue, and one that cannot keep up is dropped rather than allowed
+to slow or fail a capture. A dropped subscriber's stream ends; the client reconnects with
+Last-Event-ID and the store, which is the source of truth, replays what it missed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Protocol
+
+from hookscope.live import KEEPALIVE, KEEPALIVE_S, Item, sse_frame
 
 QUEUE_SIZE = 256
-KEEPALIVE_S = 15.0  # a stream is never silent longer than this (API.md), so proxies keep it open
-KEEPALIVE = b": keep-alive\n\n"
-MAX_SUBSCRIBERS_PER_ENDPOINT = 5000  # live streams and long-polls of one endpoint together
-
-
-class Publisher(Protocol):
-    def wanted(self, endpoint_id: int) -> bool: ...
-    def publish(self, endpoint_id: int, seq: int, data: str) -> None: ...
-
-
-def sse_frame(seq: int, data: str) -> bytes:
-    """One `capture` event as Server-Sent Events bytes (`data` is one line of JSON). Encoded
-    once per capture, not once per viewer: with a thousand viewers that is the difference."""
-    return b"event: capture\nid: %d\ndata: %s\n\n" % (seq, data.encode())
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:
@@ -35,7 +20,7 @@ def _settle(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-class Subscription:
+class LocalSubscription:
     """One stream's view of an endpoint's new captures: (seq, SSE frame) pairs, at most `size`
     waiting, and (None, comment) keep-alives for a quiet stream (`keepalive=True`).
 
@@ -47,17 +32,17 @@ class Subscription:
     __slots__ = ("dropped", "endpoint_id", "hub", "items", "keepalive", "quiet", "size",
                  "waiter")
 
-    def __init__(self, hub: Hub, endpoint_id: int, size: int, keepalive: bool) -> None:
+    def __init__(self, hub: LocalHub, endpoint_id: int, size: int, keepalive: bool) -> None:
         self.hub = hub
         self.endpoint_id = endpoint_id
         self.size = size
         self.keepalive = keepalive
         self.quiet = False  # nothing offered since the hub's last keep-alive tick
-        self.items: deque[tuple[int | None, bytes]] = deque()
+        self.items: deque[Item] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.dropped = False
 
-    def offer(self, item: tuple[int | None, bytes]) -> None:
+    def offer(self, item: Item) -> None:
         if self.dropped:
             return
         if len(self.items) >= self.size:
@@ -88,21 +73,24 @@ class Subscription:
             self.waiter = waiter = asyncio.get_running_loop().create_future()
         return waiter
 
+    def pop(self) -> Item | None:
+        return self.items.popleft() if self.items else None
+
     def skip_waiting(self) -> None:
         """Forget what is waiting (a long-poll looks in the store instead, once for all)."""
         self.items.clear()
 
-    def __aiter__(self) -> Subscription:
+    def __aiter__(self) -> LocalSubscription:
         return self
 
-    async def __anext__(self) -> tuple[int | None, bytes]:
+    async def __anext__(self) -> Item:
         while not self.items:
             if self.dropped:
                 raise StopAsyncIteration
             await self.changed()
         return self.items.popleft()
 
-    async def get(self, timeout: float) -> tuple[int | None, bytes] | None:
+    async def get(self, timeout: float) -> Item | None:
         """The next item, or None when `timeout` seconds pass first (a long-poll's deadline).
         StopAsyncIteration once dropped."""
         if not self.items:
@@ -124,20 +112,23 @@ class Subscription:
         self.hub.unsubscribe(self)
 
 
-class Hub:
+class LocalHub:
     def __init__(self, queue_size: int = QUEUE_SIZE, keepalive_s: float = KEEPALIVE_S) -> None:
         self.queue_size = queue_size
         self.keepalive_s = keepalive_s
-        self._subscribers: dict[int, set[Subscription]] = {}
+        self._subscribers: dict[int, set[LocalSubscription]] = {}
         self._timer: asyncio.TimerHandle | None = None  # the keep-alive ticker
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
-    def subscribe(self, endpoint_id: int, *, keepalive: bool = False) -> Subscription:
+    def open(self) -> None:
+        self.closed = False
+
+    def subscribe(self, endpoint_id: int, *, keepalive: bool = False) -> LocalSubscription:
         """A new subscription; with `keepalive`, it is offered a (None, comment) item whenever
         a whole tick (half of `keepalive_s`) passes without anything else offered, so it is
         never silent for longer than `keepalive_s` (a live stream)."""
-        subscription = Subscription(self, endpoint_id, self.queue_size, keepalive)
+        subscription = LocalSubscription(self, endpoint_id, self.queue_size, keepalive)
         if self.closed:  # shutting down: a stream or wait that starts now ends at once
             subscription.dropped = True
             return subscription
@@ -167,7 +158,7 @@ class Hub:
         self._timer = None
         self._schedule_tick(self._timer_loop if streams else None)
 
-    def unsubscribe(self, subscription: Subscription) -> None:
+    def unsubscribe(self, subscription: LocalSubscription) -> None:
         subscribers = self._subscribers.get(subscription.endpoint_id)
         if subscribers is not None:
             subscribers.discard(subscription)

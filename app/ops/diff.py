@@ -23,7 +23,7 @@ STRUCTURED = ("json", "ndjson", "form", "xml")
 
 def diff_captures(a: Capture, b: Capture) -> dict[str, Any]:
     body = diff_bodies(a, b)
-    result = {
+    result: dict[str, Any] = {
         "a": a.id,
         "b": b.id,
         "identical": False,

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
@@ -19,12 +18,12 @@ from starlette.types import ASGIApp
 from hookscope.formats import Validation
 from hookscope.ingest.limits import FailureThrottle, RateLimiter
 from hookscope.ingest.offload import Offload
-from hookscope.live.local import Publisher
+from hookscope.live import Publisher
 from hookscope.routes import api, pages, stream
 from hookscope.routes.access import AccessMiddleware
 from hookscope.routes.capture import Admit, CaptureMiddleware
 from hookscope.settings import Settings
-from hookscope.storage.sqlite.store import Store
+from hookscope.storage import Store
 
 
 def build_middleware(settings: Settings, throttle: FailureThrottle,
@@ -39,8 +38,12 @@ def build_front(store: Store, settings: Settings, validation: Validation, hub: P
                 limiter: RateLimiter, offload: Offload,
                 admit: Admit | None) -> Callable[[ASGIApp], ASGIApp]:
     """What takes capture URLs in front of the Starlette app it is given."""
-    return partial(CaptureMiddleware, store=store, settings=settings, validation=validation,
-                   hub=hub, limiter=limiter, offload=offload, admit=admit)
+
+    def front(app: ASGIApp) -> ASGIApp:
+        return CaptureMiddleware(app, store=store, settings=settings, validation=validation,
+                                 hub=hub, limiter=limiter, offload=offload, admit=admit)
+
+    return front
 
 
 def build_routes() -> list[BaseRoute]:

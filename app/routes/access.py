@@ -29,11 +29,12 @@ import hmac
 import ipaddress
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 from starlette.requests import cookie_parser
+from starlette.types import Receive, Scope, Send
 
 from hookscope.errors import send_error
 from hookscope.ingest.limits import FailureThrottle
@@ -85,7 +86,7 @@ def valid_session(token: str, value: str, now: float | None = None) -> bool:
     return session_of(token, value, now) is not None
 
 
-def session_cookie(scope: dict[str, Any]) -> str | None:
+def session_cookie(scope: Scope) -> str | None:
     cookie = _header(scope, b"cookie")
     if not cookie:
         return None
@@ -98,14 +99,14 @@ def check_token(token: str, offered: str) -> bool:
     return hmac.compare_digest(token.encode(), offered.encode())
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
+def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
-            return value.decode("latin-1")
+            return str(value.decode("latin-1"))
     return None
 
 
-def cross_site(scope: dict[str, Any], public_url: str = "") -> bool:
+def cross_site(scope: Scope, public_url: str = "") -> bool:
     """Does a browser say this request comes from a page that is not this server's?
 
     Sec-Fetch-Site, where the browser sends it, is the answer ("same-site" too is refused: a
@@ -127,7 +128,7 @@ def cross_site(scope: dict[str, Any], public_url: str = "") -> bool:
     return urlsplit(origin).netloc not in allowed
 
 
-def authenticated(scope: dict[str, Any], token: str) -> Session | bool:
+def authenticated(scope: Scope, token: str) -> Session | bool:
     """True for the right Bearer token; the Session for a valid session cookie (whose
     revocation the caller checks); False otherwise."""
     authorization = _header(scope, b"authorization") or ""
@@ -140,21 +141,21 @@ def authenticated(scope: dict[str, Any], token: str) -> Session | bool:
     return False
 
 
-def offers_bearer(scope: dict[str, Any]) -> bool:
+def offers_bearer(scope: Scope) -> bool:
     return (_header(scope, b"authorization") or "").partition(" ")[0].lower() == "bearer"
 
 
-def has_session_cookie(scope: dict[str, Any]) -> bool:
+def has_session_cookie(scope: Scope) -> bool:
     cookie = _header(scope, b"cookie")
     return cookie is not None and COOKIE in cookie_parser(cookie)
 
 
-def client_address(scope: dict[str, Any]) -> str:
+def client_address(scope: Mapping[str, Any]) -> str:
     client = scope.get("client")
     return client[0] if client else "unknown"
 
 
-def host_allowed(scope: dict[str, Any], allowed: frozenset[str]) -> bool:
+def host_allowed(scope: Scope, allowed: frozenset[str]) -> bool:
     """Is the Host one this server answers to? An IP address always is (DNS rebinding needs a
     name); a name only when listed. Without a token this is what stops a page on
     evil.example, whose name was made to point at 127.0.0.1, from using the API."""
@@ -190,7 +191,7 @@ class AccessMiddleware:
             names.add((urlsplit(public_url).hostname or "").lower())
         self.allowed_hosts = frozenset(names)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":  # Hookscope has none; refused before any route
             await send({"type": "websocket.close", "code": 1008})
             return
@@ -244,7 +245,7 @@ class AccessMiddleware:
             await _to_login(scope, send, clear)
 
 
-async def _to_login(scope: dict[str, Any], send: Any, headers: dict[str, str] | None = None
+async def _to_login(scope: Scope, send: Send, headers: dict[str, str] | None = None
                     ) -> None:
     """A page without a session: to the login form, and back here afterwards."""
     target = scope["path"] + ("?" + scope["query_string"].decode("latin-1")
@@ -256,7 +257,7 @@ async def _to_login(scope: dict[str, Any], send: Any, headers: dict[str, str] | 
     await send({"type": "http.response.body", "body": b""})
 
 
-async def _deny(scope: dict[str, Any], receive: Any, send: Any, status: int, code: str,
+async def _deny(scope: Scope, receive: Receive, send: Send, status: int, code: str,
                 message: str, headers: dict[str, str] | None = None) -> None:
     await send_error(scope, receive, send, status, message, code=code, headers={
         "x-content-type-options": "nosniff", "cache-control": "no-store", **(headers or {})})

@@ -19,14 +19,14 @@ from hookscope.formats import Validation, verdict
 from hookscope.ingest.capture import signed_request
 from hookscope.ingest.offload import BUDGET_EXCEEDED, Offload
 from hookscope.ingest.parse import Parsed, loads_strict, media_type, parse_body, unparsed
-from hookscope.live.local import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub
+from hookscope.live import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub
 from hookscope.models import Capture, Endpoint, now_us
 from hookscope.ops import diff, export
 from hookscope.ops.replay import replay
 from hookscope.responses import JSONResponse
 from hookscope.routes.fields import check_endpoint_fields, check_replay_fields
 from hookscope.settings import Settings
-from hookscope.storage.sqlite.store import CaptureQuery, Conflict, Gone, Store
+from hookscope.storage import CaptureQuery, Conflict, Gone, Store
 from hookscope.verify import check_signature, scheme_list
 
 MAX_JSON_BODY = 2 * 1024 * 1024

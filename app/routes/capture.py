@@ -19,19 +19,20 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
+from starlette.types import Receive, Scope, Send
+
 from hookscope.errors import send_error
 from hookscope.formats import Validation
 from hookscope.ingest.capture import Disconnected, build_capture, read_body, signed_request
 from hookscope.ingest.limits import RateLimiter
 from hookscope.ingest.offload import BUDGET_EXCEEDED, INLINE_BODY_BYTES, Offload
 from hookscope.ingest.protocol import HEAD_WITHIN
-from hookscope.live.local import Publisher
+from hookscope.live import Publisher
 from hookscope.models import Capture, Endpoint, now_us
 from hookscope.settings import Settings
-from hookscope.storage.sqlite.store import Gone, Store
+from hookscope.storage import Gone, Store
 from hookscope.verify import check_signature
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logging.getLogger("hookscope.capture")
 
 
@@ -53,7 +54,7 @@ class CaptureMiddleware:
         # A worker process asks the main one, whose limiter counts for all (hookscope.cluster).
         self.admit = admit or self._admit_here
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and not scope.get(HEAD_WITHIN)
                 and (size := head_size(scope)) > self.settings.max_header_bytes):
             # A head that never ended is refused by the protocol (ingest.protocol) before it
@@ -78,7 +79,7 @@ class CaptureMiddleware:
                 return
         await self.app(scope, receive, send)
 
-    async def capture(self, key: str, scope: dict[str, Any], receive: Any, send: Send) -> None:
+    async def capture(self, key: str, scope: Scope, receive: Receive, send: Send) -> None:
         received_at = now_us()
         endpoint = await self.store.capture_target(key)
         if endpoint is None:
@@ -134,7 +135,7 @@ class CaptureMiddleware:
             reply = endpoint.reply = _reply_for(endpoint.response)
         await _reply(send, reply, capture.id)
 
-    def _examine(self, endpoint: Endpoint, scope: dict[str, Any], received_at: int, body: bytes,
+    def _examine(self, endpoint: Endpoint, scope: Scope, received_at: int, body: bytes,
                  truncated: bool, parse: bool) -> Capture:
         """The capture of a request, its body parsed (unless told not to), its signature
         checked and its payload validated."""
@@ -152,6 +153,7 @@ class CaptureMiddleware:
         return self.limiter.admit(endpoint_id, rate)
 
     def _validate(self, endpoint: Endpoint, capture: Capture) -> dict[str, Any] | None:
+        assert capture.parsed is not None  # parsed on the capture path before this
         try:
             return self.validation.check(capture.parsed, endpoint.format, endpoint.schema)
         except Exception as exc:  # a validator bug must never cost a capture
@@ -183,7 +185,7 @@ class CaptureMiddleware:
         return None
 
 
-def head_size(scope: dict[str, Any]) -> int:
+def head_size(scope: Scope) -> int:
     """A request head's size as sent, near enough: its request line and its header lines."""
     size = len(scope["method"]) + len(scope.get("raw_path") or b"") + 11  # spaces, version, CRLF
     if query := scope.get("query_string"):
@@ -244,7 +246,7 @@ _INERT_HEADERS = {"content-security-policy": "sandbox", "x-content-type-options"
 _INERT = tuple((name.encode(), value.encode()) for name, value in _INERT_HEADERS.items())
 
 
-async def _error(scope: dict[str, Any], receive: Any, send: Send, status: int, code: str,
+async def _error(scope: Scope, receive: Receive, send: Send, status: int, code: str,
                  message: str, capture_id: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
     extra = {**_INERT_HEADERS, **(headers or {})}

@@ -19,10 +19,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from hookscope.errors import ApiError
-from hookscope.live.local import Hub, Subscription, sse_frame
+from hookscope.live import Hub, Subscription, sse_frame
 from hookscope.models import Endpoint
 from hookscope.routes.api import check_room, disconnected, endpoint_or_404, store_of
-from hookscope.storage.sqlite.store import CaptureQuery, Store
+from hookscope.storage import CaptureQuery, Store
 
 REPLAY_PAGE = 500
 
@@ -68,10 +68,9 @@ class _EventStream(EventSourceResponse):
             return
         sent = last if self.resume is None else self.resume
         sent = await self._replay(sent, send, subscription)
-        items = subscription.items
         while True:
-            while items:
-                seq, frame = items.popleft()
+            while (item := subscription.pop()) is not None:
+                seq, frame = item
                 if seq is not None and seq > sent + 1:
                     # An event can overtake an earlier one: from another process, or a commit
                     # on the writer thread resolved after a later one. Every smaller seq is
@@ -101,8 +100,9 @@ class _EventStream(EventSourceResponse):
 
 
 async def _no_events() -> AsyncIterator[bytes]:
-    return
-    yield b""  # an async generator that yields nothing (HEAD)
+    events: tuple[bytes, ...] = ()  # an async generator that yields nothing (HEAD)
+    for event in events:
+        yield event
 
 
 def _resume_point(request: Request) -> int | None:

@@ -1,1 +1,157 @@
-"""Storage: where endpoints and captures live. TODO"""
+"""Storage: where endpoints and captures live, behind one protocol.
+
+`Store` is everything the rest of Hookscope calls on storage; the routes, the CLI's server
+command and the --workers relay see nothing else. Its errors and query types live here with it,
+so a caller never imports a backend. `build_store` is the one place that picks a backend from the
+settings: today SQLite (storage.sqlite), one database file for one process.
+
+The promises every backend keeps (tests/test_store_contract.py holds them, and a second backend
+runs that suite by adding one fixture parameter):
+
+- `add_capture` returns only once the capture is committed; a 2xx is only ever sent after it.
+- `seq` is one gap-free increasing sequence per endpoint, never reused, even across clears,
+  deletes and pruning.
+- `max_captures`, `max_bytes` and the store's total limit hold at every commit: the oldest
+  captures go first, an endpoint's newest never does.
+- Bodies come back byte for byte; `CaptureQuery.q` finds text in path, query, headers and body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from hookscope.models import Capture, Endpoint
+
+if TYPE_CHECKING:
+    from hookscope.settings import Settings
+
+
+class StoreLocked(RuntimeError):
+    """Another process has this database open for writing."""
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer Hookscope."""
+
+
+class Conflict(ValueError):
+    """A unique field (alias) is taken. `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Gone(LookupError):
+    """The endpoint vanished between lookup and write."""
+
+
+@dataclass(frozen=True)
+class CaptureQuery:
+    """Which captures of an endpoint to list: filters, a text search and a page by `seq`
+    (`before` lists newest first, `after` oldest first)."""
+
+    method: str | None = None
+    signature: str | None = None
+    validation: str | None = None
+    format: str | None = None
+    q: str | None = None
+    before: int | None = None
+    after: int | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """The settings storage reads (their environment variables and help: hookscope.settings)."""
+
+    db: str
+    synchronous: str = "normal"
+    body_file_bytes: int = 0
+    max_total_bytes: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> StorageSettings:
+        return cls(db=settings.db, synchronous=settings.synchronous,
+                   body_file_bytes=settings.body_file_bytes,
+                   max_total_bytes=settings.max_total_bytes)
+
+
+class Store(Protocol):
+    """What the rest of Hookscope needs from storage."""
+
+    # Awaited after every change to an endpoint, once this process forgot its copies: with
+    # several processes, each of the others must forget its own (hookscope.cluster).
+    targets_changed: Callable[[], Awaitable[None]] | None
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def create_endpoint(self, fields: dict[str, Any]) -> Endpoint: ...
+    async def get_endpoint(self, key: str) -> Endpoint | None: ...
+
+    async def capture_target(self, key: str) -> Endpoint | None:
+        """The endpoint for the capture path, from a copy in memory when there is one (its
+        counters may lag; its configuration may not, see `forget_targets`)."""
+        ...
+
+    def forget_targets(self) -> None:
+        """Drop the copies `capture_target` keeps: an endpoint changed, here or elsewhere."""
+
+    async def list_endpoints(self, limit: int) -> list[Endpoint]: ...
+
+    async def update_endpoint(self, endpoint: Endpoint, fields: dict[str, Any]) -> Endpoint:
+        """Raises Gone when the endpoint was deleted meanwhile, Conflict when an alias is
+        taken."""
+        ...
+
+    async def delete_endpoint(self, endpoint: Endpoint) -> int:
+        """Delete an endpoint with its captures; how many captures went with it."""
+        ...
+
+    async def delete_expired(self, now: int) -> list[int]:
+        """Delete every endpoint that expired by `now` (µs), with its captures; their ids."""
+        ...
+
+    async def add_capture(self, capture: Capture) -> int:
+        """Store a capture; its sequence number, once committed. Raises Gone when its endpoint
+        was deleted meanwhile."""
+        ...
+
+    async def get_capture(self, capture_id: str, *, body: bool = True) -> Capture | None: ...
+    async def list_captures(self, endpoint: Endpoint, query: CaptureQuery) -> list[Capture]: ...
+    async def delete_capture(self, capture_id: str) -> bool: ...
+
+    async def set_signature(self, capture_id: str, verdict: dict[str, Any] | None) -> bool:
+        """Replace a capture's signature verdict (re-verification asked for by a user)."""
+        ...
+
+    async def clear_captures(self, endpoint: Endpoint) -> int: ...
+
+    async def revoke_session(self, nonce: str, expires_at: int) -> None:
+        """A browser session logged out: refused until it would have expired (seconds since the
+        epoch)."""
+        ...
+
+    async def session_revoked(self, nonce: str) -> bool: ...
+
+
+def build_store(settings: StorageSettings, *, shared: bool = False) -> Store:
+    """The store the settings name, not yet open. `shared`: one of several processes on the
+    database (hookscope.cluster), opened after the first."""
+    from hookscope.storage.sqlite.store import SQLiteStore
+
+    return SQLiteStore(settings.db, max_total_bytes=settings.max_total_bytes,
+                       synchronous=settings.synchronous,
+                       body_file_bytes=settings.body_file_bytes, shared=shared)
+
+
+def check_usable(settings: StorageSettings) -> None:
+    """Fail early, with a message rather than a traceback, when the store cannot be served:
+    another process holds it (StoreLocked), a newer Hookscope wrote it (SchemaTooNew), or the
+    file system refuses (OSError)."""
+    from hookscope.storage.sqlite.lock import check_writable
+
+    check_writable(settings.db)

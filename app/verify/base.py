@@ -12,9 +12,9 @@ import binascii
 import functools
 import hmac
 import re
-from collections.abc import Callable, KeysView, Mapping, Sequence
+from collections.abc import Callable, Iterable, KeysView, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from urllib.parse import parse_qsl
 
 ALGORITHMS = ("sha1", "sha256", "sha512")
@@ -38,7 +38,7 @@ class SignedRequest:
         self.body = body
         self.content_type = content_type
         # Built from the last pair to the first, so the first value of each name stays.
-        self._first: dict[str, str] = dict(reversed(headers))
+        self._first: dict[str, str] = dict(cast("Iterable[tuple[str, str]]", reversed(headers)))
         self._params: dict[str, str] | None = None
 
     def header(self, name: str) -> str | None:

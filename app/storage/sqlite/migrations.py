@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from hookscope.storage import SchemaTooNew
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: endpoints and captures. The body is the last column so listing summaries never reads a
     # large body's overflow pages. Counters on endpoints are kept by the single writer. Endpoint
@@ -87,13 +89,9 @@ MIGRATIONS: tuple[str, ...] = (
 LATEST = len(MIGRATIONS)
 
 
-class SchemaTooNew(RuntimeError):
-    """The database was written by a newer Hookscope."""
-
-
 def migrate(conn: sqlite3.Connection, *, target: int = LATEST) -> int:
     """Bring the database to `target` (default: the latest). Returns the version it started at."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > LATEST:
         raise SchemaTooNew(
             f"database schema version {version} is newer than this Hookscope knows ({LATEST}); "

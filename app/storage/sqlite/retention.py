@@ -15,9 +15,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class Gone(LookupError):
-    """The endpoint vanished between lookup and write."""
+from hookscope.storage import Gone
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Storage: the Store protocol and its SQLite implementation.
+"""The SQLite store: the Store protocol (hookscope.storage) on one database file.
 
 Writes go through the one group-commit writer (writer.py); reads use their own aiosqlite
 connection, so a long read never delays an acknowledgement. Per-endpoint counters and the limits
@@ -7,35 +7,29 @@ beside the database when HOOKSCOPE_BODY_FILE_BYTES asks for it (bodyfiles.py). S
 numbers only grow, even across clears, deletes and pruning, because `last_seq` is kept on the
 endpoint row.
 
-A lock file beside the database (`<db>.lock`, flock) makes sure two Hookscopes never write one
-file; the kernel releases it when the process dies, so a restart after SIGKILL needs no manual step.
-The workers of HOOKSCOPE_WORKERS hold it with their main process (hookscope.cluster): one whose
-main process was killed finishes what it is answering and stops, and a Hookscope started
-meanwhile waits for that rather than refusing (`_lock`).
+Only one process writes a database file at a time (lock.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiosqlite
 import orjson
 
 from hookscope.models import Capture, Endpoint, new_token
+from hookscope.storage import CaptureQuery, Conflict, Gone
 from hookscope.storage.sqlite.bodyfiles import BodyFiles
-from hookscope.storage.sqlite.migrations import LATEST, SchemaTooNew
-from hookscope.storage.sqlite.retention import STORED_BYTES, Gone, Retention, stored_size
+from hookscope.storage.sqlite.lock import create_private, take_lock
+from hookscope.storage.sqlite.retention import STORED_BYTES, Retention, stored_size
 from hookscope.storage.sqlite.writer import Writer
 
 SUMMARY_COLUMNS = (
@@ -61,52 +55,6 @@ def _json_column(value: Any) -> str:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
         return json.dumps(value)
-
-
-class StoreLocked(RuntimeError):
-    """Another process has this database open for writing."""
-
-
-class Conflict(ValueError):
-    """A unique field (alias) is taken. `field` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-@dataclass(frozen=True)
-class CaptureQuery:
-    method: str | None = None
-    signature: str | None = None
-    validation: str | None = None
-    format: str | None = None
-    q: str | None = None
-    before: int | None = None
-    after: int | None = None
-    limit: int = 50
-
-
-class Store(Protocol):
-    """What the rest of Hookscope needs from storage; a PostgreSQL store would be one more file."""
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def create_endpoint(self, fields: dict[str, Any]) -> Endpoint: ...
-    async def get_endpoint(self, key: str) -> Endpoint | None: ...
-    async def capture_target(self, key: str) -> Endpoint | None: ...
-    async def list_endpoints(self, limit: int) -> list[Endpoint]: ...
-    async def update_endpoint(self, endpoint: Endpoint, fields: dict[str, Any]) -> Endpoint: ...
-    async def delete_endpoint(self, endpoint: Endpoint) -> int: ...
-    async def add_capture(self, capture: Capture) -> int: ...
-    async def get_capture(self, capture_id: str, *, body: bool = True) -> Capture | None: ...
-    async def list_captures(self, endpoint: Endpoint, query: CaptureQuery) -> list[Capture]: ...
-    async def delete_capture(self, capture_id: str) -> bool: ...
-    async def set_signature(self, capture_id: str, verdict: dict[str, Any] | None) -> bool: ...
-    async def clear_captures(self, endpoint: Endpoint) -> int: ...
-    async def delete_expired(self, now: int) -> list[int]: ...
-    async def revoke_session(self, nonce: str, expires_at: int) -> None: ...
-    async def session_revoked(self, nonce: str) -> bool: ...
 
 
 class SQLiteStore:
@@ -163,7 +111,7 @@ class SQLiteStore:
         return () if self._lock_fd is None else (self._lock_fd,)
 
     def _take_lock(self) -> None:
-        self._lock_fd = _lock(self.path)
+        self._lock_fd = take_lock(self.path)
 
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         if self._read is None:
@@ -431,80 +379,6 @@ class SQLiteStore:
             return int(deleted)
 
         return await self._writer.run(op)
-
-
-# How long a new Hookscope waits for the lock while the process that took it is gone: its
-# workers, which hold the lock too, answer what they have in flight (uvicorn's grace period,
-# hookscope.server) and stop, and only then may another Hookscope write the file.
-LEFTOVER_WAIT_S = 60.0
-
-
-def _lock(path: str, wait: float = LEFTOVER_WAIT_S) -> int:
-    """Take the database's lock file; raise StoreLocked if another Hookscope holds it, at once
-    when the process that took it is alive, after `wait` seconds when only its workers are."""
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    deadline = time.monotonic() + wait
-    told = False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            gone = not _alive(holder)
-            if not gone or time.monotonic() >= deadline:
-                os.close(fd)
-                still = " (its workers have not stopped)" if gone else ""
-                raise StoreLocked(
-                    f"{path} is already in use by another Hookscope process (pid {holder}){still}; "
-                    "stop it or choose another --db") from None
-            if not told:
-                log.warning("%s: Hookscope process %s is gone; waiting up to %g s for its workers "
-                            "to stop", path, holder, wait)
-                told = True
-            time.sleep(0.05)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
-
-
-def _alive(pid: str) -> bool:
-    """Whether the process `pid` (a lock file's content) exists."""
-    if not pid.isdigit():
-        return False  # a lock taken a moment ago, or by a Hookscope that died before writing it
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another user
-    return True
-
-
-def create_private(path: str) -> None:
-    """The database's folder (0700) and file (0600), when they are not there yet: the file holds
-    the endpoints' signing secrets. SQLite gives its -wal and -shm files the database file's
-    mode, and the lock file and body files are made 0600 too."""
-    Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-
-
-def check_writable(path: str) -> None:
-    """Fail early, with a message rather than a traceback, if `path` cannot be served: another
-    process holds it, or a newer Hookscope wrote it."""
-    create_private(path)
-    fd = _lock(path)
-    try:
-        conn = sqlite3.connect(path)
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        finally:
-            conn.close()
-        if version > LATEST:
-            raise SchemaTooNew(f"{path} was written by a newer Hookscope (schema {version}, "
-                               f"this one knows {LATEST}); upgrade Hookscope or use another --db")
-    finally:
-        os.close(fd)
 
 
 def _verdict(verdict: dict[str, Any] | None, default: str) -> tuple[str, str | None]:

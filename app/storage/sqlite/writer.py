@@ -99,7 +99,9 @@ def connect(path: str, synchronous: str = "normal") -> sqlite3.Connection:
     # lookup and no value changes. Sqlite3's adapters are the whole process's (the pytest plugin
     # runs in the user's), so they are set when a database is opened, not on import, and one
     # registered by someone else is left alone.
-    for kind, identity in ((bytes, bytes), (type(None), {}.get)):
+    identities: tuple[tuple[type[Any], Callable[[Any], Any]], ...] = (
+        (bytes, bytes), (type(None), {}.get))
+    for kind, identity in identities:
         if (kind, sqlite3.PrepareProtocol) not in sqlite3.adapters:
             sqlite3.register_adapter(kind, identity)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -225,16 +227,18 @@ class Writer:
         if closed:
             _resolve_all([(future, None, _closed()) for _, _, future, _ in turn.items])
             return
+        conn = self._conn
+        assert conn is not None  # opened by start(), before any turn
         try:
             try:
-                begun = _begin_now(self._conn)
+                begun = _begin_now(conn)
             except Exception:  # the thread tries again, and fails the batch cleanly if it must
                 self._queue.put(turn.items)
                 return
             if not begun:
                 self._try_again_later(loop, turn)
                 return
-            outcomes = self._commit_batch(self._conn, turn.items, begun=True)
+            outcomes = self._commit_batch(conn, turn.items, begun=True)
         finally:
             self._transaction.release()
         _resolve_all([(future, result, exc) for future, _, result, exc in outcomes])
