@@ -68,3 +68,20 @@ EXCEPTION_HANDLERS = {
     HTTPException: http_exception_handler,
     Exception: server_error_handler,
 }
+
+
+class Problems:
+    """What is wrong with a request's fields, gathered so one 422 names them all."""
+
+    def __init__(self) -> None:
+        self.details: list[dict[str, str]] = []
+
+    def add(self, field: str, message: str) -> None:
+        self.details.append({"field": field, "message": message})
+
+    def raise_any(self) -> None:
+        if self.details:
+            first = self.details[0]
+            more = f" (and {len(self.details) - 1} more)" if len(self.details) > 1 else ""
+            raise ApiError(422, f"{first['field']}: {first['message']}{more}",
+                           details=self.details)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import threading
 import time
@@ -33,6 +34,20 @@ UNKNOWN_VALIDATION: dict[str, Any] = {
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
                         "transfer-encoding", "upgrade"})
+_TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # always fullmatch: `$` allows "\n"
+HEADER_VALUE_RULE = "header values must be strings of printable Latin-1 characters"
+# The longest response delay an endpoint may ask for; a stopping server waits this long for
+# the answers it owes.
+MAX_DELAY_MS = 30_000
+
+
+def header_name_ok(name: str) -> bool:
+    return _TOKEN_CHARS.fullmatch(name) is not None
+
+
+def header_value_ok(value: Any) -> bool:
+    return isinstance(value, str) and not any(
+        (ord(c) < 32 and c != "\t") or ord(c) == 127 or ord(c) > 255 for c in value)
 
 
 class _RandomPool:

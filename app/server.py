@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 
 from hookscope.ingest.protocol import guarded_protocol
 from hookscope.main import create_app
-from hookscope.routes.fields import MAX_DELAY_MS
+from hookscope.models import MAX_DELAY_MS
 from hookscope.settings import Settings
 
 

@@ -37,8 +37,7 @@ def resend(args: argparse.Namespace, client: Client) -> int:
     # The server's own checks and replay code, imported here: they bring jsonschema along,
     # which every other command would otherwise pay for at start.
     from hookscope.errors import ApiError
-    from hookscope.ops.replay import MAX_RESPONSE_BODY
-    from hookscope.routes.fields import check_replay_fields
+    from hookscope.ops.replay import MAX_RESPONSE_BODY, check_replay_fields
 
     body: dict[str, Any] = {"url": args.to}
     if args.header or args.remove_header:

@@ -59,7 +59,7 @@ from starlette.applications import Starlette
 from hookscope.cluster.channel import Channel, send_blocking
 from hookscope.ingest.limits import FailureThrottle, RateLimiter
 from hookscope.live.local import LocalHub, LocalSubscription
-from hookscope.routes.fields import MAX_DELAY_MS
+from hookscope.models import MAX_DELAY_MS
 from hookscope.settings import Settings
 from hookscope.storage.sqlite.store import SQLiteStore
 

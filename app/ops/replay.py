@@ -35,8 +35,15 @@ from typing import Any
 import anyio
 import httpx
 
-from hookscope.errors import ApiError
-from hookscope.models import Capture, body_fields
+from hookscope.errors import ApiError, Problems
+from hookscope.models import (
+    HEADER_VALUE_RULE,
+    HOP_BY_HOP,
+    Capture,
+    body_fields,
+    header_name_ok,
+    header_value_ok,
+)
 
 MAX_RESPONSE_BODY = 256 * 1024
 DEFAULT_TIMEOUT = 10.0
@@ -214,3 +221,70 @@ def _reason(exc: httpx.HTTPError) -> str:
             return f"TLS failed ({cause.reason or cause})"
         cause = cause.__cause__ or cause.__context__
     return str(exc) or type(exc).__name__
+
+
+# What POST /api/captures/{id}/replay and `hookscope replay --to` accept, checked the same way.
+REPLAY_FIELDS = ("url", "headers", "timeout")
+MAX_URL = 8192
+MAX_OVERRIDES = 100
+# The framing is the HTTP client's to write for the new body; Host may be set on purpose.
+_NOT_OVERRIDABLE = HOP_BY_HOP | {"content-length"}
+
+
+def check_replay_fields(body: Any) -> ReplayOptions:
+    if not isinstance(body, dict):
+        raise ApiError(422, 'expected a JSON object such as {"url": "http://127.0.0.1:9000/hook"}')
+    problems = Problems()
+    for key in body:
+        if key not in REPLAY_FIELDS:
+            problems.add(key, f"unknown field {key!r}; known: {', '.join(REPLAY_FIELDS)}")
+    url = _replay_url(body.get("url"), problems)
+    headers = _replay_headers(body.get("headers"), problems)
+    timeout = body.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
+            0 < timeout <= MAX_TIMEOUT):
+        problems.add("timeout", f"timeout must be a number of seconds, more than 0 and at most "
+                                f"{MAX_TIMEOUT:g}")
+    problems.raise_any()
+    return ReplayOptions(url=url, headers=headers, timeout=float(timeout))
+
+
+def _replay_url(value: Any, problems: Problems) -> str:
+    example = "such as http://127.0.0.1:9000/hook"
+    if value is None:
+        problems.add("url", f"url is required: the http:// or https:// URL to send to, {example}")
+        return ""
+    if not isinstance(value, str) or not value or len(value) > MAX_URL:
+        problems.add("url", f"url must be a string of at most {MAX_URL} characters, {example}")
+        return ""
+    try:
+        url = httpx.URL(value)
+        port = url.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        problems.add("url", f"url is not a valid URL ({exc}); expected one {example}")
+        return ""
+    if url.scheme not in ("http", "https"):
+        given = f"not {url.scheme}://" if url.scheme else "and be absolute"
+        problems.add("url", f"url must start with http:// or https://, {given}; {example}")
+    elif not url.host:
+        problems.add("url", f"url must name a host, {example}")
+    elif port is not None and not 0 < port < 65536:
+        problems.add("url", f"url's port must be from 1 to 65535, got {port}")
+    return value
+
+
+def _replay_headers(value: Any, problems: Problems) -> dict[str, str | None]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_OVERRIDES:
+        problems.add("headers", f"headers must be an object of at most {MAX_OVERRIDES} "
+                                'names, such as {"X-Extra": "1", "User-Agent": null}')
+        return {}
+    for name, header_value in value.items():
+        if not header_name_ok(name) or name.lower() in _NOT_OVERRIDABLE:
+            problems.add(f"headers.{name}", f"{name!r} cannot be set: not a header name, or one "
+                                            "the HTTP client writes (Content-Length, "
+                                            "Transfer-Encoding, Connection...)")
+        elif header_value is not None and not header_value_ok(header_value):
+            problems.add(f"headers.{name}", HEADER_VALUE_RULE + ", or null to remove the header")
+    return value

@@ -22,9 +22,9 @@ from hookscope.ingest.parse import Parsed, loads_strict, media_type, parse_body,
 from hookscope.live import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub
 from hookscope.models import Capture, Endpoint, now_us
 from hookscope.ops import diff, export
-from hookscope.ops.replay import replay
+from hookscope.ops.replay import check_replay_fields, replay
 from hookscope.responses import JSONResponse
-from hookscope.routes.fields import check_endpoint_fields, check_replay_fields
+from hookscope.routes.fields import check_endpoint_fields
 from hookscope.settings import Settings
 from hookscope.storage import CaptureQuery, Conflict, Gone, Store
 from hookscope.verify import check_signature, scheme_list

@@ -13,26 +13,26 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
-from hookscope.errors import ApiError
+from hookscope.errors import ApiError, Problems
 from hookscope.formats import SchemaUnusable, compile_rust, load_formats
 from hookscope.formats.cost import schema_problem
 from hookscope.models import (
     ALIAS_PATTERN,
     DEFAULT_REJECT,
     DEFAULT_RESPONSE,
-    HOP_BY_HOP,
+    HEADER_VALUE_RULE,
+    MAX_DELAY_MS,
     Endpoint,
+    header_name_ok,
+    header_value_ok,
     mask_secret,
 )
-from hookscope.ops.replay import DEFAULT_TIMEOUT, MAX_TIMEOUT, ReplayOptions
 from hookscope.verify import COMMON_FIELDS, SCHEME_IDS, option_problems
 
-MAX_DELAY_MS = 30_000
 MAX_MAX_CAPTURES = 1_000_000
 MAX_MAX_BYTES = 2**50  # a petabyte: "no practical limit" without an unbounded integer
 MAX_RATE_LIMIT = 100_000  # requests per second
@@ -43,7 +43,6 @@ MAX_SECRET_LENGTH = 1024
 READ_ONLY = ("token", "url", "alias_url", "inspect_url", "stream_url", "captures_url",
              "created_at", "capture_count", "stored_bytes", "last_seq", "last_capture_at")
 _ALIAS = re.compile(ALIAS_PATTERN)
-_TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # always fullmatch: `$` allows "\n"
 # Framing is the server's; cookies and security headers would act on Hookscope's own origin.
 _FORBIDDEN_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive",
                       "upgrade", "te", "trailer", "x-hookscope-capture", "set-cookie",
@@ -52,28 +51,13 @@ _FORBIDDEN_HEADERS = {"content-length", "transfer-encoding", "connection", "keep
 _LATEST_US = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()) * 1_000_000
 
 
-class _Problems:
-    def __init__(self) -> None:
-        self.details: list[dict[str, str]] = []
-
-    def add(self, field: str, message: str) -> None:
-        self.details.append({"field": field, "message": message})
-
-    def raise_any(self) -> None:
-        if self.details:
-            first = self.details[0]
-            more = f" (and {len(self.details) - 1} more)" if len(self.details) > 1 else ""
-            raise ApiError(422, f"{first['field']}: {first['message']}{more}",
-                           details=self.details)
-
-
 def check_endpoint_fields(body: Any, *, current: Endpoint | None = None,
                           default_max_captures: int = 10_000,
                           default_max_bytes: int = 0) -> dict[str, Any]:
     """Validate a create (current=None) or patch body; return the fields to store."""
     if not isinstance(body, dict):
         raise ApiError(422, "expected a JSON object of endpoint fields")
-    problems = _Problems()
+    problems = Problems()
     out: dict[str, Any] = {}
     for key, value in body.items():
         checker = _CHECKERS.get(key)
@@ -96,7 +80,7 @@ class _Invalid(Exception):
     pass
 
 
-def _fail(problems: _Problems, field: str, message: str) -> _Invalid:
+def _fail(problems: Problems, field: str, message: str) -> _Invalid:
     problems.add(field, message)
     return _Invalid()
 
@@ -105,7 +89,7 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _name(value: Any, current: Endpoint | None, problems: _Problems) -> str | None:
+def _name(value: Any, current: Endpoint | None, problems: Problems) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > MAX_NAME:
@@ -113,7 +97,7 @@ def _name(value: Any, current: Endpoint | None, problems: _Problems) -> str | No
     return value
 
 
-def _alias(value: Any, current: Endpoint | None, problems: _Problems) -> str | None:
+def _alias(value: Any, current: Endpoint | None, problems: Problems) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not _ALIAS.fullmatch(value):
@@ -122,7 +106,7 @@ def _alias(value: Any, current: Endpoint | None, problems: _Problems) -> str | N
     return value
 
 
-def _verify(value: Any, current: Endpoint | None, problems: _Problems) -> dict[str, Any] | None:
+def _verify(value: Any, current: Endpoint | None, problems: Problems) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -163,7 +147,7 @@ def _verify(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
     return {**options, "scheme": scheme, "secrets": secrets, "tolerance_seconds": tolerance}
 
 
-def _unmask(secrets: list[str], current: list[str], problems: _Problems) -> tuple[list[str], bool]:
+def _unmask(secrets: list[str], current: list[str], problems: Problems) -> tuple[list[str], bool]:
     """A client that sends back what it fetched sends masked secrets: each mask keeps the first
     current secret (not yet kept) that it masks, wherever the list puts it, so a rotation can
     put the new secret first. A mask that matches none is refused, never stored as a secret."""
@@ -183,7 +167,7 @@ def _unmask(secrets: list[str], current: list[str], problems: _Problems) -> tupl
     return out, ok
 
 
-def _format(value: Any, current: Endpoint | None, problems: _Problems) -> str:
+def _format(value: Any, current: Endpoint | None, problems: Problems) -> str:
     ids = load_formats().ids
     if value not in ("auto", "none", *ids):
         raise _fail(problems, "format",
@@ -191,7 +175,7 @@ def _format(value: Any, current: Endpoint | None, problems: _Problems) -> str:
     return str(value)
 
 
-def _schema(value: Any, current: Endpoint | None, problems: _Problems) -> dict[str, Any] | None:
+def _schema(value: Any, current: Endpoint | None, problems: Problems) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -221,7 +205,7 @@ def _schema(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
     return value
 
 
-def _response(value: Any, current: Endpoint | None, problems: _Problems) -> dict[str, Any]:
+def _response(value: Any, current: Endpoint | None, problems: Problems) -> dict[str, Any]:
     base = dict(current.response if current is not None else DEFAULT_RESPONSE)
     if value is None:
         return dict(DEFAULT_RESPONSE)
@@ -247,14 +231,14 @@ def _response(value: Any, current: Endpoint | None, problems: _Problems) -> dict
         ok = False
     else:
         for name, header_value in headers.items():
-            if not _TOKEN_CHARS.fullmatch(name) or name.lower() in _FORBIDDEN_HEADERS:
+            if not header_name_ok(name) or name.lower() in _FORBIDDEN_HEADERS:
                 problems.add(f"response.headers.{name}",
                              f"{name!r} cannot be set: not a header name, or one Hookscope "
                              "controls (Content-Length, Connection, Set-Cookie, "
                              "Content-Security-Policy, X-Hookscope-Capture...)")
                 ok = False
-            elif not _header_value_ok(header_value):
-                problems.add(f"response.headers.{name}", _HEADER_VALUE)
+            elif not header_value_ok(header_value):
+                problems.add(f"response.headers.{name}", HEADER_VALUE_RULE)
                 ok = False
     body = value.get("body", base["body"])
     if body is not None and (not isinstance(body, str) or len(body) > MAX_RESPONSE_BODY):
@@ -271,15 +255,7 @@ def _response(value: Any, current: Endpoint | None, problems: _Problems) -> dict
     return {"status": status, "headers": headers, "body": body, "delay_ms": delay}
 
 
-def _header_value_ok(value: Any) -> bool:
-    return isinstance(value, str) and not any(
-        (ord(c) < 32 and c != "\t") or ord(c) == 127 or ord(c) > 255 for c in value)
-
-
-_HEADER_VALUE = "header values must be strings of printable Latin-1 characters"
-
-
-def _reject(value: Any, current: Endpoint | None, problems: _Problems) -> dict[str, bool]:
+def _reject(value: Any, current: Endpoint | None, problems: Problems) -> dict[str, bool]:
     base = dict(current.reject if current is not None else DEFAULT_REJECT)
     if value is None:
         return dict(DEFAULT_REJECT)
@@ -290,14 +266,14 @@ def _reject(value: Any, current: Endpoint | None, problems: _Problems) -> dict[s
     return {**base, **value}
 
 
-def _max_captures(value: Any, current: Endpoint | None, problems: _Problems) -> int:
+def _max_captures(value: Any, current: Endpoint | None, problems: Problems) -> int:
     if not _whole(value) or not 1 <= value <= MAX_MAX_CAPTURES:
         raise _fail(problems, "max_captures",
                     f"max_captures must be a whole number from 1 to {MAX_MAX_CAPTURES}")
     return int(value)
 
 
-def _max_bytes(value: Any, current: Endpoint | None, problems: _Problems) -> int | None:
+def _max_bytes(value: Any, current: Endpoint | None, problems: Problems) -> int | None:
     if value is None:
         return None
     if not _whole(value) or not 1 <= value <= MAX_MAX_BYTES:
@@ -306,7 +282,7 @@ def _max_bytes(value: Any, current: Endpoint | None, problems: _Problems) -> int
     return int(value)
 
 
-def _rate_limit(value: Any, current: Endpoint | None, problems: _Problems) -> float | None:
+def _rate_limit(value: Any, current: Endpoint | None, problems: Problems) -> float | None:
     if value is None:
         return None
     if (not isinstance(value, int | float) or isinstance(value, bool)
@@ -317,7 +293,7 @@ def _rate_limit(value: Any, current: Endpoint | None, problems: _Problems) -> fl
     return float(value)
 
 
-def _expires_at(value: Any, current: Endpoint | None, problems: _Problems) -> int | None:
+def _expires_at(value: Any, current: Endpoint | None, problems: Problems) -> int | None:
     if value is None:
         return None
     message = ("expires_at must be an ISO 8601 date-time such as '2026-12-31T23:59:59Z' "
@@ -337,7 +313,7 @@ def _expires_at(value: Any, current: Endpoint | None, problems: _Problems) -> in
     return us
 
 
-_CHECKERS: dict[str, Callable[[Any, Endpoint | None, _Problems], Any]] = {
+_CHECKERS: dict[str, Callable[[Any, Endpoint | None, Problems], Any]] = {
     "name": _name,
     "alias": _alias,
     "verify": _verify,
@@ -350,71 +326,3 @@ _CHECKERS: dict[str, Callable[[Any, Endpoint | None, _Problems], Any]] = {
     "rate_limit": _rate_limit,
     "expires_at": _expires_at,
 }
-
-
-# -- replay ------------------------------------------------------------------------------------
-
-REPLAY_FIELDS = ("url", "headers", "timeout")
-MAX_URL = 8192
-MAX_OVERRIDES = 100
-# The framing is the HTTP client's to write for the new body; Host may be set on purpose.
-_NOT_OVERRIDABLE = HOP_BY_HOP | {"content-length"}
-
-
-def check_replay_fields(body: Any) -> ReplayOptions:
-    if not isinstance(body, dict):
-        raise ApiError(422, 'expected a JSON object such as {"url": "http://127.0.0.1:9000/hook"}')
-    problems = _Problems()
-    for key in body:
-        if key not in REPLAY_FIELDS:
-            problems.add(key, f"unknown field {key!r}; known: {', '.join(REPLAY_FIELDS)}")
-    url = _replay_url(body.get("url"), problems)
-    headers = _replay_headers(body.get("headers"), problems)
-    timeout = body.get("timeout", DEFAULT_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
-            0 < timeout <= MAX_TIMEOUT):
-        problems.add("timeout", f"timeout must be a number of seconds, more than 0 and at most "
-                                f"{MAX_TIMEOUT:g}")
-    problems.raise_any()
-    return ReplayOptions(url=url, headers=headers, timeout=float(timeout))
-
-
-def _replay_url(value: Any, problems: _Problems) -> str:
-    example = "such as http://127.0.0.1:9000/hook"
-    if value is None:
-        problems.add("url", f"url is required: the http:// or https:// URL to send to, {example}")
-        return ""
-    if not isinstance(value, str) or not value or len(value) > MAX_URL:
-        problems.add("url", f"url must be a string of at most {MAX_URL} characters, {example}")
-        return ""
-    try:
-        url = httpx.URL(value)
-        port = url.port
-    except (httpx.InvalidURL, ValueError) as exc:
-        problems.add("url", f"url is not a valid URL ({exc}); expected one {example}")
-        return ""
-    if url.scheme not in ("http", "https"):
-        given = f"not {url.scheme}://" if url.scheme else "and be absolute"
-        problems.add("url", f"url must start with http:// or https://, {given}; {example}")
-    elif not url.host:
-        problems.add("url", f"url must name a host, {example}")
-    elif port is not None and not 0 < port < 65536:
-        problems.add("url", f"url's port must be from 1 to 65535, got {port}")
-    return value
-
-
-def _replay_headers(value: Any, problems: _Problems) -> dict[str, str | None]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or len(value) > MAX_OVERRIDES:
-        problems.add("headers", f"headers must be an object of at most {MAX_OVERRIDES} "
-                                'names, such as {"X-Extra": "1", "User-Agent": null}')
-        return {}
-    for name, header_value in value.items():
-        if not _TOKEN_CHARS.fullmatch(name) or name.lower() in _NOT_OVERRIDABLE:
-            problems.add(f"headers.{name}", f"{name!r} cannot be set: not a header name, or one "
-                                            "the HTTP client writes (Content-Length, "
-                                            "Transfer-Encoding, Connection...)")
-        elif header_value is not None and not _header_value_ok(header_value):
-            problems.add(f"headers.{name}", _HEADER_VALUE + ", or null to remove the header")
-    return value
