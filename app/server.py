@@ -61,9 +61,9 @@ YOUNG_GC_THRESHOLD = 10_000
 def tune_process() -> None:
     """The interpreter settings a server process runs with (each of several, hookscope.cluster)."""
     # The writer thread shares the GIL with the event loop; a shorter switch interval than
-    # Python's 5 ms keeps the loop from waiting that long for it (measured in bench/stream).
+    # Python's default keeps the loop from waiting that long for it (bench/stream).
     sys.setswitchinterval(0.0005)
-    # The ~40,000 objects of the loaded app (modules, compiled format schemas) live as long as
+    # The objects of the loaded app (modules, compiled format schemas) live as long as
     # the process: out of the collector's sight, each full collection has that much less to
     # scan while captures wait (bench/stream).
     gc.collect()
@@ -71,6 +71,6 @@ def tune_process() -> None:
     # A capture fanned out to N viewers wakes N streams at once, which alone crosses Python's
     # default young-generation threshold (700 objects): each fan-out then ran a young
     # collection half-way, moving every waiting stream's future into the old generation, and
-    # every few seconds that added up to a full collection over all the streams (60-150 ms at
-    # 1,000 viewers, the whole tail of bench/stream).
+    # every few seconds that added up to a full collection over all the streams (the whole
+    # tail of bench/stream; docs/performance.md).
     gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])

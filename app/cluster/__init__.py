@@ -169,14 +169,14 @@ class _Worker:
 def listen(host: str, port: int, count: int, backlog: int) -> list[socket.socket]:
     """`count` listening sockets on one address, one for each process. On Linux each has
     SO_REUSEPORT, so the kernel spreads new connections over them by a hash of the connection's
-    addresses. One socket shared by all goes to whichever process accepts first: wrk's 64
-    keep-alive connections split 13/51 and 5/59, and the process with the most ran out of CPU
-    while the other had some to spare (+15% plain captures/s with a socket each, bench/ingest
-    --workers 2). The price: connections the kernel queued for a worker that dies before
-    accepting them are reset, and a worker that stalls keeps its share waiting. Only the first
-    socket (the main process's) listens at once; a worker's listens when the worker starts
-    serving (uvicorn's create_server), so none is queued for a worker still starting. Elsewhere
-    SO_REUSEPORT does not spread connections, and every process shares the one socket."""
+    addresses. One socket shared by all goes to whichever process accepts first: keep-alive
+    connections split unevenly, and the process with the most ran out of CPU while the other had
+    some to spare (bench/ingest --workers 2; docs/performance.md). The price: connections the kernel
+    queued for a worker that dies before accepting them are reset, and a worker that stalls keeps
+    its share waiting. Only the first socket (the main process's) listens at once; a worker's
+    listens when the worker starts serving (uvicorn's create_server), so none is queued for a worker
+    still starting. Elsewhere SO_REUSEPORT does not spread connections, and every process shares the
+    one socket."""
     if not SPREAD:
         return [_socket(host, port, backlog, reuse_port=False)] * count
     # A plain bind first, so that a port anything holds is refused, as it is to one process:

@@ -1,12 +1,11 @@
 """Payload formats: one JSON Schema file per format id, read into one registry.
 
-The registry drives detection (`format: "auto"`), validation, GET /api/formats and the README
-test; docs/formats.md says how a schema file is written. Validation has two roads: jsonschema-rs
-(compiled, in Rust) answers "valid" in microseconds, the capture path's common case (measured
-here: 2-22 us for the documented formats, where fastjsonschema took 9-400 us and jsonschema about
-4 ms); only a payload it refuses takes the slower jsonschema road to the full list of errors, each
-with a JSON pointer and a message. jsonschema is the judge: an error list it finds empty means
-valid.
+The registry drives detection (`format: "auto"`), validation, GET /api/formats and the README test;
+docs/formats.md says how a schema file is written. Validation has two roads: jsonschema-rs
+(compiled, in Rust) answers "valid" quickly, the capture path's common case (bench/validate compares
+it with the alternatives); only a payload it refuses takes the slower jsonschema road to the full
+list of errors, each with a JSON pointer and a message. jsonschema is the judge: an error list it
+finds empty means valid.
 """
 
 from __future__ import annotations
@@ -168,8 +167,7 @@ class Format:
     identify: Callable[[Any], bool]
     # From `identify`: sets of key paths (("data", "licenseCode") = document["data"]
     # ["licenseCode"]), one of which every payload of this format has in full. These lookups
-    # spare most documents the identify call (measured: 220 us -> under 20 us for a payload no
-    # format recognises).
+    # spare most documents the identify call, by far the dearer (docs/performance.md).
     # Each alternative is split into its top-level keys (one C-level subset check) and the
     # deeper paths, looked at only when the top-level keys are all there.
     key_sets: tuple[tuple[frozenset[str], tuple[tuple[str, ...], ...]], ...]
@@ -201,9 +199,9 @@ class FormatRegistry:
         self._by_id = {f.id: f for f in self.formats}
         # One required path from each identifying alternative, its deepest (the rarest): a
         # document that has no anchor of a format cannot have its shape, so only the formats
-        # whose anchor it has are asked (bench/ingest: `recognises` for all 13 formats was ~7%
-        # of the capture path, and top-level anchors alone still sent any {"data": ...}
-        # document, Stripe's events say, through three WebEngage formats: 13 us).
+        # whose anchor it has are asked (asking every format was a visible share of the capture
+        # path, and top-level anchors alone still sent any {"data": ...} document, Stripe's
+        # events say, through three WebEngage formats).
         # Keyed by the path's first key, then the rest of the path.
         self._anchors: dict[str, dict[tuple[str, ...], set[str]]] = {}
         self._anchorless: set[str] = set()

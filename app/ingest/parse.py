@@ -62,8 +62,8 @@ _FORM_LIKE = re.compile(rb"[A-Za-z0-9_.\-\[\]%+]+=[^\s&]*(&[A-Za-z0-9_.\-\[\]%+]
 @dataclass(slots=True)
 class Parsed:
     """A body's parsed view, made on every capture. Not frozen: a frozen dataclass sets each
-    field through object.__setattr__, 8k instructions to build where this takes 2k (callgrind).
-    Treat it as immutable all the same."""
+    field through object.__setattr__, several times the cost of building this one. Treat it as
+    immutable all the same."""
 
     kind: str  # one of KINDS
     value: Any = None
@@ -151,8 +151,8 @@ def unparsed(body: bytes, content_type: str | None, reason: str) -> Parsed:
 
 def _plain(body: bytes) -> Parsed:
     try:
-        # A failed decode copies the whole body into the exception (1.5 ms for 1 MiB here):
-        # most binary bodies show themselves in their first bytes, so look there first.
+        # A failed decode copies the whole body into the exception, which is slow for a large
+        # one: most binary bodies show themselves in their first bytes, so look there first.
         if len(body) > _PROBE:
             codecs.getincrementaldecoder("utf-8")().decode(body[:_PROBE], final=False)
         return Parsed("text", body.decode("utf-8"))
@@ -229,8 +229,8 @@ def _finite_float(text: str) -> float:
 STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
-# orjson decodes a 1 KiB document in a fifth of the standard library's time (a capture's
-# instructions: -8%, callgrind). Where the two could differ, the standard library decides:
+# orjson decodes a document several times faster than the standard library (a visible share of
+# a capture's cost, docs/performance.md). Where the two could differ, the standard library decides:
 # orjson turns integers beyond 64 bits into floats (so any run of 19 digits goes to the
 # standard library), and everything orjson refuses (lone surrogates, a BOM, UTF-16, nesting
 # past 1024, NaN, 1e400, and what is not JSON at all) is decided, and explained, by it. So is

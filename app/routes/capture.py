@@ -3,9 +3,9 @@
 A pure ASGI middleware in front of the whole Starlette app (hookscope.main.Hookscope) that takes
 every request under /h/ before Starlette sees it: a capture URL takes any method (a function route
 answers 405 to methods it does not list), and the hot path skips Starlette's error and exception
-middleware, the route table and a Request object it does not need (measured on bench/ingest:
-~15% of the capture path's CPU; Starlette's error middleware alone, bench/instructions: ~2.5%).
-So it answers an unexpected bug with the JSON error shape itself.
+middleware, the route table and a Request object it does not need (a large share of the capture
+path's CPU; docs/performance.md). So it answers an unexpected bug with the JSON error shape
+itself.
 
 Order matters: the reply is sent only after the store has committed the capture, so a 2xx is a
 promise that the request is on disk.
@@ -197,8 +197,7 @@ def head_size(scope: Scope) -> int:
 
 class _Reply(NamedTuple):
     """An endpoint's configured answer, made once per Endpoint object (Endpoint.reply): on every
-    capture only the capture's id goes in (building it all per request was ~3% of a capture's
-    instructions)."""
+    capture only the capture's id goes in."""
 
     config: dict[str, Any]  # the response config this was made from
     status: int
@@ -222,8 +221,7 @@ def _reply_for(config: dict[str, Any]) -> _Reply:
     # A configured body (HTML, say), or the default one under configured headers (a
     # Content-Type, say), is served from Hookscope's own origin: a browser must never run it
     # there. Webhook senders ignore both headers. The default reply, JSON that only names the
-    # capture, needs neither (uvicorn checks each header sent: two cost a capture ~8k
-    # instructions, callgrind).
+    # capture, needs neither (uvicorn checks each header it sends, on every capture).
     inert = _INERT if config["body"] is not None or config["headers"] else ()
     return _Reply(config, status, tuple(headers), body, inert)
 

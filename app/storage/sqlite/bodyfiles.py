@@ -1,12 +1,11 @@
 """Large bodies kept as files beside the database (HOOKSCOPE_BODY_FILE_BYTES; off by default).
 
-SQLite writes a body twice: into the WAL at the commit, then into the database at a checkpoint,
-and on this project's 2-core machine those two copies took most of a core at 1 MiB a request
-(perf: the writer thread 0.54 of a core, the checkpointer 0.41). A body of at least `threshold`
-bytes is instead written once, to `<db>.bodies/<capture id>`, by the operation that inserts its
-row and before that row's commit; the row keeps an empty body and the file's length
-(captures.file_bytes). So a capture is still acknowledged only once both are stored, and under
-synchronous "full" the file and its folder are synced before the commit too.
+SQLite writes a body twice: into the WAL at the commit, then into the database at a checkpoint, and
+for large bodies at speed those two copies take most of a core (bench/large; docs/performance.md). A
+body of at least `threshold` bytes is instead written once, to `<db>.bodies/<capture id>`, by the
+operation that inserts its row and before that row's commit; the row keeps an empty body and the
+file's length (captures.file_bytes). So a capture is still acknowledged only once both are stored,
+and under synchronous "full" the file and its folder are synced before the commit too.
 
 Every way a row goes (a delete, a clear, pruning, its endpoint deleted or expired, a cascade)
 fires a temporary trigger on the writer's connection that notes its file; once that transaction

@@ -6,8 +6,7 @@ ever blocking the writer. Under sustained load that alone never lets SQLite star
 so past WAL_RESET_BYTES the checkpointer also copies the rest while the writer waits between two
 transactions, and the WAL starts over; the file is truncated once the writer has been idle for
 IDLE_TRUNCATE_S. Then the checkpointer sleeps until the next commit rather than waking 20 times
-a second (measured idle: 0 wake-ups in 5 s, against 100; uvicorn's own 0.1 s tick still wakes
-the event loop).
+a second for nothing (uvicorn's own 0.1 s tick still wakes the event loop).
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ from collections.abc import Callable
 
 log = logging.getLogger("hookscope.checkpointer")
 
-# Small, frequent checkpoints: each one's disk syncs hold WAL writes up for less time. At a
-# steady 2,000 captures/s (bench/steady, alternated) p99 was 5.3-9.3 ms with one a second, and
-# 2.4-4.0 ms with one every 50 ms; bench/large and bench/ingest were no worse.
+# Small, frequent checkpoints: each one's disk syncs hold WAL writes up for less time, which
+# keeps the tail latency of a steady load down (bench/steady; docs/performance.md).
 CHECKPOINT_EVERY_S = 0.05
 # The WAL file is truncated once no commit came for this long.
 IDLE_TRUNCATE_S = 1.0
@@ -106,8 +104,8 @@ class Checkpointer:
                             self._sleep_until_a_commit(seen)
                         elif time.monotonic() - idle_since >= IDLE_TRUNCATE_S:
                             # No commit for a while: give the disk space back. Truncating a
-                            # big WAL takes a while (120-215 ms for 64 MiB here), which a busy
-                            # writer must not wait for; an idle one hardly notices.
+                            # big WAL takes a while, which a busy writer must not wait for; an
+                            # idle one hardly notices.
                             with self._writer_lock:
                                 busy = conn.execute(
                                     "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
@@ -153,15 +151,15 @@ class Checkpointer:
         """Checkpoint the WAL to its end and have the next transaction start it over.
 
         SQLite starts the WAL over only when a transaction begins after a checkpoint has copied
-        all of it. A PASSIVE checkpoint takes milliseconds, and under sustained load the writer
-        always commits more in the meantime, so the WAL grew without bound (measured: 525 MB
-        beside a 14 MB database after 10 s at 1,000 captures/s). More PASSIVE passes copy what
+        all of it. Under sustained load the writer always commits more while a PASSIVE
+        checkpoint runs, so the WAL grew without bound (tests/test_store.py holds it bounded;
+        docs/performance.md has the figures). More PASSIVE passes copy what
         came during the one before, until at most RESET_RESIDUAL_BYTES are left; then RESTART,
         while the writer waits, copies the rest and makes the next transaction write from the
         WAL's beginning, over the same file, which keeps its size until the writer is idle.
-        With small captures that holds the writer 1-7 ms (bench/steady). With 1 MiB bodies at
-        150+ MB/s (bench/large) the disk is busy and every sync slow: the passes do not catch
-        up, and a RESTART held the writer 150-350 ms. So when RESET_MAX_PASSES do not catch up
+        With small captures that holds the writer briefly (bench/steady). With large bodies at
+        full speed (bench/large) the disk is busy and every sync slow: the passes do not catch
+        up, and a RESTART held the writer for long. So when RESET_MAX_PASSES do not catch up
         there is no RESTART unless `force`, and the checkpointer leaves the WAL to grow for a
         while (RESET_BACKOFF_S), up to the limit; so too after a slow RESTART.
 

@@ -1,16 +1,16 @@
 """The single SQLite writer: group commit, on the event loop when that is cheap.
 
-Why this shape (measured on a 2-core machine): one COMMIT per request tops out near 7.8k req/s;
-committing everything asked for since the last commit as one transaction (no artificial wait, so
-an idle server commits a lone request at once) reached about twice that. Each event loop gathers
+Why this shape: a COMMIT per request caps the capture rate at what the commits cost; committing
+everything asked for since the last commit as one transaction (no artificial wait, so an idle
+server commits a lone request at once) shares that cost among them. Each event loop gathers
 what it asked for during one turn and, at the end of that turn, commits it itself when the turn
 asked only for quick operations (captures) of at most INLINE_MAX_BYTES together and no other
 commit of this process is under way; otherwise it hands the turn to the writer thread as one
 item (another process's commit is waited for on the loop, see _try_again_later). Committing on
 the loop saves the hand-over: a thread that shares the GIL with the loop cost it more CPU than
-SQLite's own work did (bench/ingest: +10-30% req/s for the full pipeline). Large bodies and
-long operations (deleting an endpoint with its captures) go to the thread, whose SQLite calls
-overlap with the loop reading the next requests (bench/large: -20% MB/s without it).
+SQLite's own work did. Large bodies and long operations (deleting an endpoint with its captures)
+go to the thread, whose SQLite calls overlap with the loop reading the next requests. The
+figures behind both choices are in docs/performance.md (bench/ingest, bench/large).
 
 The promise is the same on both paths: an operation's future resolves only after the COMMIT that
 contains it returned, so a capture is acknowledged only once it is durable. By default that means
@@ -93,10 +93,10 @@ SYNCHRONOUS = {
 
 def connect(path: str, synchronous: str = "normal") -> sqlite3.Connection:
     # sqlite3 looks for an adapter for every parameter that is not an int, float, str or
-    # bytearray, NULL and BLOB included; finding none cost two failed attribute lookups, each
-    # formatting an AttributeError it then drops (~2k instructions a parameter, 2-3 per capture:
-    # callgrind). With identity adapters (`{}.get` gives None for any key, in C) it is one dict
-    # lookup and no value changes. Sqlite3's adapters are the whole process's (the pytest plugin
+    # bytearray, NULL and BLOB included; finding none costs two failed attribute lookups, each
+    # formatting an AttributeError it then drops, for two or three parameters of every capture.
+    # With identity adapters (`{}.get` gives None for any key, in C) it is one dict lookup and
+    # no value changes. Sqlite3's adapters are the whole process's (the pytest plugin
     # runs in the user's), so they are set when a database is opened, not on import, and one
     # registered by someone else is left alone.
     identities: tuple[tuple[type[Any], Callable[[Any], Any]], ...] = (
@@ -107,11 +107,8 @@ def connect(path: str, synchronous: str = "normal") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     # For a new database only (an existing one keeps its size). Every commit writes each page
     # it touched whole to the WAL (a capture touches four: the table's, two indexes', its
-    # endpoint's), so small pages suit small captures and large ones large bodies. Measured with
-    # a commit per 2 captures (about what bench/steady's 2,000/s gives): 4 KiB pages write 11 KiB
-    # of WAL per 1 KiB capture, 8 KiB 17, 16 KiB 29 (bench/steady's WAL grew 80 MB/s). bench/large:
-    # 8 KiB pages about 8% fewer MB/s than 16 KiB, 4 KiB 10-25% fewer. With 8 KiB the server's
-    # CPU per capture was 5-8% lower at a steady 2,000/s, and req/s no lower at 64 connections.
+    # endpoint's), so small pages suit small captures and large ones large bodies: 8 KiB is the
+    # middle that bench/steady and bench/large agreed on (docs/performance.md).
     conn.execute("PRAGMA page_size = 8192")
     conn.execute("PRAGMA journal_mode = WAL")
     # NORMAL syncs the WAL only at checkpoints; FULL at every commit too. Either way one commit
@@ -131,9 +128,8 @@ class Writer:
                              f"got {synchronous!r}")
         self._path = path
         self._synchronous = synchronous
-        # A commit under synchronous=FULL waits for the disk (fdatasync here: 0.27 ms median,
-        # 5 ms p99), so it runs on the thread, not the event loop: bench/ingest, 64 connections,
-        # p99 20-28 ms that way against 21-60 ms on the loop, for about the same req/s.
+        # A commit under synchronous=FULL waits for the disk, so it runs on the thread, not the
+        # event loop, which goes on serving meanwhile (tail latency, docs/performance.md).
         self._inline = synchronous != "full"
         self._hooks = tuple(hooks)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -161,10 +157,10 @@ class Writer:
             migrate(conn)
             # Checkpoints are the background thread's job, not the commit path's.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
-            # Never cut the WAL file when it starts over: freeing its pages held that commit
-            # 56-69 ms (bench/steady). The checkpointer truncates it once the writer is idle.
+            # Never cut the WAL file when it starts over: freeing its pages holds up that commit.
+            # The checkpointer truncates it once the writer is idle.
             conn.execute("PRAGMA journal_size_limit = -1")
-            # SQLite's own busy wait sleeps 1, 2, 5 ms...: on the event loop that would stall
+            # SQLite's own busy wait sleeps in steps: on the event loop that would stall
             # every request. The loop tries the write lock again on later turns (see
             # _try_again_later), the thread waits its way.
             conn.execute("PRAGMA busy_timeout = 0")
@@ -215,8 +211,8 @@ class Writer:
             closed = self._stopping.is_set()
             # Never wait here for another commit (the checkpointer's, or the thread's): the
             # thread can wait for it while this loop goes on serving. (Handing turns to the
-            # thread while a checkpoint ran, too, helped when one came every second; with one
-            # every 50 ms it cost 15% of req/s at 64 connections and made the steady p99 worse.)
+            # thread while a checkpoint ran, too, cost throughput and tail latency once
+            # checkpoints came often.)
             here = (not closed and self._inline and turn.quick and turn.size <= INLINE_MAX_BYTES
                     and (turn.busy_since is None
                          or time.monotonic() - turn.busy_since < LOOP_BUSY_MAX_S)
@@ -248,17 +244,17 @@ class Writer:
         tries again shortly, with whatever it is asked for meanwhile, and goes on serving.
 
         Not the thread's wait: a commit on the thread, while this loop keeps the GIL busy,
-        waits for the GIL at every statement. Such commits held the write lock 2-5 ms instead
-        of 0.5, so the other process's loop found it taken, handed its turns to its own thread,
-        and held it as long in turn: each process's commits failed to get the lock for up to
-        160 ms at a time (bench/ingest --workers 2). Past LOOP_BUSY_MAX_S (the other holds it
+        waits for the GIL at every statement. Such commits held the write lock several times
+        longer, so the other process's loop found it taken, handed its turns to its own thread,
+        and held it as long in turn, and both processes' commits kept missing the lock
+        (bench/ingest --workers 2). Past LOOP_BUSY_MAX_S (the other holds it
         for a long operation) the turn goes to the thread, which waits up to BUSY_TIMEOUT_S.
         """
         if turn.busy_since is None:
             turn.busy_since = time.monotonic()
         self._pending[loop] = turn
         # (uvloop rounds delays to whole milliseconds: the first few tries come on the next
-        # turns, then 1 and 2 ms apart.)
+        # turns.)
         loop.call_later(turn.pause, self._end_turn, loop)
         turn.pause = min(turn.pause * 2, BUSY_POLL_MAX_S)
 
