@@ -152,7 +152,7 @@ class Checkpointer:
 
         SQLite starts the WAL over only when a transaction begins after a checkpoint has copied
         all of it. Under sustained load the writer always commits more while a PASSIVE
-        checkpoint runs, so the WAL grew without bound (tests/test_store.py holds it bounded;
+        checkpoint runs, so the WAL grew without bound (tests/test_sqlite_store.py holds it bounded;
         docs/performance.md has the figures). More PASSIVE passes copy what
         came during the one before, until at most RESET_RESIDUAL_BYTES are left; then RESTART,
         while the writer waits, copies the rest and makes the next transaction write from the
