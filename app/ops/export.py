@@ -1,6 +1,6 @@
 """One capture as a curl command or a HAR 1.2 log: pure functions of a Capture and the base URL
 the API reports (so the capture URL is the one the user sent to). The JSON fixture is the
-capture's full view (hookscope.routes.api.full_view) marked `hookscope_fixture`.
+capture's full view (hookscope.routes.captures.full_view) marked `hookscope_fixture`.
 
 The curl command reproduces the request byte for byte, which takes more than quoting:
 

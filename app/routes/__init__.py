@@ -19,7 +19,7 @@ from hookscope.formats import Validation
 from hookscope.ingest.limits import FailureThrottle, RateLimiter
 from hookscope.ingest.offload import Offload
 from hookscope.live import Publisher
-from hookscope.routes import api, pages, stream
+from hookscope.routes import captures, endpoints, pages, service, stream
 from hookscope.routes.access import AccessMiddleware
 from hookscope.routes.capture import Admit, CaptureMiddleware
 from hookscope.settings import Settings
@@ -48,26 +48,26 @@ def build_front(store: Store, settings: Settings, validation: Validation, hub: P
 
 def build_routes() -> list[BaseRoute]:
     return [
-        Route("/api/endpoints", api.create_endpoint, methods=["POST"]),
-        Route("/api/endpoints", api.list_endpoints, methods=["GET"]),
-        Route("/api/endpoints/{key}", api.get_endpoint, methods=["GET"]),
-        Route("/api/endpoints/{key}", api.update_endpoint, methods=["PATCH"]),
-        Route("/api/endpoints/{key}", api.delete_endpoint, methods=["DELETE"]),
-        Route("/api/endpoints/{key}/captures", api.list_captures, methods=["GET"]),
-        Route("/api/endpoints/{key}/captures", api.clear_captures, methods=["DELETE"]),
+        Route("/api/endpoints", endpoints.create_endpoint, methods=["POST"]),
+        Route("/api/endpoints", endpoints.list_endpoints, methods=["GET"]),
+        Route("/api/endpoints/{key}", endpoints.get_endpoint, methods=["GET"]),
+        Route("/api/endpoints/{key}", endpoints.update_endpoint, methods=["PATCH"]),
+        Route("/api/endpoints/{key}", endpoints.delete_endpoint, methods=["DELETE"]),
+        Route("/api/endpoints/{key}/captures", endpoints.list_captures, methods=["GET"]),
+        Route("/api/endpoints/{key}/captures", endpoints.clear_captures, methods=["DELETE"]),
         Route("/api/endpoints/{key}/stream", stream.StreamEndpoint(), methods=["GET"]),
-        Route("/api/captures/{id}", api.get_capture, methods=["GET"]),
-        Route("/api/captures/{id}", api.delete_capture, methods=["DELETE"]),
-        Route("/api/captures/{id}/body", api.capture_body, methods=["GET"]),
-        Route("/api/captures/{id}/export", api.export_capture, methods=["GET"]),
-        Route("/api/captures/{a}/diff/{b}", api.diff_captures, methods=["GET"]),
-        Route("/api/captures/{id}/replay", api.replay_capture, methods=["POST"]),
-        Route("/api/captures/{id}/verify", api.reverify_capture, methods=["POST"]),
-        Route("/api/schemes", api.list_schemes, methods=["GET"]),
-        Route("/api/formats", api.list_formats, methods=["GET"]),
-        Route("/api/formats/{id}", api.get_format, methods=["GET"]),
-        Route("/api/validate", api.validate_payload, methods=["POST"]),
-        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/api/captures/{id}", captures.get_capture, methods=["GET"]),
+        Route("/api/captures/{id}", captures.delete_capture, methods=["DELETE"]),
+        Route("/api/captures/{id}/body", captures.capture_body, methods=["GET"]),
+        Route("/api/captures/{id}/export", captures.export_capture, methods=["GET"]),
+        Route("/api/captures/{a}/diff/{b}", captures.diff_captures, methods=["GET"]),
+        Route("/api/captures/{id}/replay", captures.replay_capture, methods=["POST"]),
+        Route("/api/captures/{id}/verify", captures.reverify_capture, methods=["POST"]),
+        Route("/api/schemes", service.list_schemes, methods=["GET"]),
+        Route("/api/formats", service.list_formats, methods=["GET"]),
+        Route("/api/formats/{id}", service.get_format, methods=["GET"]),
+        Route("/api/validate", service.validate_payload, methods=["POST"]),
+        Route("/healthz", service.healthz, methods=["GET"]),
         Route("/", pages.home, methods=["GET"]),
         Route("/e/{key}", pages.inspector, methods=["GET"]),
         Route("/login", pages.login_page, methods=["GET"]),

@@ -24,7 +24,7 @@ from hookscope.routes.access import (
     session_of,
     session_value,
 )
-from hookscope.routes.api import base_url, read_limited, store_of
+from hookscope.routes.common import base_url, read_limited, store_of
 
 
 def _folder(name: str) -> Path:

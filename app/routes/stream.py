@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from hookscope.errors import ApiError
 from hookscope.live import Hub, Subscription, sse_frame
 from hookscope.models import Endpoint
-from hookscope.routes.api import check_room, disconnected, endpoint_or_404, store_of
+from hookscope.routes.common import check_room, disconnected, endpoint_or_404, store_of
 from hookscope.storage import CaptureQuery, Store
 
 REPLAY_PAGE = 500

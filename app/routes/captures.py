@@ -1,0 +1,137 @@
+"""The JSON API's capture routes: one capture, its body, export, diff, replay, re-verification and
+delete."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from hookscope.errors import ApiError
+from hookscope.ingest.capture import signed_request
+from hookscope.ingest.offload import BUDGET_EXCEEDED
+from hookscope.ingest.parse import media_type
+from hookscope.models import Capture
+from hookscope.ops import diff, export
+from hookscope.ops.replay import check_replay_fields, replay
+from hookscope.responses import JSONResponse
+from hookscope.routes.common import (
+    base_url,
+    choice_param,
+    offload_of,
+    read_json,
+    store_of,
+)
+from hookscope.verify import check_signature
+
+# Where a browser would run what it loads: a sender's body must never be loaded there from
+# Hookscope's origin (a Content-Security-Policy on the body itself does not stop a script).
+_RUNNABLE_DESTINATIONS = frozenset({"script", "style", "worker", "sharedworker", "serviceworker",
+                                    "audioworklet", "paintworklet", "xslt"})
+# Types a browser would run as a script or style sheet: served as text/plain instead.
+_RUNNABLE_TYPE = re.compile(r"(java|ecma|j|live)script|/css|wasm|xslt?\b", re.IGNORECASE)
+
+
+
+async def _capture_or_404(request: Request, param: str = "id") -> Capture:
+    capture_id = request.path_params[param]
+    capture = await store_of(request).get_capture(capture_id)
+    if capture is None:
+        raise ApiError(404, f"no capture with id {capture_id!r}")
+    return capture
+
+
+async def get_capture(request: Request) -> Response:
+    capture = await _capture_or_404(request)
+    return JSONResponse(await full_view(request, capture))
+
+
+async def full_view(request: Request, capture: Capture) -> dict[str, Any]:
+    """The capture in full; a large body's view is made off the event loop, and shown unparsed
+    when that runs out of budget (hookscope.ingest.offload)."""
+    try:
+        return await offload_of(request).run(len(capture.body or b""),
+                                           partial(capture.as_json, full=True))
+    except TimeoutError:
+        return capture.as_json(full=True, parse=False)
+
+
+async def capture_body(request: Request) -> Response:
+    """The raw bytes with the original Content-Type, made inert: a captured HTML or SVG body
+    must never run as a page of Hookscope's origin, nor a script or style sheet as one of its
+    resources."""
+    destination = request.headers.get("sec-fetch-dest", "").lower()
+    if destination in _RUNNABLE_DESTINATIONS:
+        raise ApiError(403, f"a captured body is not served as a {destination}: it is the "
+                            "sender's, and would run as Hookscope's", code="forbidden")
+    capture = await _capture_or_404(request)
+    content_type = capture.content_type or "application/octet-stream"
+    if _RUNNABLE_TYPE.search(media_type(content_type)):
+        content_type = "text/plain; charset=utf-8"
+    headers = {
+        "content-type": content_type,
+        "x-content-type-options": "nosniff",
+        "content-security-policy": "sandbox; default-src 'none'",
+    }
+    if request.query_params.get("download"):
+        headers["content-disposition"] = f'attachment; filename="{capture.id}.bin"'
+    return Response(capture.body, headers=headers)
+
+
+async def export_capture(request: Request) -> Response:
+    kind = choice_param(request, "as", export.FORMATS, required=True)
+    capture = await _capture_or_404(request)
+    if kind == "curl":
+        # The command holds whatever the sender sent: never let a browser sniff it into a page.
+        return PlainTextResponse(export.curl(capture, base_url(request)),
+                                 headers={"x-content-type-options": "nosniff"})
+    if kind == "har":
+        return JSONResponse(export.har(capture, base_url(request)))
+    return JSONResponse({**await full_view(request, capture), "hookscope_fixture": 1}, headers={
+        "content-disposition": f'attachment; filename="{capture.id}.json"'})
+
+
+async def diff_captures(request: Request) -> Response:
+    a = await _capture_or_404(request, "a")
+    b = await _capture_or_404(request, "b")
+    try:
+        return JSONResponse(await offload_of(request).run(len(a.body or b"") + len(b.body or b""),
+                                                        diff.diff_captures, a, b))
+    except TimeoutError:
+        raise ApiError(503, f"the bodies could not be compared: {BUDGET_EXCEEDED}; compare "
+                            "their body_text instead") from None
+
+
+async def replay_capture(request: Request) -> Response:
+    """Send the capture again to the URL given; the reply reports what the target answered."""
+    capture = await _capture_or_404(request)
+    options = check_replay_fields(await read_json(request))
+    return JSONResponse(await replay(capture, options, request.app.state.replay_policy))
+
+
+async def reverify_capture(request: Request) -> Response:
+    """Check a capture's signature again with its endpoint's current secrets, judging timestamps
+    against the moment it arrived, and keep the new verdict."""
+    capture = await _capture_or_404(request)
+    endpoint = await store_of(request).get_endpoint(capture.endpoint_token)
+    if endpoint is None:
+        raise ApiError(404, f"capture {capture.id!r} no longer has an endpoint")
+    if endpoint.verify is None:
+        raise ApiError(409, "the endpoint has no verify config to check against; set one with "
+                            "PATCH /api/endpoints/{key}")
+    previous = capture.as_json(full=False)["signature"]
+    signature = check_signature(endpoint.verify, signed_request(capture),
+                                capture.received_at / 1_000_000, truncated=capture.truncated)
+    if not await store_of(request).set_signature(capture.id, signature):
+        raise ApiError(404, f"no capture with id {capture.id!r}")
+    return JSONResponse({"id": capture.id, "signature": signature, "previous": previous})
+
+
+async def delete_capture(request: Request) -> Response:
+    capture_id = request.path_params["id"]
+    if not await store_of(request).delete_capture(capture_id):
+        raise ApiError(404, f"no capture with id {capture_id!r}")
+    return JSONResponse({"ok": True, "id": capture_id})
