@@ -16,11 +16,11 @@ from hookscope.ingest.offload import BUDGET_EXCEEDED
 from hookscope.ingest.parse import (
     MAX_SHOWN_BYTES,
     NOT_SHOWN,
-    Parsed,
     duplicate_keys,
     parse_for_display,
     unparsed,
 )
+from hookscope.ingest.parsed import Parsed
 
 ALIAS_PATTERN = r"[a-z0-9][a-z0-9_-]{2,63}"  # matched whole (re.fullmatch)
 

@@ -359,7 +359,7 @@ async def test_a_parser_that_raises_costs_neither_the_capture_nor_its_full_view(
     def broken(body: bytes) -> None:
         raise RuntimeError("parser bug")
 
-    monkeypatch.setattr("hookscope.ingest.parse._xml", broken)
+    monkeypatch.setattr("hookscope.ingest.parse.parse_xml", broken)
     response = await client.post(f"/h/{endpoint['token']}", content=b"<a>x</a>",
                                  headers={"Content-Type": "application/xml"})
     assert response.status_code == 200

@@ -12,13 +12,13 @@ from hookscope.ingest.parse import (
     MAX_FORM_FIELDS,
     MAX_JSON_BYTES,
     MAX_NDJSON_LINES,
-    MAX_XML_ELEMENTS,
     ORJSON_ALONE_BYTES,
     duplicate_keys,
     loads_strict,
     parse_body,
     parse_for_display,
 )
+from hookscope.ingest.xml_tree import MAX_XML_ELEMENTS
 
 MULTIPART = (b'--XX\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
              b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'

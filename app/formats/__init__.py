@@ -1,6 +1,6 @@
 """Payload formats: one JSON Schema file per format id, read into one registry.
 
-The registry drives detection (`format: "auto"`), validation, GET /api/formats and the README test;
+The registry drives detection (`format: "auto"`), validation, GET /api/formats and the docs test;
 docs/formats.md says how a schema file is written. Validation has two roads: jsonschema-rs
 (compiled, in Rust) answers "valid" quickly, the capture path's common case (bench/validate compares
 it with the alternatives); only a payload it refuses takes the slower jsonschema road to the full
@@ -24,7 +24,8 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
 from hookscope.formats.cost import schema_cost
-from hookscope.ingest.parse import STRICT_JSON, Parsed
+from hookscope.ingest.parse import STRICT_JSON
+from hookscope.ingest.parsed import Parsed
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 MAX_ERRORS = 100

@@ -1,7 +1,8 @@
 """Body -> parsed view. Never raises: a body that does not parse is reported in `error`.
 
 The raw bytes stay the source of truth; this view is derived from them (the kind and error at
-capture time, the value again whenever a capture is read in full).
+capture time, the value again whenever a capture is read in full). JSON, NDJSON and forms are
+parsed here; multipart bodies in multipart.py, XML in xml_tree.py.
 
 The kind comes from the Content-Type; when that is missing or generic (text/plain,
 application/octet-stream) or the declared kind fails to parse, the body is sniffed: `{`/`[` ->
@@ -11,72 +12,37 @@ forbidden outright, so entity expansion (billion laughs) and external entities c
 
 from __future__ import annotations
 
-import binascii
 import codecs
 import json
 import logging
 import math
 import re
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-import defusedxml.ElementTree as SafeET
 import orjson
-from defusedxml import DefusedXmlException
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MAX_BOUNDARY_LENGTH, MultipartParser, parse_options_header
+
+from hookscope.ingest.multipart import parse_multipart
+from hookscope.ingest.parsed import Parsed, short_error
+from hookscope.ingest.xml_tree import parse_xml
 
 log = logging.getLogger("hookscope.parse")
-# python-multipart logs each malformed body as a warning before it raises; the parsed view names
-# the fault, and a sender must not be able to fill the server's log.
-logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
-KINDS = ("json", "ndjson", "form", "multipart", "xml", "text", "binary", "empty")
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl",
                 "application/x-jsonlines", "application/jsonlines")
 GENERIC_TYPES = ("", "text/plain", "application/octet-stream")
-MULTIPART_TEXT_PREVIEW = 64 * 1024
-# Past this many parts, a multipart body is reported rather than parsed.
-MAX_MULTIPART_PARTS = 1000
 # What the parsed view of a large body takes at most: the body itself is always stored whole.
 # Each is far beyond what a webhook sends, and keeps a view's cost bounded whatever the body.
 MAX_NDJSON_LINES = 10_000
 MAX_FORM_FIELDS = 10_000
-MAX_XML_ELEMENTS = 10_000
 # JSON (and NDJSON) larger than this is not decoded: a decoder makes every value in one call that
 # holds the interpreter, and so the event loop, for as long as it takes (which grows with the
 # number of values, not the bytes), in whatever thread it runs. docs/performance.md has figures.
 MAX_JSON_BYTES = 2 * 1024 * 1024
 NOT_PARSED_JSON = (f"a JSON body over {MAX_JSON_BYTES >> 20} MiB is not parsed; body_text has it "
                    "as sent")
-_XML_CHUNK = 64 * 1024
-# Per part: header lines, and bytes of one header line (python-multipart's own defaults).
-MULTIPART_HEADERS = 8
-MULTIPART_HEADER_BYTES = 4096 + 128
 _PROBE = 4096  # bytes of a large body checked for UTF-8 before the whole of it
 _FORM_LIKE = re.compile(rb"[A-Za-z0-9_.\-\[\]%+]+=[^\s&]*(&[A-Za-z0-9_.\-\[\]%+]+=[^\s&]*)*")
-
-
-@dataclass(slots=True)
-class Parsed:
-    """A body's parsed view, made on every capture. Not frozen: a frozen dataclass sets each
-    field through object.__setattr__, several times the cost of building this one. Treat it as
-    immutable all the same."""
-
-    kind: str  # one of KINDS
-    value: Any = None
-    error: str | None = None
-    # What a cap left out: the view shows the part before it (or nothing, for XML), the raw
-    # bytes stay whole, and the body is not validated.
-    partial: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        view = {"kind": self.kind, "value": self.value, "error": self.error}
-        if self.partial is not None:
-            view["notes"] = [self.partial]
-        return view
 
 
 # Deeper than this, a parsed value is reported rather than shown (see parse_for_display).
@@ -100,7 +66,7 @@ def parse_body(body: bytes, content_type: str | None) -> Parsed:
         # (an XML encoding lookup once did) must not cost the capture, nor its full view.
         log.exception("could not parse a body of type %r", content_type)
         return Parsed(_plain(body).kind, None,
-                      f"could not be parsed ({type(exc).__name__}: {_short(exc)})")
+                      f"could not be parsed ({type(exc).__name__}: {short_error(exc)})")
 
 
 def _parse(body: bytes, content_type: str | None) -> Parsed:
@@ -116,9 +82,9 @@ def _parse(body: bytes, content_type: str | None) -> Parsed:
         # A JSON body sent with the form type (a common sender bug) is JSON.
         return _sniffed(body, None) or _form(body)
     if mt.startswith("multipart/"):
-        return _multipart(body, content_type or "")
+        return parse_multipart(body, content_type or "")
     if mt in ("application/xml", "text/xml") or mt.endswith("+xml"):
-        return _xml(body)
+        return parse_xml(body)
     if mt in GENERIC_TYPES:
         sniffed = _sniffed(body, None)
         if sniffed is not None:
@@ -203,7 +169,7 @@ def _sniffed(body: bytes, declared: Parsed | None) -> Parsed | None:
             return lines
         return declared if declared is not None else None
     if start == b"<":
-        parsed = _xml(body)
+        parsed = parse_xml(body)
         if parsed.error is None or "refused" in (parsed.error or ""):
             return parsed
     return declared
@@ -274,7 +240,7 @@ def _json(body: bytes) -> Parsed:
     try:
         return Parsed("json", loads_strict(body))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        return Parsed("json", None, f"invalid JSON: {_short(exc)}")
+        return Parsed("json", None, f"invalid JSON: {short_error(exc)}")
 
 
 def duplicate_keys(body: bytes) -> list[str]:
@@ -303,7 +269,7 @@ def _ndjson(body: bytes) -> Parsed:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Parsed("ndjson", None, f"NDJSON is not UTF-8: {_short(exc)}")
+        return Parsed("ndjson", None, f"NDJSON is not UTF-8: {short_error(exc)}")
     # Lines end at LF (CRLF too); a JSON string may hold U+2028 and the like, which are not
     # line ends here.
     lines = text.split("\n", MAX_NDJSON_LINES)
@@ -319,7 +285,7 @@ def _ndjson(body: bytes) -> Parsed:
         try:
             rows.append(loads_strict(line.encode()))
         except (ValueError, RecursionError) as exc:
-            return Parsed("ndjson", None, f"line {number + 1} is not JSON: {_short(exc)}")
+            return Parsed("ndjson", None, f"line {number + 1} is not JSON: {short_error(exc)}")
     return Parsed("ndjson", rows, None, partial)
 
 
@@ -330,7 +296,7 @@ def _form(body: bytes) -> Parsed:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Parsed("form", None, f"form body is not UTF-8: {_short(exc)}")
+        return Parsed("form", None, f"form body is not UTF-8: {short_error(exc)}")
     fields = text.split("&", MAX_FORM_FIELDS)
     partial = None
     if len(fields) > MAX_FORM_FIELDS and fields.pop():
@@ -340,205 +306,3 @@ def _form(body: bytes) -> Parsed:
     return Parsed("form", [[k, v] for k, v in pairs], None, partial)
 
 
-def _multipart(body: bytes, content_type: str) -> Parsed:
-    boundary = re.search(r'boundary="?([^";]+)"?', content_type, re.IGNORECASE)
-    if boundary is None:
-        return Parsed("multipart", None, "multipart Content-Type has no boundary")
-    delimiter = b"--" + boundary.group(1).encode("latin-1", "replace")
-    found = body.count(delimiter)
-    if found == 0:
-        return Parsed("multipart", None, f"the Content-Type's boundary {boundary.group(1)!r} is "
-                                         "not in the body")
-    parts = found - (delimiter + b"--" in body)  # the closing delimiter ends the last part
-    if parts > MAX_MULTIPART_PARTS:
-        return Parsed("multipart", None, f"multipart body has {parts} parts; more than "
-                                         f"{MAX_MULTIPART_PARTS} are not parsed")
-    if len(delimiter) - 2 > MAX_BOUNDARY_LENGTH:
-        return Parsed("multipart", None, f"the boundary is longer than {MAX_BOUNDARY_LENGTH} "
-                                         "characters")
-    # A preamble before the first delimiter (RFC 2046 allows one) is not part of any part.
-    start = 0 if body.startswith(delimiter) else body.find(b"\r\n" + delimiter) + 2
-    return _Parts(delimiter[2:]).parse(body[start:] if start > 1 else body)
-
-
-class _Parts:
-    """A multipart body's parts, through python-multipart's streaming parser: linear in the
-    body, with at most MULTIPART_HEADERS header lines of at most MULTIPART_HEADER_BYTES each per
-    part, and their parameters read as RFC 7578 says (no RFC 2047 encoded words, no RFC 2231
-    continuations: the email package decodes both, and crafted ones cost it seconds a part)."""
-
-    def __init__(self, boundary: bytes) -> None:
-        self.parts: list[dict[str, Any]] = []
-        self._headers: dict[str, str] = {}
-        self._field = bytearray()
-        self._value = bytearray()
-        self._payload = bytearray()
-        self._size = 0
-        self._open = False
-        self._ended = False
-        self._parser = MultipartParser(boundary, {
-            "on_part_begin": self._begin, "on_header_field": self._header_field,
-            "on_header_value": self._header_value, "on_header_end": self._header_end,
-            "on_part_data": self._data, "on_part_end": self._end, "on_end": self._finished},
-            max_header_count=MULTIPART_HEADERS, max_header_size=MULTIPART_HEADER_BYTES)
-
-    def parse(self, body: bytes) -> Parsed:
-        try:
-            self._parser.write(body)
-            self._parser.finalize()
-        except MultipartParseError as exc:
-            return Parsed("multipart", self.parts,
-                          f"malformed multipart (part {len(self.parts) + 1}: {_short(exc)})")
-        if not self._ended:
-            if self._open:
-                self._end()  # the last part, as far as it goes
-            return Parsed("multipart", self.parts, "malformed multipart (no closing boundary)")
-        return Parsed("multipart", self.parts)
-
-    def _begin(self) -> None:
-        self._open = True
-        self._headers = {}
-        self._payload.clear()
-        self._size = 0
-
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._field += data[start:end]
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]
-
-    def _header_end(self) -> None:
-        name = self._field.decode("latin-1").strip().lower()
-        self._headers[name] = self._value.decode("latin-1").strip()
-        self._field.clear()
-        self._value.clear()
-
-    def _data(self, data: bytes, start: int, end: int) -> None:
-        self._size += end - start
-        if len(self._payload) <= MULTIPART_TEXT_PREVIEW:
-            self._payload += data[start:min(end, start + MULTIPART_TEXT_PREVIEW + 1)]
-
-    def _end(self) -> None:
-        self._open = False
-        _, disposition = parse_options_header(self._headers.get("content-disposition"))
-        declared, options = parse_options_header(self._headers.get("content-type"))
-        content_type = declared.decode("latin-1") if b"/" in declared else "text/plain"
-        name = disposition.get(b"name")
-        filename = disposition.get(b"filename")
-        text = None
-        if filename is None and self._size <= MULTIPART_TEXT_PREVIEW:
-            charset = options.get(b"charset", b"utf-8").decode("latin-1")
-            try:
-                decoded = _transfer_decoded(bytes(self._payload),
-                                            self._headers.get("content-transfer-encoding", ""))
-                text = decoded.decode(charset) if decoded is not None else None
-            except (UnicodeDecodeError, LookupError, ValueError):
-                text = None
-        self.parts.append({"name": None if name is None else name.decode("utf-8", "replace"),
-                           "filename": (None if filename is None
-                                        else filename.decode("utf-8", "replace")),
-                           "content_type": content_type, "size": self._size, "text": text})
-
-    def _finished(self) -> None:
-        self._ended = True
-
-
-def _transfer_decoded(payload: bytes, encoding: str) -> bytes | None:
-    """A part's payload under its Content-Transfer-Encoding (RFC 7578 deprecates it; some
-    senders still use it); None for an encoding not known here."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "7bit", "8bit", "binary"):
-        return payload
-    if encoding == "base64":
-        return binascii.a2b_base64(payload)
-    if encoding == "quoted-printable":
-        return binascii.a2b_qp(payload)
-    return None
-
-
-# -- XML -----------------------------------------------------------------------------------------
-
-
-class _TooManyElements(Exception):
-    pass
-
-
-class _CountingBuilder(ET.TreeBuilder):
-    """ElementTree's tree builder, stopping the parse past MAX_XML_ELEMENTS elements."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.elements = 0
-
-    def start(self, tag: Any, attrs: Any) -> Any:
-        self.elements += 1
-        if self.elements > MAX_XML_ELEMENTS:
-            raise _TooManyElements
-        return super().start(tag, attrs)
-
-
-def _xml(body: bytes) -> Parsed:
-    builder = _CountingBuilder()
-    parser = SafeET.DefusedXMLParser(target=builder, forbid_dtd=True, forbid_entities=True,
-                                     forbid_external=True)
-    try:
-        # In pieces, so a thread parsing a large body lets the event loop in between.
-        for start in range(0, len(body), _XML_CHUNK):
-            parser.feed(body[start:start + _XML_CHUNK])
-        root = parser.close()
-    except _TooManyElements:
-        note = (f"XML of more than {MAX_XML_ELEMENTS:,} elements is not parsed; body_text has it "
-                "as sent")
-        return Parsed("xml", None, note, note)
-    except DefusedXmlException as exc:
-        return Parsed("xml", None, f"XML refused: {type(exc).__name__} (DTDs and entities are "
-                                   "not allowed)")
-    except (SafeET.ParseError, ValueError, LookupError, RecursionError) as exc:
-        # LookupError: a declared encoding Python does not know (encoding="bogus", "rot13").
-        return Parsed("xml", None, f"invalid XML: {_short(exc)}")
-    try:
-        return Parsed("xml", xml_to_dict(root))
-    except RecursionError:
-        return Parsed("xml", None, "XML is nested too deeply")
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]  # drop a {namespace}
-
-
-def xml_to_dict(root: Any) -> dict[str, Any]:
-    """The root element's children become the keys (the root's own name is dropped); an element
-    with only text becomes a string; one with children an object; repeated siblings an array;
-    attributes become "@name" keys."""
-    return _element_object(root)
-
-
-def _element_object(element: Any) -> dict[str, Any]:
-    obj: dict[str, Any] = {f"@{_local(k)}": v for k, v in element.attrib.items()}
-    lists: set[str] = set()
-    for child in element:
-        name = _local(child.tag)
-        value = _element_value(child)
-        if name in lists:
-            obj[name].append(value)
-        elif name in obj:
-            obj[name] = [obj[name], value]
-            lists.add(name)
-        else:
-            obj[name] = value
-    return obj
-
-
-def _element_value(element: Any) -> Any:
-    if len(element) == 0 and not element.attrib:
-        return (element.text or "").strip()
-    obj = _element_object(element)
-    text = (element.text or "").strip()
-    if text:
-        obj["#text"] = text
-    return obj
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) <= 200 else text[:200] + "..."

@@ -12,7 +12,8 @@ from hookscope import __version__
 from hookscope.errors import ApiError
 from hookscope.formats import Validation, verdict
 from hookscope.ingest.offload import BUDGET_EXCEEDED
-from hookscope.ingest.parse import Parsed, parse_body, unparsed
+from hookscope.ingest.parse import parse_body, unparsed
+from hookscope.ingest.parsed import Parsed
 from hookscope.responses import JSONResponse
 from hookscope.routes.common import (
     offload_of,
