@@ -1,8 +1,8 @@
 """Every setting in one declarative table.
 
 Each field of `Settings` carries its environment variable and help text in its metadata; the CLI,
-the README table and the tests all read this one table (`SETTINGS`), so a setting cannot exist
-without being documented.
+the settings table in docs/running.md and the tests all read this one table (`SETTINGS`), so a
+setting cannot exist without being documented.
 """
 
 from __future__ import annotations

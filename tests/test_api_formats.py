@@ -14,7 +14,7 @@ from hookscope.formats import load_formats
 pytestmark = pytest.mark.anyio
 
 FIXTURES = Path(__file__).parent / "fixtures" / "formats"
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+FORMATS_DOC = (Path(__file__).resolve().parent.parent / "docs" / "formats.md").read_text()
 
 
 def _fixture(format_id: str, status: str) -> tuple[bytes, str]:
@@ -44,8 +44,8 @@ async def test_a_format_serves_its_schema(client):
 
 
 @pytest.mark.parametrize("format_id", load_formats().ids)
-def test_every_format_is_in_the_readme_table(format_id):
-    assert any(line.startswith(f"| `{format_id}` ") for line in README.splitlines())
+def test_every_format_is_in_the_docs_formats_table(format_id):
+    assert any(line.startswith(f"| `{format_id}` ") for line in FORMATS_DOC.splitlines())
 
 
 async def test_validate_detects_then_validates(client):

@@ -203,7 +203,7 @@ async def test_200k_deep_json_is_captured_with_the_parse_error_stated(client, en
 
 @pytest.mark.parametrize("shape", DEEP_BODIES)
 async def test_200k_deep_json_sent_to_validate_is_judged_not_crashed(client, shape):
-    # /api/validate judges its body "as if captured" (README): a body that does not parse is a
+    # /api/validate judges its body "as if captured" (docs/api.md): a body that does not parse is a
     # verdict (parsed.error, and "invalid" against a named format), not a malformed request.
     body = DEEP_BODIES[shape]
     detected = await client.post("/api/validate", content=body,
@@ -588,8 +588,8 @@ def test_a_body_exactly_at_the_limit_is_stored_whole(small_limit_server, framing
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_one_byte_over_the_limit_is_413_and_stored_cut_at_the_limit(small_limit_server, framing):
-    # README: "a larger one is answered 413 and stored cut at this size with truncated: true";
-    # a signature over a cut body cannot be checked, and it is not validated.
+    # docs/running.md: "a larger one is answered 413 and stored cut at this size with truncated:
+    # true"; a signature over a cut body cannot be checked, and it is not validated.
     token = _token(small_limit_server, verify={"scheme": "github", "secrets": ["s3cret"]},
                    format="avo.json-schema")
     body = b"[" + b"1," * (LIMIT // 2 - 1) + b"1]"

@@ -456,7 +456,7 @@ async def test_any_query_string_on_a_read_route_is_answered_in_shape(
 # -- real servers, raw sockets -------------------------------------------------------------------
 
 # The methods llhttp (httptools, the default parser) knows for sure; it refuses some other tokens
-# with a 400 before Hookscope sees them (README, "Methods"). h11 takes any token.
+# with a 400 before Hookscope sees them (docs/running.md, "Methods"). h11 takes any token.
 LLHTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
                   "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "PURGE",
                   "QUERY", "LINK", "UNLINK", "SEARCH", "REPORT", "MKCALENDAR", "SUBSCRIBE"]

@@ -15,7 +15,7 @@ import pytest
 
 from tests.serverproc import ServerProcess
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+TESTING_DOC = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
 
 
 def _run_pytest(directory: Path, *args: str, env: dict[str, str] | None = None,
@@ -28,20 +28,21 @@ def _run_pytest(directory: Path, *args: str, env: dict[str, str] | None = None,
         cwd=directory, env=clean, capture_output=True, text=True, timeout=120)
 
 
-def _readme_example() -> dict[str, str]:
-    """The README's worked example: its python blocks, by the file name in their first line."""
-    section = README.read_text().split("## Contract tests in CI", 1)[1].split("\n## ", 1)[0]
+def _docs_example() -> dict[str, str]:
+    """docs/testing.md's worked example: the python blocks of its pytest section, by the file
+    name in their first line."""
+    section = TESTING_DOC.read_text().split("## With pytest", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     files = {}
     for block in blocks:
         name = re.match(r"# (\S+\.py):", block)
-        assert name, f"a README example block without its file name: {block[:60]!r}"
+        assert name, f"a docs/testing.md example block without its file name: {block[:60]!r}"
         files[name.group(1)] = block
     return files
 
 
-def test_the_readme_example_passes_as_written(tmp_path):
-    files = _readme_example()
+def test_the_docs_example_passes_as_written(tmp_path):
+    files = _docs_example()
     assert set(files) == {"sender.py", "test_sender.py"}
     for name, text in files.items():
         (tmp_path / name).write_text(text)

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="run the server",
         description="Run the Hookscope server. Flags override the HOOKSCOPE_* environment "
-                    "variables; see the README for every setting.")
+                    "variables; docs/running.md lists every setting.")
     for f in SETTINGS:
         flag = f.metadata["cli"]
         if flag:

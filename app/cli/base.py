@@ -1,6 +1,6 @@
 """The client commands of `hookscope` (cli/__init__.py maps the arguments onto them).
 
-Exit codes are part of the interface, documented in the README and stable:
+Exit codes are part of the interface, documented in docs/cli.md and stable:
 
     0  success
     1  something failed: an expectation or a validation (the output names the field and why),

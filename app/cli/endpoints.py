@@ -96,8 +96,8 @@ OPTIONS = (
             "is invalid", action="store_true"),
     _option("--max-captures", "max_captures", "keep at most N captures, pruning the oldest",
             type=int, metavar="N"),
-    _option("--max-bytes", "max_bytes", "keep at most N body bytes, pruning the oldest "
-            "captures", type=int, metavar="N"),
+    _option("--max-bytes", "max_bytes", "keep at most N stored bytes (bodies, paths, queries "
+            "and headers), pruning the oldest captures", type=int, metavar="N"),
     _option("--rate-limit", "rate_limit", "accept at most this many requests per second "
             "(0.5: one every 2 s); beyond it answer 429", type=float, metavar="PER_S"),
     _option("--expires-at", "expires_at", "after this moment the capture URL answers 410 "

@@ -1,5 +1,6 @@
-"""Signature schemes: one registry that the capture path, the API, the input checks and the README
-test all read. Adding a scheme is one module with a `Scheme` and one line in SCHEMES."""
+"""Signature schemes: one registry that the capture path, the API, the input checks and the test
+of docs/signatures.md all read. Adding a scheme is one module with a `Scheme` and one line in
+SCHEMES."""
 
 from __future__ import annotations
 
