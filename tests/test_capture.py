@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import threading
 import time
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from hookscope.ingest.capture import build_capture
+from hookscope.models import Capture
 
 pytestmark = pytest.mark.anyio
 
@@ -24,6 +26,11 @@ async def _only_capture(client: httpx.AsyncClient, token: str) -> dict:
 def test_build_capture_fills_every_field_by_name():
     """build_capture passes Capture's fields by position (it is the hot path): each must land
     in its own field, so a field added to Capture cannot shift the others unnoticed."""
+    assert [f.name for f in dataclasses.fields(Capture)][:18] == [
+        "id", "endpoint_id", "endpoint_token", "received_at", "method", "path", "query",
+        "headers", "remote_addr", "content_type", "body_size", "truncated", "response_status",
+        "parsed_kind", "parsed_error", "seq", "body", "parsed"], "update build_capture's order"
+
     scope = {"type": "http", "method": "PATCH", "path": "/h/tok/x y", "raw_path": b"/h/tok/x%20y",
              "query_string": b"a=1&b=\xe9", "client": ("10.0.0.7", 5555),
              "headers": [(b"x-custom", b"v\xe9"), (b"content-type", b"application/json"),

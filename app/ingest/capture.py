@@ -72,25 +72,29 @@ def build_capture(scope: Scope, *, endpoint_id: int, endpoint_token: str,
     client = scope.get("client")
     parsed = (parse_body(body, content_type) if parse
               else unparsed(body, content_type, BUDGET_EXCEEDED))
+    # Positional, in field order: a class called with keywords packs them into a dict and
+    # unpacks them again on every call, a visible share of a capture's cost (bench/instructions;
+    # docs/performance.md). tests/test_capture.py holds the order, so a field added to Capture
+    # cannot shift the others unnoticed.
     return Capture(
-        id=new_capture_id(received_at),
-        endpoint_id=endpoint_id,
-        endpoint_token=endpoint_token,
-        received_at=received_at,
-        method=scope["method"],
-        path=path,
-        query=scope.get("query_string", b"").decode("latin-1"),
-        headers=headers,
-        remote_addr=client[0] if client else None,
-        content_type=content_type,
-        body_size=len(body),
-        truncated=truncated,
-        response_status=0,  # decided later
-        parsed_kind=parsed.kind,
-        parsed_error=parsed.error,
-        seq=0,  # given by the store
-        body=body,
-        parsed=parsed,
+        new_capture_id(received_at),  # id
+        endpoint_id,
+        endpoint_token,
+        received_at,
+        scope["method"],
+        path,
+        scope.get("query_string", b"").decode("latin-1"),  # query
+        headers,
+        client[0] if client else None,  # remote_addr
+        content_type,
+        len(body),  # body_size
+        truncated,
+        0,  # response_status, decided later
+        parsed.kind,
+        parsed.error,
+        0,  # seq, given by the store
+        body,
+        parsed,
     )
 
 
