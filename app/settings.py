@@ -35,7 +35,7 @@ class Settings:
         "When a capture counts as stored. normal: committed to SQLite's WAL, which survives a "
         "killed process (a power cut may lose the last commits). full: each commit is also synced "
         "to disk before its captures are answered, which survives a power cut (if the disk "
-        "honours flushes); it costs about a quarter of the captures a second under load.",
+        "honours flushes), at a cost in captures a second under load (docs/performance.md).",
         cli="--synchronous")
     body_file_bytes: int = _setting(
         0, "HOOKSCOPE_BODY_FILE_BYTES",

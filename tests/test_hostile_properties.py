@@ -25,7 +25,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from starlette.routing import Route
 
-from hookscope.ingest.parse import KINDS
+from hookscope.ingest.parsed import KINDS
 from hookscope.routes import build_routes, stream
 from tests.serverproc import ServerProcess, send_raw, split_reply
 

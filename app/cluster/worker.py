@@ -20,7 +20,7 @@ from hookscope.cluster.channel import Channel, receive_blocking
 from hookscope.ingest.limits import FailureThrottle
 from hookscope.live.local import LocalHub, LocalSubscription
 from hookscope.settings import Settings
-from hookscope.storage.sqlite.store import SQLiteStore
+from hookscope.storage import Store
 
 log = logging.getLogger("hookscope.worker")
 
@@ -38,7 +38,7 @@ class Link:
         self.on_lost: Callable[[], None] | None = None
 
     async def start(self, app: Starlette) -> None:
-        store: SQLiteStore = app.state.store
+        store: Store = app.state.store
         hub = self.hub
 
         async def forget() -> None:

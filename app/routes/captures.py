@@ -35,7 +35,6 @@ _RUNNABLE_DESTINATIONS = frozenset({"script", "style", "worker", "sharedworker",
 _RUNNABLE_TYPE = re.compile(r"(java|ecma|j|live)script|/css|wasm|xslt?\b", re.IGNORECASE)
 
 
-
 async def _capture_or_404(request: Request, param: str = "id") -> Capture:
     capture_id = request.path_params[param]
     capture = await store_of(request).get_capture(capture_id)
@@ -54,7 +53,7 @@ async def full_view(request: Request, capture: Capture) -> dict[str, Any]:
     when that runs out of budget (hookscope.ingest.offload)."""
     try:
         return await offload_of(request).run(len(capture.body or b""),
-                                           partial(capture.as_json, full=True))
+                                             partial(capture.as_json, full=True))
     except TimeoutError:
         return capture.as_json(full=True, parse=False)
 
@@ -99,7 +98,7 @@ async def diff_captures(request: Request) -> Response:
     b = await _capture_or_404(request, "b")
     try:
         return JSONResponse(await offload_of(request).run(len(a.body or b"") + len(b.body or b""),
-                                                        diff.diff_captures, a, b))
+                                                          diff.diff_captures, a, b))
     except TimeoutError:
         raise ApiError(503, f"the bodies could not be compared: {BUDGET_EXCEEDED}; compare "
                             "their body_text instead") from None

@@ -24,6 +24,11 @@ def store_of(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
+def hub_of(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
 def settings_of(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
@@ -73,8 +78,8 @@ async def endpoint_or_404(request: Request) -> Endpoint:
 
 
 def number_param(request: Request, name: str, default: int | None, low: int,
-                  high: int = 2**63 - 1, *, kind: type = int,
-                  what: str = "a whole number") -> Any:
+                 high: int = 2**63 - 1, *, kind: type = int,
+                 what: str = "a whole number") -> Any:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -90,7 +95,7 @@ def number_param(request: Request, name: str, default: int | None, low: int,
 
 
 def choice_param(request: Request, name: str, choices: tuple[str, ...], *,
-                  required: bool = False) -> str | None:
+                 required: bool = False) -> str | None:
     value = request.query_params.get(name) or None
     if value in choices or (value is None and not required):
         return value

@@ -19,6 +19,7 @@ from hookscope.routes.common import (
     conflict,
     disconnected,
     endpoint_or_404,
+    hub_of,
     number_param,
     read_json,
     settings_of,
@@ -76,7 +77,7 @@ async def update_endpoint(request: Request) -> Response:
 async def delete_endpoint(request: Request) -> Response:
     endpoint = await endpoint_or_404(request)
     deleted = await store_of(request).delete_endpoint(endpoint)
-    request.app.state.hub.close_endpoint(endpoint.id)
+    hub_of(request).close_endpoint(endpoint.id)
     return JSONResponse({"ok": True, "token": endpoint.token, "captures_deleted": deleted})
 
 
@@ -126,7 +127,7 @@ async def _long_poll(request: Request, endpoint: Endpoint, query: CaptureQuery,
     Subscribed before the first look, so a capture committed between the look and the wait
     still wakes it; every wake-up looks again in the store (the filters decide, not the event).
     Ends early, with what it has, when the client goes away or the server shuts down."""
-    store, hub = store_of(request), request.app.state.hub
+    store, hub = store_of(request), hub_of(request)
     check_room(hub, endpoint)
     deadline = asyncio.get_running_loop().time() + wait
     subscription = hub.subscribe(endpoint.id)

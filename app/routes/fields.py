@@ -1,8 +1,8 @@
-"""Checking fields sent to the API: every problem found, each naming its field.
+"""Checking an endpoint's fields sent to the API: every problem found, each naming its field.
 
-`check_endpoint_fields` turns a create or patch body into values the store can write, and
-`check_replay_fields` a replay request into ReplayOptions; each raises one ApiError(422) listing
-every problem, so a user fixes them all in one go.
+`check_endpoint_fields` turns a create or patch body into values the store can write, or raises
+one ApiError(422) listing every problem, so a user fixes them all in one go. A replay request's
+fields are checked the same way beside replay itself (ops/replay.py).
 """
 
 from __future__ import annotations

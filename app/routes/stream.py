@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from hookscope.errors import ApiError
 from hookscope.live import Hub, Subscription, sse_frame
 from hookscope.models import Endpoint
-from hookscope.routes.common import check_room, disconnected, endpoint_or_404, store_of
+from hookscope.routes.common import check_room, disconnected, endpoint_or_404, hub_of, store_of
 from hookscope.storage import CaptureQuery, Store
 
 REPLAY_PAGE = 500
@@ -131,7 +131,7 @@ async def _last_seq(store: Store, endpoint: Endpoint) -> int | None:
 async def stream(request: Request) -> Response:
     endpoint = await endpoint_or_404(request)
     resume = _resume_point(request)
-    hub: Hub = request.app.state.hub
+    hub = hub_of(request)
     check_room(hub, endpoint)
     return _EventStream(store_of(request), hub, endpoint, resume)
 

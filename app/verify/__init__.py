@@ -5,10 +5,10 @@ SCHEMES."""
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
+from hookscope.models import header_name_ok
 from hookscope.verify.avo import AVO
 from hookscope.verify.base import Context, Scheme, SignedRequest, Verdict, failed
 from hookscope.verify.generic_hmac import HMAC
@@ -41,7 +41,6 @@ _DETECT_HEADERS = frozenset(_RANK_BY_HEADER)
 _DETECT_OTHERWISE = tuple((rank, s.detect) for rank, s in enumerate(_AUTO) if s.detect)
 SCHEME_IDS: tuple[str, ...] = ("auto", *SCHEMES)
 COMMON_FIELDS = ("scheme", "secrets", "tolerance_seconds")
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 DEFAULT_TOLERANCE = 300
 
 
@@ -68,7 +67,7 @@ def option_problems(scheme_id: str, options: Mapping[str, Any]) -> list[tuple[st
         elif option.choices and value not in option.choices:
             problems.append((f"verify.{name}", f"{name} must be one of "
                                                f"{', '.join(option.choices)}"))
-        elif name.endswith("header") and not _HEADER_NAME.fullmatch(value):
+        elif name.endswith("header") and not header_name_ok(value):
             problems.append((f"verify.{name}", f"{value!r} is not a header name"))
     if not problems and scheme is not None and scheme.check_options is not None:
         problems.extend(scheme.check_options(options))

@@ -2,5 +2,5 @@
 
 The store itself is in store.py; the rest is private to it: the writer and its checkpointer, the
 per-endpoint counters and limits (retention.py), bodies kept in files (bodyfiles.py), the schema
-versions (migrations.py).
+versions (migrations.py), the lock file that keeps one writing process per database (lock.py).
 """

@@ -69,7 +69,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE captures ADD COLUMN file_bytes INTEGER NOT NULL DEFAULT 0;
     """,
     # 4: a capture's path, query and header fields count toward stored_bytes, as its body does
-    # (retention.py.STORED_BYTES).
+    # (retention.STORED_BYTES).
     """
     UPDATE endpoints SET stored_bytes = (
         SELECT COALESCE(SUM(length(body) + file_bytes + length(CAST(path AS BLOB))

@@ -223,9 +223,9 @@ class Writer:
         if closed:
             _resolve_all([(future, None, _closed()) for _, _, future, _ in turn.items])
             return
-        conn = self._conn
-        assert conn is not None  # opened by start(), before any turn
         try:
+            conn = self._conn
+            assert conn is not None  # opened by start(), before any turn
             try:
                 begun = _begin_now(conn)
             except Exception:  # the thread tries again, and fails the batch cleanly if it must
