@@ -172,10 +172,10 @@ def _both_serve(server: ServerProcess) -> None:
 
 @pytest.mark.slow
 def test_a_restart_at_once_after_sigkill_of_the_main_process_always_starts(tmp_path: Path):
-    # README: "after a crash or SIGKILL, just start again", as systemd does at once. The killed
-    # main process's worker holds the database until it has answered what it was answering (here
-    # captures whose endpoint replies 2 s after storing) and stopped; the new server waits for it
-    # rather than refusing. The other core is kept busy, as on a loaded machine.
+    # docs/running.md: "after a crash or SIGKILL, just start again", as systemd does at once. The
+    # killed main process's worker holds the database until it has answered what it was answering
+    # (here captures whose endpoint replies 2 s after storing) and stopped; the new server waits
+    # for it rather than refusing. The other core is kept busy, as on a loaded machine.
     db = tmp_path / "restart.db"
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     server = ServerProcess(db, tmp_path / "round-0.log", args=("--workers", "2"))

@@ -1,4 +1,5 @@
-"""The SQLite store: restart, pruning, migrations, the single-writer lock and group commit."""
+"""What only the SQLite store does: its writer and group commit, checkpoints, the lock file,
+migrations and pages. What every store promises is in test_store_contract.py."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from hookscope.live.local import LocalHub
 from hookscope.main import create_app
 from hookscope.models import Capture, new_capture_id, now_us
 from hookscope.settings import Settings
-from hookscope.storage import CaptureQuery, Conflict, Gone, SchemaTooNew, StoreLocked
+from hookscope.storage import SchemaTooNew, StoreLocked
 from hookscope.storage.sqlite import checkpointer, writer
 from hookscope.storage.sqlite.lock import check_writable, take_lock
 from hookscope.storage.sqlite.migrations import LATEST, MIGRATIONS, migrate
@@ -66,32 +67,6 @@ async def _endpoint(store: SQLiteStore, **fields):
     return await store.create_endpoint({"created_at": now_us(), "max_captures": 100, **fields})
 
 
-async def test_restart_keeps_endpoints_captures_and_sequence(tmp_path):
-    path = tmp_path / "restart.db"
-    store = SQLiteStore(path)
-    await store.open()
-    endpoint = await _endpoint(store, alias="keep-me", name="kept")
-    ids = []
-    for i in range(3):
-        capture = _capture(endpoint.id, endpoint.token, f"body {i}".encode())
-        await store.add_capture(capture)
-        ids.append(capture.id)
-    await store.close()
-
-    store = SQLiteStore(path)
-    await store.open()
-    try:
-        again = await store.get_endpoint("keep-me")
-        assert (again.token, again.name, again.capture_count, again.last_seq) == (
-            endpoint.token, "kept", 3, 3)
-        for i, capture_id in enumerate(ids):
-            assert (await store.get_capture(capture_id)).body == f"body {i}".encode()
-        fresh = _capture(endpoint.id, endpoint.token, b"after restart")
-        assert await store.add_capture(fresh) == 4
-    finally:
-        await store.close()
-
-
 async def test_bodies_are_blobs_and_unchecked_verdicts_null(store):
     """The writer binds bytes and None through identity adapters (storage.sqlite.writer): the
     columns must still hold a BLOB and NULLs."""
@@ -101,23 +76,6 @@ async def test_bodies_are_blobs_and_unchecked_verdicts_null(store):
         row = conn.execute("SELECT typeof(body), body, typeof(signature), typeof(parsed_error), "
                            "typeof(validation) FROM captures").fetchone()
     assert row == ("blob", b"\x00\xffraw", "null", "null", "null")
-
-
-async def test_pruning_keeps_the_newest_max_captures(store):
-    endpoint = await _endpoint(store, max_captures=3)
-    for i in range(7):
-        await store.add_capture(_capture(endpoint.id, endpoint.token, str(i).encode()))
-    kept = await store.list_captures(endpoint, CaptureQuery(limit=100))
-    assert [c.seq for c in kept] == [7, 6, 5]
-    assert (await store.get_endpoint(endpoint.token)).capture_count == 3
-
-
-async def test_pruning_under_concurrent_load_never_exceeds_the_limit(store):
-    endpoint = await _endpoint(store, max_captures=10)
-    await asyncio.gather(*(store.add_capture(
-        _capture(endpoint.id, endpoint.token, str(i).encode())) for i in range(200)))
-    kept = await store.list_captures(endpoint, CaptureQuery(limit=1000))
-    assert [c.seq for c in kept] == list(range(200, 190, -1))
 
 
 async def test_a_commit_by_another_connection_is_counted_from_the_database(store, tmp_path):
@@ -139,16 +97,6 @@ async def test_a_commit_by_another_connection_is_counted_from_the_database(store
     assert await store.get_capture(first.id) is None
 
 
-async def test_lowering_max_captures_prunes_at_once(store):
-    endpoint = await _endpoint(store, max_captures=10)
-    for i in range(6):
-        await store.add_capture(_capture(endpoint.id, endpoint.token, str(i).encode()))
-    updated = await store.update_endpoint(endpoint, {"max_captures": 2})
-    assert updated.capture_count == 2
-    kept = await store.list_captures(endpoint, CaptureQuery(limit=100))
-    assert [c.seq for c in kept] == [6, 5]
-
-
 async def test_concurrent_captures_get_distinct_growing_sequence_numbers(store):
     endpoint = await _endpoint(store, max_captures=10_000)
     captures = [_capture(endpoint.id, endpoint.token, str(i).encode()) for i in range(500)]
@@ -157,18 +105,6 @@ async def test_concurrent_captures_get_distinct_growing_sequence_numbers(store):
     # Committed: a separate connection sees every one of them.
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM captures").fetchone()[0] == 500
-
-
-async def test_one_failing_operation_does_not_fail_its_batch(store):
-    await _endpoint(store, alias="taken")
-    endpoint = await _endpoint(store)
-    results = await asyncio.gather(
-        *(store.add_capture(_capture(endpoint.id, endpoint.token, b"x")) for _ in range(20)),
-        _endpoint(store, alias="taken"),
-        *(store.add_capture(_capture(endpoint.id, endpoint.token, b"y")) for _ in range(20)),
-        return_exceptions=True)
-    assert isinstance(results[20], Conflict)
-    assert sorted(r for i, r in enumerate(results) if i != 20) == list(range(1, 41))
 
 
 def test_the_headers_column_is_json_with_non_ascii_as_it_is():
@@ -377,13 +313,6 @@ async def test_stopping_commits_what_was_asked_for_before_the_hand_over(tmp_path
         assert conn.execute("SELECT body FROM captures").fetchall() == [(b"k",)]
 
 
-async def test_capture_for_a_deleted_endpoint_fails_as_gone(store):
-    endpoint = await _endpoint(store)
-    await store.delete_endpoint(endpoint)
-    with pytest.raises(Gone):
-        await store.add_capture(_capture(endpoint.id, endpoint.token, b"late"))
-
-
 async def test_a_second_store_on_the_same_file_is_refused(store):
     second = SQLiteStore(store.path)
     with pytest.raises(StoreLocked, match="already in use by another Hookscope process"):
@@ -552,34 +481,6 @@ async def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
 async def test_wal_mode_is_on(store):
     rows = await store._rows("PRAGMA journal_mode")
     assert rows[0][0] == "wal"
-
-
-async def test_a_capture_looked_up_before_a_patch_obeys_the_new_limit(store):
-    stale = await _endpoint(store, max_captures=2)
-    await store.update_endpoint(stale, {"max_captures": 1000})
-    for i in range(5):  # requests that found the endpoint while it still said 2
-        await store.add_capture(_capture(stale.id, stale.token, str(i).encode()))
-    kept = await store.list_captures(stale, CaptureQuery(limit=100))
-    assert [c.seq for c in kept] == [5, 4, 3, 2, 1]
-
-
-async def test_endpoint_ids_are_never_reused(store):
-    deleted = await _endpoint(store)
-    await store.delete_endpoint(deleted)
-    newer = await _endpoint(store)
-    assert newer.id != deleted.id
-    with pytest.raises(Gone):  # a capture still in flight for the deleted endpoint
-        await store.add_capture(_capture(deleted.id, deleted.token, b"late"))
-    assert await store.list_captures(newer, CaptureQuery()) == []
-
-
-async def test_a_closed_store_refuses_work_instead_of_hanging(tmp_path):
-    store = SQLiteStore(tmp_path / "closed.db")
-    await store.open()
-    endpoint = await _endpoint(store)
-    await store.close()
-    with pytest.raises(RuntimeError, match="closed"):
-        await asyncio.wait_for(store.add_capture(_capture(endpoint.id, endpoint.token, b"x")), 5)
 
 
 async def test_a_new_database_uses_8k_pages_and_an_old_one_keeps_its_own(tmp_path):

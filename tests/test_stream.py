@@ -202,7 +202,7 @@ async def test_one_timer_sends_keep_alives_to_quiet_streams_only():
 
 @pytest.mark.anyio
 async def test_a_quiet_stream_is_never_silent_longer_than_the_keep_alive_limit():
-    # API.md: keep-alive comments at least every 15 s; here the limit is 1 s.
+    # docs/api.md: a stream is never silent for more than 15 s; here the limit is 1 s.
     hub = LocalHub(keepalive_s=1.0)
     stream = hub.subscribe(1, keepalive=True)
     started = asyncio.get_running_loop().time()
