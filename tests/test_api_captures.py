@@ -156,7 +156,23 @@ async def test_raw_body_keeps_content_type_but_cannot_run_as_a_page(client, endp
     assert raw.headers["x-content-type-options"] == "nosniff"
     assert raw.headers["content-security-policy"].startswith("sandbox")
     download = await client.get(f"/api/captures/{capture_id}/body?download=1")
-    assert download.headers["content-disposition"] == f'attachment; filename="{capture_id}.bin"'
+    assert download.headers["content-disposition"] == f'attachment; filename="{capture_id}.html"'
+
+
+@pytest.mark.parametrize(("content_type", "extension"), [
+    ("application/json; charset=utf-8", "json"), ("application/vnd.api+json", "json"),
+    ("application/xml", "xml"), ("application/atom+xml", "xml"), ("text/plain", "txt"),
+    ("application/x-www-form-urlencoded", "txt"), ("application/x-ndjson", "ndjson"),
+    ("image/png", "png"), ("application/octet-stream", "bin"), (None, "bin")])
+async def test_a_downloaded_body_is_named_by_its_content_type(client, endpoint, content_type,
+                                                              extension):
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await client.post(f"/h/{endpoint['token']}", content=b"<x/>", headers=headers)
+    capture_id = response.headers["x-hookscope-capture"]
+    download = await client.get(f"/api/captures/{capture_id}/body?download=1")
+    assert download.content == b"<x/>"
+    assert download.headers["content-disposition"] == (
+        f'attachment; filename="{capture_id}.{extension}"')
 
 
 @pytest.mark.parametrize("destination", ["script", "style", "worker", "serviceworker"])

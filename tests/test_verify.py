@@ -19,7 +19,7 @@ import standardwebhooks
 import stripe
 
 from hookscope.verify import SCHEMES, SignedRequest, check_signature
-from hookscope.verify.base import digest
+from hookscope.verify.base import digest, span, timestamp_problem
 
 NOW = 1_763_800_000
 BODY = b'{"event": "order.created", "id": 42, "note": "caf\xc3\xa9"}'
@@ -245,7 +245,7 @@ def test_stale_or_future_timestamp_fails_with_the_reason(case):
     secret = case.new_secret()
     stale = _run(case, [secret], case.sign(secret, NOW - 301, BODY))
     assert stale["status"] == "failed"
-    assert "301 s old, outside the 300 s tolerance" in stale["reason"]
+    assert "301 s old, outside the tolerance of 300 s" in stale["reason"]
     assert stale["secret_index"] == 0  # the signature itself was right
     future = _run(case, [secret], case.sign(secret, NOW + 400, BODY))
     assert "in the future" in future["reason"]
@@ -505,3 +505,18 @@ def test_digest_keys_once_and_never_carries_one_message_into_the_next():
              ("sha256", b"x" * 200, b"y" * 5000)]  # a key longer than a block; a long body
     for algorithm, key, message in calls:
         assert digest(algorithm, key, message) == hmac.new(key, message, algorithm).digest()
+
+
+@pytest.mark.parametrize(("seconds", "words"), [(0, "0 s"), (119, "119 s"), (120, "2 min"),
+                                                (3720, "62 min"), (7200, "2 h"),
+                                                (47 * 3600, "47 h"), (3 * 86400, "3 days")])
+def test_a_timestamp_drift_is_said_in_words(seconds, words):
+    assert span(seconds) == words
+
+
+def test_a_stale_timestamp_names_its_age_and_the_tolerance_in_words():
+    problem = timestamp_problem("1000", 1000 + 3720, 300, header="X-Timestamp")
+    assert problem == ("timestamp 1000 is 62 min old, outside the tolerance of 5 min (a replay, "
+                       "or a clock that is off)")
+    ahead = timestamp_problem("5000", 1000, 300, header="X-Timestamp")
+    assert ahead is not None and "66 min in the future" in ahead

@@ -76,8 +76,31 @@ async def capture_body(request: Request) -> Response:
         "content-security-policy": "sandbox; default-src 'none'",
     }
     if request.query_params.get("download"):
-        headers["content-disposition"] = f'attachment; filename="{capture.id}.bin"'
+        name = f"{capture.id}.{extension(capture.content_type)}"
+        headers["content-disposition"] = f'attachment; filename="{name}"'
     return Response(capture.body, headers=headers)
+
+
+# Download names: what a person's tools open by extension. Anything else is .bin.
+_EXTENSIONS = {"application/json": "json", "application/x-ndjson": "ndjson",
+               "application/ndjson": "ndjson", "application/xml": "xml", "text/xml": "xml",
+               "application/x-www-form-urlencoded": "txt", "multipart/form-data": "txt",
+               "text/plain": "txt", "text/html": "html", "text/csv": "csv",
+               "application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg",
+               "image/gif": "gif", "application/zip": "zip", "application/gzip": "gz"}
+
+
+def extension(content_type: str | None) -> str:
+    """The file extension of a body of this Content-Type: `json` for application/json and any
+    +json type, `xml` for +xml, `bin` when unknown."""
+    kind = media_type(content_type)
+    if kind in _EXTENSIONS:
+        return _EXTENSIONS[kind]
+    if kind.endswith("+json"):
+        return "json"
+    if kind.endswith("+xml"):
+        return "xml"
+    return "bin"
 
 
 async def export_capture(request: Request) -> Response:

@@ -217,9 +217,24 @@ def timestamp_problem(raw: str | None, now: float, tolerance: int, *,
     drift = now - stamp
     if abs(drift) > tolerance:
         when = "old" if drift > 0 else "in the future"
-        return (f"timestamp {stamp} is {abs(int(drift))} s {when}, outside the {tolerance} s "
-                "tolerance (a replay, or a clock that is off)")
+        age, limit = span(abs(int(drift))), span(tolerance)
+        if age == limit:  # just past it: words would hide the difference
+            age, limit = f"{abs(int(drift))} s", f"{tolerance} s"
+        return (f"timestamp {stamp} is {age} {when}, outside the tolerance of {limit} (a replay, "
+                "or a clock that is off)")
     return None
+
+
+def span(seconds: int) -> str:
+    """A length of time as people say it: exact to the second below two minutes, then whole
+    minutes, hours or days."""
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 120 * 60:
+        return f"{seconds // 60} min"
+    if seconds < 48 * 3600:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
 
 
 def no_match(secrets: Sequence[str]) -> Verdict:
