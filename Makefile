@@ -9,7 +9,7 @@ UV := uv==0.13.10
 LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --universal --generate-hashes \
 	--group build --custom-compile-command "make lock"
 
-.PHONY: run test lint docs lock lock-upgrade bench clean
+.PHONY: run test lint docs screenshots lock lock-upgrade bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ bench: $(VENV)/.run-deps
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/steady.py
 	$(BIN)/python bench/large.py
+
+# The browser tests' screenshots of every state of the pages, into docs/screenshots/ (committed, so
+# a reviewer sees the pages without running anything) rather than tests/artifacts/.
+screenshots: $(VENV)/.test-deps
+	HOOKSCOPE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_inspector.py tests/test_browser.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

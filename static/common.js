@@ -12,7 +12,7 @@ const HS = (() => {
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else node.setAttribute(key, value === true ? "" : String(value));
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -25,7 +25,12 @@ const HS = (() => {
       options.body = JSON.stringify(body);
       options.headers["Content-Type"] = "application/json";
     }
-    const response = await fetch(path, options);
+    let response;
+    try {
+      response = await fetch(path, options);
+    } catch (e) {
+      throw new Error("Hookscope is not answering: is the server running, and is this machine online?");
+    }
     const data = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
     if (!response.ok) {
       const error = new Error(data?.error?.message || `${response.status} ${response.statusText}`);

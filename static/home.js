@@ -28,9 +28,21 @@
     }
   });
 
+  async function remove(endpoint) {
+    const name = endpoint.name || endpoint.alias || endpoint.token;
+    if (!confirm(`Delete the endpoint "${name}" and all its captures? Its URL stops working.`)) return;
+    try {
+      await api("DELETE", `/api/endpoints/${encodeURIComponent(endpoint.token)}`);
+      HS.toast("Endpoint deleted");
+      await load();
+    } catch (e) { HS.toast(e.message); }
+  }
+
   async function load() {
     const data = await api("GET", "/api/endpoints");
-    list.replaceChildren(...data.endpoints.map((endpoint) => el("li", {},
+    list.replaceChildren(...data.endpoints.map((endpoint) => el("li", { class: "endpoint-item" },
+      el("button", { type: "button", class: "ghost small danger delete-endpoint", "aria-label": `Delete ${endpoint.name || endpoint.alias || endpoint.token}`,
+                     onclick: () => remove(endpoint) }, "Delete"),
       el("a", { class: "endpoint-card", href: `/e/${encodeURIComponent(endpoint.token)}` },
         el("div", { class: "title" }, endpoint.name || endpoint.alias || "Unnamed endpoint"),
         el("div", { class: "url" }, endpoint.alias_url || endpoint.url),

@@ -20,6 +20,9 @@ from hookscope.settings import Settings
 from hookscope.storage.sqlite.store import SQLiteStore
 from tests.serverproc import ServerProcess
 
+# The browser tests' fixtures (a server and Chromium per module, pages, screenshots, axe-core).
+pytest_plugins = ["tests.browserkit"]
+
 BASE = "http://hookscope.test"
 
 

@@ -47,12 +47,14 @@ def test_the_wheel_holds_the_hookscope_package_and_nothing_else(wheel: Path):
     modules = {f"hookscope/{path.relative_to(ROOT / 'app').as_posix()}"
                for path in (ROOT / "app").rglob("*.py")}
     assert modules <= names, f"missing from the wheel: {sorted(modules - names)}"
-    for folder, pattern in (("templates", "*.html"), ("static", "*"),
+    for folder, pattern in (("templates", "*.html"), ("static", "**/*.*"),
                             ("app/formats/schemas", "*.json")):
-        files = list((ROOT / folder).glob(pattern))
+        files = [path for path in (ROOT / folder).glob(pattern) if path.is_file()]
         assert files
         inside = folder.replace("app/", "")
-        assert {f"hookscope/{inside}/{path.name}" for path in files} <= names, folder
+        expected = {f"hookscope/{inside}/{path.relative_to(ROOT / folder).as_posix()}"
+                    for path in files}
+        assert expected <= names, f"{folder}: missing {sorted(expected - names)}"
 
 
 def test_the_wheel_names_the_command_and_the_plugin_by_hookscope(wheel: Path):
@@ -117,10 +119,11 @@ def test_an_installed_hookscope_serves_its_pages_and_captures(installed_server: 
     endpoint = httpx.post(url + "/api/endpoints", json={"alias": "from-the-wheel"}).json()
     assert httpx.post(endpoint["url"], content=b"hello").status_code == 200
     page = httpx.get(url + "/e/from-the-wheel")
-    assert page.status_code == 200 and "/static/inspector.js" in page.text
-    script = httpx.get(url + "/static/inspector.js")
-    assert script.status_code == 200
-    assert script.text == (ROOT / "static" / "inspector.js").read_text()
+    assert page.status_code == 200 and "/static/inspector/main.js" in page.text
+    for name in ("main.js", "body.js", "detail.js", "list.js", "settings.js"):
+        script = httpx.get(f"{url}/static/inspector/{name}")
+        assert script.status_code == 200
+        assert script.text == (ROOT / "static" / "inspector" / name).read_text()
     captures = httpx.get(url + "/api/endpoints/from-the-wheel/captures").json()["captures"]
     assert [c["body_size"] for c in captures] == [5]
 
