@@ -29,7 +29,8 @@ class Settings:
     port: int = _setting(8000, "HOOKSCOPE_PORT", "Port to listen on (0 picks a free one).",
                          cli="--port")
     db: str = _setting("data/hookscope.db", "HOOKSCOPE_DB",
-                       "SQLite database file; its folder is created if missing.", cli="--db")
+                       "SQLite database file (its folder is created if missing), or a "
+                       "postgresql://user:password@host:port/database URL.", cli="--db")
     synchronous: str = _setting(
         "normal", "HOOKSCOPE_SYNCHRONOUS",
         "When a capture counts as stored. normal: committed to SQLite's WAL, which survives a "

@@ -72,6 +72,11 @@ def test_only_the_sqlite_store_imports_sqlite():
                       except_in=("hookscope.storage.sqlite",)) == []
 
 
+def test_only_the_postgresql_store_imports_its_driver():
+    assert _offenders(tuple(IMPORTS), ("asyncpg",),
+                      except_in=("hookscope.storage.postgres",)) == []
+
+
 def test_nothing_outside_storage_reaches_into_a_backend():
     """Callers see the Store protocol (hookscope.storage); only the --workers relay, which is
     SQLite's own, knows the SQLite store."""

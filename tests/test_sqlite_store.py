@@ -24,12 +24,12 @@ from hookscope.live.local import LocalHub
 from hookscope.main import create_app
 from hookscope.models import Capture, new_capture_id, now_us
 from hookscope.settings import Settings
-from hookscope.storage import SchemaTooNew, StoreLocked
+from hookscope.storage import SchemaTooNew, StoreLocked, json_column
 from hookscope.storage.sqlite import checkpointer, writer
 from hookscope.storage.sqlite.lock import check_writable, take_lock
 from hookscope.storage.sqlite.migrations import LATEST, MIGRATIONS, migrate
 from hookscope.storage.sqlite.retention import Retention
-from hookscope.storage.sqlite.store import SQLiteStore, _json_column
+from hookscope.storage.sqlite.store import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -110,7 +110,7 @@ async def test_concurrent_captures_get_distinct_growing_sequence_numbers(store):
 def test_the_headers_column_is_json_with_non_ascii_as_it_is():
     headers = [["x-a", "plain"], ["x-b", "quote \" backslash \\ nul \x00 tab \t"],
                ["x-c", "caf\xe9 \xff"]]
-    text = _json_column(headers)
+    text = json_column(headers)
     assert json.loads(text) == headers
     assert "caf\xe9 \xff" in text  # so `q` finds it
 
@@ -121,7 +121,7 @@ def test_the_verdict_column_holds_any_verdict_as_json(key):
     value = {"format": "custom", "status": "invalid",
              "errors": [{"path": f"/{key}/0", "message": "0 is not of type 'string'"}],
              "n": [0, -1, 2.5, 1e300, True, False, None]}
-    text = _json_column(value)
+    text = json_column(value)
     assert json.loads(text) == value
     text.encode()  # SQLite stores text as UTF-8: no lone surrogate may be left in it
 

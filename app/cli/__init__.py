@@ -190,11 +190,22 @@ def _serve(args: argparse.Namespace) -> int:
     from hookscope.cluster import Cluster
     from hookscope.main import create_app
     from hookscope.server import build_server, tune_process
-    from hookscope.storage import SchemaTooNew, StorageSettings, StoreLocked, check_usable
+    from hookscope.storage import (
+        SchemaTooNew,
+        StorageSettings,
+        StoreLocked,
+        check_usable,
+        describe,
+        is_postgres,
+    )
 
     overrides = {f.name: getattr(args, f.name) for f in SETTINGS if f.metadata["cli"]}
     try:
         settings = Settings.from_env(**overrides)
+        if settings.workers > 1 and is_postgres(settings.db):
+            raise SettingsError("--workers shares an SQLite file between processes; on "
+                                "PostgreSQL run one process for now (live streams do not yet "
+                                "reach across processes)")
         check_usable(StorageSettings.of(settings))
     except (SettingsError, StoreLocked, SchemaTooNew, OSError) as exc:
         print(f"hookscope: {exc}", file=sys.stderr)
@@ -221,7 +232,7 @@ def _serve(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     processes = f", {settings.workers} processes" if settings.workers > 1 else ""
     print(f"hookscope {__version__} listening on http://{_bracketed(host)}:{port} (database "
-          f"{settings.db}{processes})", file=sys.stderr, flush=True)
+          f"{describe(settings.db)}{processes})", file=sys.stderr, flush=True)
     tune_process()
     server.run(sockets=[sock])
     return 0

@@ -18,19 +18,18 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 import aiosqlite
-import orjson
 
 from hookscope.models import Capture, Endpoint, new_token
-from hookscope.storage import CaptureQuery, Conflict, Gone
+from hookscope.storage import CaptureQuery, Conflict, Gone, json_column, verdict_columns
 from hookscope.storage.sqlite.bodyfiles import BodyFiles
 from hookscope.storage.sqlite.lock import create_private, take_lock
 from hookscope.storage.sqlite.retention import STORED_BYTES, Retention, stored_size
 from hookscope.storage.sqlite.writer import Writer
+from hookscope.storage.targets import EndpointCopies
 
 SUMMARY_COLUMNS = (
     "c.id, c.endpoint_id, e.token, c.seq, c.received_at, c.method, c.path, c.query, c.headers, "
@@ -41,28 +40,16 @@ ENDPOINT_COLUMNS = (
     "id, token, alias, name, created_at, expires_at, max_captures, config, last_seq, "
     "capture_count, last_capture_at, max_bytes, stored_bytes"
 )
-TARGET_CACHE_SIZE = 10_000
 log = logging.getLogger("hookscope.store")
 
 
-def _json_column(value: Any) -> str:
-    """The headers, signature and validation columns' JSON text, by orjson, several times cheaper
-    than the json module's C encoder for these (docs/performance.md). Non-ASCII stays as it is, so
-    `q` finds it in headers (Latin-1 text). What orjson refuses, a lone surrogate that a validation
-    error's path quotes from a key of the body, the json module writes, escaped (SQLite text cannot
-    hold a lone surrogate)."""
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(value)
-
-
-class SQLiteStore:
+class SQLiteStore(EndpointCopies):
     def __init__(self, path: str | os.PathLike[str], *, max_total_bytes: int = 0,
                  synchronous: str = "normal", body_file_bytes: int = 0,
                  shared: bool = False) -> None:
         """`shared`: one of several processes on this database (hookscope.cluster), opened after
         the first, which holds the lock file and swept the body files."""
+        super().__init__()
         self.path = str(path)
         self._shared = shared
         self._state = Retention(max_total_bytes)
@@ -70,11 +57,6 @@ class SQLiteStore:
         self._writer = Writer(self.path, (self._state, self._files), synchronous)
         self._read: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
-        self._targets: dict[str, Endpoint] = {}
-        self._generation = 0
-        # Awaited after every change to an endpoint, once this process forgot its copies: with
-        # several processes, each of the others forgets its own (hookscope.cluster).
-        self.targets_changed: Callable[[], Awaitable[None]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -148,28 +130,6 @@ class SQLiteStore:
             f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE token = ? OR alias = ? "
             "ORDER BY token = ? DESC LIMIT 1", (key, key, key))
         return _endpoint(rows[0]) if rows else None
-
-    async def capture_target(self, key: str) -> Endpoint | None:
-        """The endpoint for the capture path, from memory when possible (its counters may lag)."""
-        endpoint = self._targets.get(key)
-        if endpoint is None:
-            generation = self._generation
-            endpoint = await self.get_endpoint(key)
-            # A PATCH or DELETE that committed while we read must not be undone by our copy.
-            if endpoint is not None and generation == self._generation:
-                if len(self._targets) >= TARGET_CACHE_SIZE:
-                    self._targets.clear()
-                self._targets[key] = endpoint
-        return endpoint
-
-    def forget_targets(self) -> None:
-        self._generation += 1
-        self._targets.clear()
-
-    async def _endpoints_changed(self) -> None:
-        self.forget_targets()
-        if self.targets_changed is not None:
-            await self.targets_changed()
 
     async def list_endpoints(self, limit: int) -> list[Endpoint]:
         rows = await self._rows(
@@ -246,15 +206,15 @@ class SQLiteStore:
         files = self._files
         body = capture.body or b""
         in_file = files.wanted(len(body))
-        headers = _json_column(capture.headers)
+        headers = json_column(capture.headers)
         size = stored_size(body, capture.path, capture.query, headers)
         values = (
             capture.id, capture.endpoint_id, capture.received_at, capture.method, capture.path,
             capture.query, headers, capture.remote_addr,
             capture.content_type, capture.body_size, int(capture.truncated),
             capture.response_status, capture.parsed_kind, capture.parsed_error,
-            *_verdict(capture.signature, "unchecked"),
-            *_verdict(capture.validation, "unknown"),
+            *verdict_columns(capture.signature, "unchecked"),
+            *verdict_columns(capture.validation, "unknown"),
             (capture.validation or {}).get("format"),
             *((b"", len(body)) if in_file else (body, 0)))
 
@@ -342,7 +302,7 @@ class SQLiteStore:
 
     async def set_signature(self, capture_id: str, verdict: dict[str, Any] | None) -> bool:
         """Replace a capture's signature verdict (re-verification asked for by a user)."""
-        status, verdict_json = _verdict(verdict, "unchecked")
+        status, verdict_json = verdict_columns(verdict, "unchecked")
 
         def op(conn: sqlite3.Connection) -> bool:
             return conn.execute(
@@ -379,13 +339,6 @@ class SQLiteStore:
             return int(deleted)
 
         return await self._writer.run(op)
-
-
-def _verdict(verdict: dict[str, Any] | None, default: str) -> tuple[str, str | None]:
-    """(status column, JSON column) of a signature or validation verdict; NULL when unchecked."""
-    if verdict is None:
-        return default, None
-    return verdict["status"], _json_column(verdict)
 
 
 def _check_alias_free(conn: sqlite3.Connection, alias: str | None, own_id: int | None) -> None:

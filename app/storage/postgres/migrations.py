@@ -1,0 +1,86 @@
+"""The PostgreSQL schema, as forward migrations numbered in `hookscope_schema`.
+
+As with SQLite, a release only appends; several processes that start at once take turns through
+an advisory lock, and the first brings the schema up to date while the others wait, then find
+nothing left to do. A database written by a newer release is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hookscope.storage import SchemaTooNew
+
+# Any number, the same in every process: the key of the advisory lock migrations run under.
+MIGRATION_LOCK = 0x486F6F6B  # "Hook"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: endpoints, captures (the body last, counted in `stored` as SQLite's STORED_BYTES counts
+    # it: body, path, query and headers), revoked browser sessions. Endpoint ids are never reused
+    # (a sequence), so a capture in flight for a deleted endpoint can only fail.
+    """
+    CREATE TABLE endpoints (
+        id BIGSERIAL PRIMARY KEY,
+        token TEXT NOT NULL UNIQUE,
+        alias TEXT UNIQUE,
+        name TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT,
+        max_captures BIGINT NOT NULL,
+        max_bytes BIGINT,
+        config TEXT NOT NULL,
+        last_seq BIGINT NOT NULL DEFAULT 0,
+        capture_count BIGINT NOT NULL DEFAULT 0,
+        stored_bytes BIGINT NOT NULL DEFAULT 0,
+        last_capture_at BIGINT
+    );
+    CREATE TABLE captures (
+        pk BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        endpoint_id BIGINT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+        seq BIGINT NOT NULL,
+        received_at BIGINT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        query TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        remote_addr TEXT,
+        content_type TEXT,
+        body_size BIGINT NOT NULL,
+        truncated BOOLEAN NOT NULL,
+        response_status INTEGER NOT NULL,
+        parsed_kind TEXT NOT NULL,
+        parsed_error TEXT,
+        signature_status TEXT NOT NULL,
+        signature TEXT,
+        validation_status TEXT NOT NULL,
+        format TEXT,
+        validation TEXT,
+        stored BIGINT NOT NULL,
+        body BYTEA NOT NULL,
+        UNIQUE (endpoint_id, seq)
+    );
+    CREATE TABLE revoked_sessions (
+        nonce TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+    );
+    """,
+)
+
+LATEST = len(MIGRATIONS)
+
+
+async def migrate(conn: Any, *, target: int = LATEST) -> int:
+    """Bring the database to `target`; the version it started at."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute("CREATE TABLE IF NOT EXISTS hookscope_schema (version INTEGER NOT NULL)")
+        version = await conn.fetchval("SELECT max(version) FROM hookscope_schema") or 0
+        if version > LATEST:
+            raise SchemaTooNew(
+                f"database schema version {version} is newer than this Hookscope knows "
+                f"({LATEST}); upgrade Hookscope or use another database")
+        for number in range(version + 1, target + 1):
+            await conn.execute(MIGRATIONS[number - 1])
+            await conn.execute("INSERT INTO hookscope_schema (version) VALUES ($1)", number)
+        return int(version)

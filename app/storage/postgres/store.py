@@ -1,0 +1,451 @@
+"""The PostgreSQL store: the Store protocol (hookscope.storage) on a server database, through
+asyncpg.
+
+Captures are committed in groups: every capture asked for while the previous group committed goes
+into the next transaction, so a commit (synchronous_commit on: on disk before it returns) serves
+many captures, and `add_capture` returns only once its group is committed. Each group locks its
+endpoints' rows (FOR UPDATE, in id order), so `seq` is one gap-free sequence per endpoint
+whichever process takes the capture, and the limits are held inside the same transaction.
+Everything else runs in a transaction of its own on the read pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from hookscope.models import Capture, Endpoint, new_token
+from hookscope.storage import CaptureQuery, Conflict, Gone, json_column, verdict_columns
+from hookscope.storage.postgres.migrations import LATEST, migrate
+from hookscope.storage.targets import EndpointCopies
+
+log = logging.getLogger("hookscope.store")
+
+ENDPOINT_COLUMNS = ("id, token, alias, name, created_at, expires_at, max_captures, config, "
+                    "last_seq, capture_count, last_capture_at, max_bytes, stored_bytes")
+SUMMARY_COLUMNS = (
+    "c.id, c.endpoint_id, e.token, c.seq, c.received_at, c.method, c.path, c.query, c.headers, "
+    "c.remote_addr, c.content_type, c.body_size, c.truncated, c.response_status, c.parsed_kind, "
+    "c.parsed_error, c.signature, c.validation")
+_INSERT = (
+    "INSERT INTO captures (id, endpoint_id, seq, received_at, method, path, query, headers, "
+    "remote_addr, content_type, body_size, truncated, response_status, parsed_kind, "
+    "parsed_error, signature_status, signature, validation_status, validation, format, stored, "
+    "body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
+    "$18, $19, $20, $21, $22)")
+# The key of the advisory lock that serialises pruning to the total limit across processes.
+TOTAL_LOCK = 0x546F74  # "Tot"
+
+
+@dataclass
+class _Job:
+    capture: Capture
+    values: tuple[Any, ...]
+    size: int
+    future: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop()
+                                        .create_future())
+
+
+class PostgresStore(EndpointCopies):
+    def __init__(self, url: str, *, max_total_bytes: int = 0, pool_size: int = 10) -> None:
+        super().__init__()
+        self.url = url
+        self.max_total_bytes = max_total_bytes
+        self.pool_size = pool_size
+        self._pool: Any = None
+        self._writer: Any = None
+        self._pending: list[_Job] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size)
+        try:
+            async with self._pool.acquire() as conn:
+                await migrate(conn)
+            self._writer = await asyncpg.connect(self.url)
+        except BaseException:
+            await self._pool.close()
+            self._pool = None
+            raise
+        self._task = asyncio.create_task(self._commit_groups())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for job in self._pending:
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("the store is closed"))
+        self._pending.clear()
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def _reads(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("the store is closed")
+        return self._pool
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def create_endpoint(self, fields: dict[str, Any]) -> Endpoint:
+        endpoint = Endpoint(id=0, token="", alias=None, name=None, created_at=0, max_captures=1)
+        for name, value in fields.items():
+            setattr(endpoint, name, value)
+        async with self._reads().acquire() as conn, conn.transaction():
+            await _lock_names(conn)
+            await _check_alias_free(conn, endpoint.alias, None)
+            while True:
+                token = new_token()
+                if not await conn.fetchval("SELECT 1 FROM endpoints WHERE token = $1 OR "
+                                           "alias = $1", token):
+                    break
+            endpoint.token = token
+            endpoint.id = await conn.fetchval(
+                "INSERT INTO endpoints (token, alias, name, created_at, expires_at, "
+                "max_captures, max_bytes, config) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                "RETURNING id", token, endpoint.alias, endpoint.name, endpoint.created_at,
+                endpoint.expires_at, endpoint.max_captures, endpoint.max_bytes,
+                json.dumps(endpoint.config()))
+        return endpoint
+
+    async def get_endpoint(self, key: str) -> Endpoint | None:
+        row = await self._reads().fetchrow(
+            f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE token = $1 OR alias = $1 "
+            "ORDER BY token = $1 DESC LIMIT 1", key)
+        return None if row is None else _endpoint(row)
+
+    async def list_endpoints(self, limit: int) -> list[Endpoint]:
+        rows = await self._reads().fetch(
+            f"SELECT {ENDPOINT_COLUMNS} FROM endpoints ORDER BY id DESC LIMIT $1", limit)
+        return [_endpoint(row) for row in rows]
+
+    async def update_endpoint(self, endpoint: Endpoint, fields: dict[str, Any]) -> Endpoint:
+        try:
+            async with self._reads().acquire() as conn, conn.transaction():
+                if "alias" in fields:
+                    await _lock_names(conn)
+                row = await conn.fetchrow(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1 "
+                                          "FOR UPDATE", endpoint.id)
+                if row is None:
+                    raise Gone("the endpoint was deleted meanwhile")
+                current = _endpoint(row)
+                if "alias" in fields:
+                    await _check_alias_free(conn, fields["alias"], endpoint.id)
+                for name, value in fields.items():
+                    setattr(current, name, value)
+                await conn.execute(
+                    "UPDATE endpoints SET alias = $1, name = $2, expires_at = $3, "
+                    "max_captures = $4, max_bytes = $5, config = $6 WHERE id = $7",
+                    current.alias, current.name, current.expires_at, current.max_captures,
+                    current.max_bytes, json.dumps(current.config()), endpoint.id)
+                await self._prune(conn, [endpoint.id])
+                row = await conn.fetchrow(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints "
+                                          "WHERE id = $1", endpoint.id)
+                return _endpoint(row)
+        finally:
+            await self._endpoints_changed()
+
+    async def delete_endpoint(self, endpoint: Endpoint) -> int:
+        try:
+            count = await self._reads().fetchval(
+                "DELETE FROM endpoints WHERE id = $1 RETURNING capture_count", endpoint.id)
+            return int(count or 0)
+        finally:
+            await self._endpoints_changed()
+
+    async def delete_expired(self, now: int) -> list[int]:
+        try:
+            rows = await self._reads().fetch(
+                "DELETE FROM endpoints WHERE expires_at <= $1 RETURNING id", now)
+            return [row[0] for row in rows]
+        finally:
+            await self._endpoints_changed()
+
+    # -- captures ----------------------------------------------------------------------------
+
+    async def add_capture(self, capture: Capture) -> int:
+        if self._task is None:
+            raise RuntimeError("the store is closed")
+        body = capture.body or b""
+        headers = json_column(capture.headers)
+        size = (len(body) + len(capture.path.encode()) + len(capture.query.encode())
+                + len(headers.encode()))
+        values = (
+            capture.received_at, capture.method, capture.path, capture.query, headers,
+            capture.remote_addr, capture.content_type, capture.body_size, capture.truncated,
+            capture.response_status, capture.parsed_kind, capture.parsed_error,
+            *verdict_columns(capture.signature, "unchecked"),
+            *verdict_columns(capture.validation, "unknown"),
+            (capture.validation or {}).get("format"), size, body)
+        job = _Job(capture, values, size)
+        self._pending.append(job)
+        self._wake.set()
+        capture.seq = await job.future
+        return capture.seq
+
+    async def _commit_groups(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                group, self._pending = self._pending, []
+                try:
+                    outcomes = await self._commit(group)
+                except Exception as exc:
+                    log.error("could not commit %d captures: %s", len(group), exc)
+                    outcomes = {id(job): exc for job in group}
+                    await self._reconnect_writer()
+                for job in group:
+                    outcome = outcomes[id(job)]
+                    if job.future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        job.future.set_exception(outcome)
+                    else:
+                        job.future.set_result(outcome)
+
+    async def _reconnect_writer(self) -> None:
+        if self._writer is not None and not self._writer.is_closed():
+            return
+        try:
+            self._writer = await asyncpg.connect(self.url)
+        except Exception as exc:  # the next group tries again
+            log.error("could not reconnect to PostgreSQL: %s", exc)
+
+    async def _commit(self, group: list[_Job]) -> dict[int, Any]:
+        conn = self._writer
+        if conn is None or conn.is_closed():
+            await self._reconnect_writer()
+            conn = self._writer
+        outcomes: dict[int, Any] = {}
+        async with conn.transaction():
+            ids = sorted({job.capture.endpoint_id for job in group})
+            rows = await conn.fetch("SELECT id, last_seq, last_capture_at FROM endpoints "
+                                    "WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", ids)
+            counters = {row["id"]: [row["last_seq"], row["last_capture_at"], 0, 0]
+                        for row in rows}
+            records = []
+            for job in group:
+                counter = counters.get(job.capture.endpoint_id)
+                if counter is None:
+                    outcomes[id(job)] = Gone(f"endpoint {job.capture.endpoint_id} no longer "
+                                             "exists")
+                    continue
+                counter[0] += 1
+                counter[1] = max(counter[1] or 0, job.capture.received_at)
+                counter[2] += 1
+                counter[3] += job.size
+                outcomes[id(job)] = counter[0]
+                records.append((job.capture.id, job.capture.endpoint_id, counter[0],
+                                *job.values))
+            if records:
+                await conn.executemany(_INSERT, records)
+                await conn.executemany(
+                    "UPDATE endpoints SET last_seq = $2, last_capture_at = $3, "
+                    "capture_count = capture_count + $4, stored_bytes = stored_bytes + $5 "
+                    "WHERE id = $1", [(key, *values) for key, values in counters.items()])
+                await self._prune(conn, list(counters))
+        return outcomes
+
+    async def _prune(self, conn: Any, endpoint_ids: list[int]) -> None:
+        """Hold the endpoints, and all of them together, to their limits: oldest first, an
+        endpoint's newest capture never."""
+        for endpoint_id in endpoint_ids:
+            row = await conn.fetchrow("SELECT capture_count, max_captures, stored_bytes, "
+                                      "max_bytes, last_seq FROM endpoints WHERE id = $1",
+                                      endpoint_id)
+            if row is None:
+                continue
+            if row["capture_count"] > row["max_captures"]:
+                await self._delete(conn, "DELETE FROM captures WHERE pk IN (SELECT pk FROM "
+                                   "captures WHERE endpoint_id = $1 ORDER BY seq LIMIT $2) "
+                                   "RETURNING endpoint_id, stored",
+                                   endpoint_id, row["capture_count"] - row["max_captures"])
+                row = await conn.fetchrow("SELECT stored_bytes, max_bytes FROM endpoints "
+                                          "WHERE id = $1", endpoint_id)
+            if row["max_bytes"] is not None and row["stored_bytes"] > row["max_bytes"]:
+                await self._delete(
+                    conn, "DELETE FROM captures WHERE pk IN (SELECT pk FROM (SELECT pk, "
+                    "sum(stored) OVER (ORDER BY seq) - stored AS before FROM captures "
+                    "WHERE endpoint_id = $1 AND seq < (SELECT max(seq) FROM captures WHERE "
+                    "endpoint_id = $1)) older WHERE before < $2) RETURNING endpoint_id, stored",
+                    endpoint_id, row["stored_bytes"] - row["max_bytes"])
+        if self.max_total_bytes:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", TOTAL_LOCK)
+            total = await conn.fetchval("SELECT COALESCE(sum(stored_bytes), 0) FROM endpoints")
+            if total > self.max_total_bytes:
+                await self._delete(
+                    conn, "DELETE FROM captures WHERE pk IN (SELECT pk FROM (SELECT c.pk, "
+                    "sum(c.stored) OVER (ORDER BY c.pk) - c.stored AS before FROM captures c "
+                    "WHERE c.seq < (SELECT max(n.seq) FROM captures n WHERE n.endpoint_id = "
+                    "c.endpoint_id)) older WHERE before < $1) RETURNING endpoint_id, stored",
+                    total - self.max_total_bytes)
+
+    async def _delete(self, conn: Any, sql: str, *args: Any) -> None:
+        """Delete what `sql` returns (endpoint_id, stored), keeping the counters in step."""
+        freed: dict[int, list[int]] = {}
+        for endpoint_id, stored in await conn.fetch(sql, *args):
+            totals = freed.setdefault(endpoint_id, [0, 0])
+            totals[0] += 1
+            totals[1] += stored
+        if freed:
+            await conn.executemany(
+                "UPDATE endpoints SET capture_count = capture_count - $2, "
+                "stored_bytes = stored_bytes - $3 WHERE id = $1",
+                [(key, count, size) for key, (count, size) in freed.items()])
+
+    async def get_capture(self, capture_id: str, *, body: bool = True) -> Capture | None:
+        columns = SUMMARY_COLUMNS + (", c.body" if body else "")
+        row = await self._reads().fetchrow(
+            f"SELECT {columns} FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
+            "WHERE c.id = $1", capture_id)
+        return None if row is None else _capture(row)
+
+    async def list_captures(self, endpoint: Endpoint, query: CaptureQuery) -> list[Capture]:
+        where = ["c.endpoint_id = $1"]
+        params: list[Any] = [endpoint.id]
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        for column, value in (("c.method", query.method),
+                              ("c.signature_status", query.signature),
+                              ("c.validation_status", query.validation),
+                              ("c.format", query.format)):
+            if value is not None:
+                where.append(f"{column} = {param(value)}")
+        if query.q:
+            pattern = param("%" + query.q.replace("\\", "\\\\").replace("%", "\\%")
+                            .replace("_", "\\_") + "%")
+            needle = param(query.q.encode())
+            where.append(f"(c.path ILIKE {pattern} OR c.query ILIKE {pattern} OR c.headers "
+                         f"ILIKE {pattern} OR position({needle}::bytea in c.body) > 0)")
+        if query.before is not None:
+            where.append(f"c.seq < {param(query.before)}")
+        order = "DESC"
+        if query.after is not None:
+            where.append(f"c.seq > {param(query.after)}")
+            order = "ASC"
+        limit = param(query.limit)
+        rows = await self._reads().fetch(
+            f"SELECT {SUMMARY_COLUMNS} FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
+            f"WHERE {' AND '.join(where)} ORDER BY c.seq {order} LIMIT {limit}", *params)
+        return [_capture(row) for row in rows]
+
+    async def delete_capture(self, capture_id: str) -> bool:
+        async with self._reads().acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("DELETE FROM captures WHERE id = $1 "
+                                      "RETURNING endpoint_id, stored", capture_id)
+            if row is None:
+                return False
+            await conn.execute("UPDATE endpoints SET capture_count = capture_count - 1, "
+                               "stored_bytes = stored_bytes - $2 WHERE id = $1",
+                               row["endpoint_id"], row["stored"])
+            return True
+
+    async def set_signature(self, capture_id: str, verdict: dict[str, Any] | None) -> bool:
+        status, verdict_json = verdict_columns(verdict, "unchecked")
+        result = await self._reads().execute(
+            "UPDATE captures SET signature_status = $1, signature = $2 WHERE id = $3",
+            status, verdict_json, capture_id)
+        return bool(result == "UPDATE 1")
+
+    async def clear_captures(self, endpoint: Endpoint) -> int:
+        async with self._reads().acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM endpoints WHERE id = $1 FOR UPDATE", endpoint.id)
+            result = await conn.execute("DELETE FROM captures WHERE endpoint_id = $1",
+                                        endpoint.id)
+            await conn.execute("UPDATE endpoints SET capture_count = 0, stored_bytes = 0 "
+                               "WHERE id = $1", endpoint.id)
+            return int(result.split()[-1])
+
+    # -- browser sessions --------------------------------------------------------------------
+
+    async def revoke_session(self, nonce: str, expires_at: int) -> None:
+        async with self._reads().acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM revoked_sessions WHERE expires_at < $1",
+                               int(time.time()))
+            await conn.execute("INSERT INTO revoked_sessions (nonce, expires_at) VALUES ($1, $2) "
+                               "ON CONFLICT DO NOTHING", nonce, expires_at)
+
+    async def session_revoked(self, nonce: str) -> bool:
+        return bool(await self._reads().fetchval(
+            "SELECT 1 FROM revoked_sessions WHERE nonce = $1", nonce))
+
+
+async def _lock_names(conn: Any) -> None:
+    """Serialise the checks that an alias or token is free, across processes."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", 0x4E616D65)  # "Name"
+
+
+async def _check_alias_free(conn: Any, alias: str | None, own_id: int | None) -> None:
+    if alias is None:
+        return
+    taken = await conn.fetchval("SELECT id FROM endpoints WHERE (alias = $1 OR token = $1) "
+                                "AND id IS DISTINCT FROM $2", alias, own_id)
+    if taken is not None:
+        raise Conflict("alias", f"alias {alias!r} is already taken")
+
+
+def _endpoint(row: Any) -> Endpoint:
+    return Endpoint(id=row["id"], token=row["token"], alias=row["alias"], name=row["name"],
+                    created_at=row["created_at"], expires_at=row["expires_at"],
+                    max_captures=row["max_captures"], last_seq=row["last_seq"],
+                    capture_count=row["capture_count"], last_capture_at=row["last_capture_at"],
+                    max_bytes=row["max_bytes"], stored_bytes=row["stored_bytes"],
+                    **json.loads(row["config"]))
+
+
+def _capture(row: Any) -> Capture:
+    return Capture(id=row["id"], endpoint_id=row["endpoint_id"], endpoint_token=row["token"],
+                   seq=row["seq"], received_at=row["received_at"], method=row["method"],
+                   path=row["path"], query=row["query"], headers=json.loads(row["headers"]),
+                   remote_addr=row["remote_addr"], content_type=row["content_type"],
+                   body_size=row["body_size"], truncated=row["truncated"],
+                   response_status=row["response_status"], parsed_kind=row["parsed_kind"],
+                   parsed_error=row["parsed_error"],
+                   signature=json.loads(row["signature"]) if row["signature"] else None,
+                   validation=json.loads(row["validation"]) if row["validation"] else None,
+                   body=_bytes(row.get("body")))
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def check_reachable(url: str) -> None:
+    """Fail early, with a message rather than a traceback, when the database cannot be
+    reached or was written by a newer Hookscope."""
+    from hookscope.storage import SchemaTooNew
+
+    async def check() -> None:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            if await conn.fetchval("SELECT to_regclass('hookscope_schema')") is not None:
+                version = await conn.fetchval("SELECT max(version) FROM hookscope_schema") or 0
+                if version > LATEST:
+                    raise SchemaTooNew(f"the database was written by a newer Hookscope (schema "
+                                       f"{version}, this one knows {LATEST}); upgrade Hookscope "
+                                       "or use another database")
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(check())
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        raise OSError(f"cannot use the PostgreSQL database: {exc}") from None
