@@ -253,6 +253,8 @@ def chained_any_of(levels: int) -> dict:
     (chained_any_of(18), "schema could check one value against more than 20,000 subschemas"),
     ({"description": "x" * (256 * 1024)}, "at most 262144 are accepted"),
     (functools.reduce(lambda inner, _: {"not": inner}, range(70), {}), "more than 64 levels"),
+    ({"type": "integer", "minimum": -(2**63) - 1}, "a whole number beyond 64 bits"),
+    ({"const": 2**64}, "a whole number beyond 64 bits"),
 ])
 async def test_a_schema_that_would_cost_too_much_is_refused_when_saved(client, schema, message):
     started = time.monotonic()

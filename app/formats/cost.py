@@ -34,7 +34,10 @@ def schema_problem(schema: dict[str, Any]) -> str | None:
     """Why `schema` costs too much to be an endpoint's, or None."""
     if deeper_than(schema, MAX_SCHEMA_DEPTH):  # first: orjson writes out 255 levels at most
         return f"schema nests more than {MAX_SCHEMA_DEPTH} levels deep"
-    size = len(orjson.dumps(schema))
+    try:
+        size = len(orjson.dumps(schema))
+    except orjson.JSONEncodeError:  # a whole number beyond 64 bits: no validator compares it
+        return "schema holds a whole number beyond 64 bits (from -2**63 to 2**64-1 are accepted)"
     if size > MAX_SCHEMA_BYTES:
         return f"schema is {size} bytes as JSON; at most {MAX_SCHEMA_BYTES} are accepted"
     try:
