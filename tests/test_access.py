@@ -281,7 +281,10 @@ def test_the_stream_needs_the_token_on_a_real_server(tmp_path):
         lines: list[str] = []
 
         def listen() -> None:
-            with httpx.stream("GET", stream, headers=auth, timeout=10) as response:
+            # From the start (Last-Event-ID 0): the capture comes whether it is sent before
+            # or after the stream is open.
+            with httpx.stream("GET", stream, headers={**auth, "Last-Event-ID": "0"},
+                              timeout=10) as response:
                 for line in response.iter_lines():
                     lines.append(line)
                     if line.startswith("data:"):
@@ -289,7 +292,6 @@ def test_the_stream_needs_the_token_on_a_real_server(tmp_path):
 
         listener = threading.Thread(target=listen)
         listener.start()
-        time.sleep(0.5)
         httpx.post(f"{server.url}/h/{token}", content=b"live")
         listener.join(10)
         assert any(line.startswith("data:") for line in lines)

@@ -29,19 +29,19 @@ from hookscope.formats import load_formats
 from hookscope.routes.fields import _CHECKERS as ENDPOINT_FIELDS
 from hookscope.verify import SCHEME_IDS
 from tests.clirun import cli_env, hookscope, hookscope_process, unused_port_url
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, local_tls
 
 FIXTURES = Path(__file__).parent / "fixtures" / "formats"
 
 
 def _endpoint(url: str, **fields) -> dict:
-    response = httpx.post(f"{url}/api/endpoints", json=fields)
+    response = httpx.post(f"{url}/api/endpoints", json=fields, verify=local_tls())
     assert response.status_code == 201, response.text
     return response.json()
 
 
 def _send(endpoint: dict, body: bytes = b'{"n": 1}', path: str = "", **kwargs) -> str:
-    response = httpx.post(endpoint["url"] + path, content=body, **kwargs)
+    response = httpx.post(endpoint["url"] + path, content=body, verify=local_tls(), **kwargs)
     assert response.status_code < 300, response.text
     return response.headers["x-hookscope-capture"]
 
@@ -95,7 +95,10 @@ def test_new_sends_every_endpoint_option(shared_server, tmp_path):
     assert endpoint["expires_at"] == "2099-01-01T00:00:00.000000Z"
     assert endpoint["url"].startswith(shared_server.url + "/h/")  # no double slash
     reply = httpx.post(endpoint["alias_url"], content=b"{}")
-    assert (reply.status_code, reply.text) == (401, reply.text)  # unsigned: rejected
+    # Unsigned: refused with the error shape, naming the header the options chose.
+    assert reply.status_code == 401
+    assert reply.json() == {"error": {"code": "bad_signature", "details": [],
+                                      "message": "signature missing (hmac): no x-sig header"}}
 
 
 def test_new_has_an_option_for_every_endpoint_field_the_api_takes():

@@ -8,15 +8,17 @@ import subprocess
 import httpx
 
 from tests.clirun import Receiver, hookscope, unused_port_url
+from tests.serverproc import local_tls
 
 BODY = b'{"event": "order.created", "id": 7}'
 
 
 def _capture(server_url: str) -> tuple[dict, str]:
-    endpoint = httpx.post(f"{server_url}/api/endpoints", json={}).json()
-    response = httpx.post(endpoint["url"] + "/orders?x=1", content=BODY, headers=[
-        ("content-type", "application/json"), ("x-dup", "1"), ("x-dup", "2"),
-        ("user-agent", "sender/1.0")])
+    with httpx.Client(verify=local_tls()) as client:
+        endpoint = client.post(f"{server_url}/api/endpoints", json={}).json()
+        response = client.post(endpoint["url"] + "/orders?x=1", content=BODY, headers=[
+            ("content-type", "application/json"), ("x-dup", "1"), ("x-dup", "2"),
+            ("user-agent", "sender/1.0")])
     assert response.status_code == 200
     return endpoint, response.headers["x-hookscope-capture"]
 

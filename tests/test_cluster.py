@@ -2,9 +2,8 @@
 
 Real `hookscope serve --workers 2` processes on 127.0.0.1. Which process takes a connection is
 the kernel's choice (by a hash of its addresses, each process having a socket of its own);
-`via_worker` makes it the worker's: with the main process stopped (SIGSTOP), fresh connections are
-tried until one is answered, which only the worker can do; then the main process goes on
-(SIGCONT) and the request runs on that connection.
+`via_worker` makes it the worker's: fresh connections are opened until /proc shows the worker
+holding the server's end of one, and the request runs on that connection.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +27,7 @@ from hookscope.cluster import listen
 from hookscope.cluster.channel import Channel
 from tests.clirun import hookscope_process
 from tests.conftest import stored_bytes
-from tests.serverproc import ServerProcess, wait_until
+from tests.serverproc import ServerProcess, local_tls, wait_until
 
 T = TypeVar("T")
 
@@ -46,6 +45,27 @@ def children(pid: int) -> list[int]:
             if int(fields[1]) == pid and fields[0] != "Z":
                 found.append(int(entry.name))
     return found
+
+
+def _tcp_sockets() -> list[list[str]]:
+    """The rows of /proc/net/tcp: [slot, local address, remote address, state, queues, ...,
+    inode, ...], addresses as hex IP:port."""
+    return [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1], 16)
+
+
+def _holder(inode: str, pids: tuple[int, ...]) -> int | None:
+    """Which of `pids` has the socket `inode` open."""
+    name = f"socket:[{inode}]"
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with suppress(OSError):  # closed meanwhile
+                if os.readlink(fd) == name:
+                    return pid
+    return None
 
 
 def alive(pid: int) -> bool:
@@ -67,6 +87,8 @@ class Cluster:
         assert wait_until(lambda: proc.output().count("Application startup complete") == 2), \
             proc.output()
         self.url = proc.url
+        # Keeps its connections: whichever process took them answers.
+        self.http = httpx.Client(base_url=self.url, timeout=20, verify=local_tls())
 
     def via_worker(self, request: Callable[[httpx.Client], T]) -> T:
         """Run `request` on a connection the worker accepted."""
@@ -80,23 +102,39 @@ class Cluster:
 
     def connected_to(self, process: str) -> httpx.Client:
         """A client with one connection, which `process` ("main" or "worker") accepted: fresh
-        ones are tried with the other process stopped, until one is answered."""
-        stopped = self.worker if process == "main" else self.pid
-        os.kill(stopped, signal.SIGSTOP)
-        try:
-            for _ in range(60):  # a fresh connection is the stopped process's half the time
-                client = httpx.Client(base_url=self.url, timeout=20)
-                try:
-                    client.get("/healthz", timeout=0.5)
+        ones are opened until one is."""
+        wanted = self.worker if process == "worker" else self.pid
+        for _ in range(60):  # a fresh connection is the other process's half the time
+            client = httpx.Client(base_url=self.url, timeout=20, verify=local_tls())
+            try:
+                reply = client.get("/healthz")
+                assert reply.status_code == 200, reply.text
+                if self.accepted_by(reply) == wanted:
                     return client
-                except httpx.TimeoutException:
-                    client.close()  # queued for the stopped process: try another
-                except BaseException:
-                    client.close()
-                    raise
-            raise AssertionError(f"no connection reached the {process} process")
-        finally:
-            os.kill(stopped, signal.SIGCONT)
+            except BaseException:
+                client.close()
+                raise
+            client.close()
+        raise AssertionError(f"no connection reached the {process} process")
+
+    def accepted_by(self, reply: httpx.Response) -> int | None:
+        """The process holding the server's end of the connection `reply` came on: answered,
+        so accepted, and kept open for the next request."""
+        client_port = reply.extensions["network_stream"].get_extra_info("client_addr")[1]
+        server_port = httpx.URL(self.url).port
+        for row in _tcp_sockets():
+            if (_port(row[1]), _port(row[2])) == (server_port, client_port) and row[9] != "0":
+                return _holder(row[9], (self.pid, self.worker))
+        return None
+
+    def queued_for(self, pid: int) -> int:
+        """How many connections wait in the accept queue of the listening socket of `pid`."""
+        port = httpx.URL(self.url).port
+        for row in _tcp_sockets():
+            # A listening socket's receive queue column counts the connections not yet taken.
+            if row[3] == "0A" and _port(row[1]) == port and _holder(row[9], (pid,)):
+                return int(row[4].split(":")[1], 16)
+        raise AssertionError(f"process {pid} has no listening socket on port {port}")
 
 
 @contextmanager
@@ -118,6 +156,8 @@ def clusters(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         yield start
     finally:
         workers = {c.worker for c in running}
+        for running_cluster in running:
+            running_cluster.http.close()
         for proc in started:
             assert proc.proc is not None
             workers.update(children(proc.proc.pid))
@@ -139,46 +179,45 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield start("shared")
 
 
-def new_endpoint(url: str, **fields: Any) -> str:
-    reply = httpx.post(url + "/api/endpoints", json={"max_captures": 100_000, **fields})
+def new_endpoint(cluster: Cluster, **fields: Any) -> str:
+    reply = cluster.http.post("/api/endpoints", json={"max_captures": 100_000, **fields})
     assert reply.status_code == 201, reply.text
     return str(reply.json()["token"])
 
 
 def post_fresh(url: str, path: str, body: bytes, **kwargs: Any) -> httpx.Response:
     """A POST on a connection of its own, so either process may take it."""
-    with httpx.Client(timeout=20) as client:
+    with httpx.Client(timeout=20, verify=local_tls()) as client:
         return client.post(url + path, content=body, **kwargs)
 
 
 def test_a_worker_serves_captures_stored_byte_for_byte(cluster: Cluster):
-    token = new_endpoint(cluster.url)
+    token = new_endpoint(cluster)
     body = bytes(range(256)) * 3 + b"\x00end"
     reply = cluster.via_worker(lambda c: c.post(f"/h/{token}/via?x=1", content=body,
                                                 headers={"X-Dup": "a, b"}))
     assert reply.status_code == 200, reply.text
     capture_id = reply.headers["x-hookscope-capture"]
     assert reply.json() == {"ok": True, "id": capture_id}
-    stored = httpx.get(f"{cluster.url}/api/captures/{capture_id}").json()
+    stored = cluster.http.get(f"/api/captures/{capture_id}").json()
     assert stored["path"] == f"/h/{token}/via" and stored["query"] == "x=1"
     assert ["x-dup", "a, b"] in stored["headers"]
-    assert httpx.get(f"{cluster.url}/api/captures/{capture_id}/body").content == body
+    assert cluster.http.get(f"/api/captures/{capture_id}/body").content == body
     # And from many connections at once, wherever each lands: every one stored, in order.
     bodies = [f"capture {n}".encode() for n in range(40)]
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda b: post_fresh(cluster.url, f"/h/{token}", b), bodies))
     assert [r.status_code for r in replies] == [200] * 40
-    page = httpx.get(f"{cluster.url}/api/endpoints/{token}/captures",
-                     params={"limit": 100}).json()
+    page = cluster.http.get(f"/api/endpoints/{token}/captures", params={"limit": 100}).json()
     assert page["total"] == 41
     assert sorted(c["seq"] for c in page["captures"]) == list(range(1, 42))
     for reply, sent in zip(replies, bodies, strict=True):
         capture_id = reply.headers["x-hookscope-capture"]
-        assert httpx.get(f"{cluster.url}/api/captures/{capture_id}/body").content == sent
+        assert cluster.http.get(f"/api/captures/{capture_id}/body").content == sent
 
 
 def test_sequence_numbers_and_pruning_hold_across_the_processes_writers(cluster: Cluster):
-    token = new_endpoint(cluster.url, max_captures=10)
+    token = new_endpoint(cluster, max_captures=10)
     sent = 0
     for _ in range(3):  # both writers take turns, each after the other's commits
         for via in (cluster.via_worker, cluster.via_main):
@@ -189,15 +228,15 @@ def test_sequence_numbers_and_pruning_hold_across_the_processes_writers(cluster:
                                 range(30)))
     assert {r.status_code for r in replies} == {200}
     sent += 30
-    endpoint = httpx.get(f"{cluster.url}/api/endpoints/{token}").json()
+    endpoint = cluster.http.get(f"/api/endpoints/{token}").json()
     assert (endpoint["last_seq"], endpoint["capture_count"]) == (sent, 10)
-    page = httpx.get(f"{cluster.url}/api/endpoints/{token}/captures").json()
+    page = cluster.http.get(f"/api/endpoints/{token}/captures").json()
     assert [c["seq"] for c in page["captures"]] == list(range(sent, sent - 10, -1))
     assert endpoint["stored_bytes"] == sum(stored_bytes(c) for c in page["captures"])
 
 
 def test_the_api_through_a_worker_answers_as_the_main_process_does(cluster: Cluster):
-    token = new_endpoint(cluster.url, alias="taken-one")
+    token = new_endpoint(cluster, alias="taken-one")
     # The worker's own store answers, on the one database.
     reply = cluster.via_worker(lambda c: c.post("/api/endpoints", json={"alias": "taken-one"}))
     assert reply.status_code == 409, reply.text
@@ -209,7 +248,7 @@ def test_the_api_through_a_worker_answers_as_the_main_process_does(cluster: Clus
 
 
 def test_an_endpoint_change_holds_in_every_process_once_answered(cluster: Cluster):
-    token = new_endpoint(cluster.url)
+    token = new_endpoint(cluster)
     # Both processes learn the endpoint (and keep it in memory).
     cluster.via_worker(lambda c: c.post(f"/h/{token}", content=b"warm"))
     with ThreadPoolExecutor(8) as pool:
@@ -227,13 +266,13 @@ def test_an_endpoint_change_holds_in_every_process_once_answered(cluster: Cluste
     with ThreadPoolExecutor(8) as pool:
         after = list(pool.map(lambda n: post_fresh(cluster.url, f"/h/{token}", b"y"), range(16)))
     assert [r.status_code for r in after] == [203] * 16
-    assert httpx.delete(f"{cluster.url}/api/endpoints/{token}").status_code == 200
+    assert cluster.http.delete(f"/api/endpoints/{token}").status_code == 200
     gone = cluster.via_worker(lambda c: c.post(f"/h/{token}", content=b"z"))
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
 
 
 def test_a_rate_limit_counts_the_requests_of_every_process(cluster: Cluster):
-    token = new_endpoint(cluster.url, rate_limit=5)
+    token = new_endpoint(cluster, rate_limit=5)
     started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda n: post_fresh(cluster.url, f"/h/{token}", b"r"),
@@ -245,10 +284,10 @@ def test_a_rate_limit_counts_the_requests_of_every_process(cluster: Cluster):
     # Five at once, then five a second: in one bucket for all, not one per process.
     assert 5 <= len(admitted) <= 5 + int(5 * elapsed) + 1, (len(admitted), elapsed)
     assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
-    total = httpx.get(f"{cluster.url}/api/endpoints/{token}").json()["capture_count"]
+    total = cluster.http.get(f"/api/endpoints/{token}").json()["capture_count"]
     assert total == len(admitted)
     # One token a minute: the main process takes it, and the worker has none left to give.
-    slow = new_endpoint(cluster.url, rate_limit=1 / 60)
+    slow = new_endpoint(cluster, rate_limit=1 / 60)
     assert cluster.via_main(lambda c: c.post(f"/h/{slow}", content=b"1")).status_code == 200
     refused = cluster.via_worker(lambda c: c.post(f"/h/{slow}", content=b"2"))
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 30
@@ -274,7 +313,7 @@ def test_wrong_tokens_count_against_their_client_in_every_process(start_cluster)
 async def _events(url: str, token: str, wanted: int, ready: asyncio.Event,
                   opened: list[int]) -> list[int]:
     seqs: list[int] = []
-    async with httpx.AsyncClient(timeout=30) as client, \
+    async with httpx.AsyncClient(timeout=30, verify=local_tls()) as client, \
             client.stream("GET", f"{url}/api/endpoints/{token}/stream") as stream:
         opened.append(1)
         ready.set()
@@ -287,7 +326,7 @@ async def _events(url: str, token: str, wanted: int, ready: asyncio.Event,
 
 
 def test_live_streams_get_the_captures_of_every_process(cluster: Cluster):
-    token = new_endpoint(cluster.url)
+    token = new_endpoint(cluster)
 
     async def scenario() -> list[list[int]]:
         opened: list[int] = []
@@ -312,7 +351,7 @@ def test_live_streams_get_the_captures_of_every_process(cluster: Cluster):
 def test_a_live_stream_under_load_from_both_processes_misses_nothing(cluster: Cluster):
     """Events reach a stream out of order (a process's own at once, the other's through the
     main process): the stream fills every gap from the store, in order."""
-    token = new_endpoint(cluster.url)
+    token = new_endpoint(cluster)
     total = 48 * 25
 
     async def scenario() -> list[list[int]]:
@@ -331,7 +370,7 @@ def test_a_live_stream_under_load_from_both_processes_misses_nothing(cluster: Cl
                                                    content=b"%d" % n)).status_code)
 
         # 48 connections, spread over both processes as they open, each sending in turn.
-        clients = [httpx.AsyncClient(timeout=30) for _ in range(48)]
+        clients = [httpx.AsyncClient(timeout=30, verify=local_tls()) for _ in range(48)]
         try:
             await asyncio.gather(*(sender(c, total // 48) for c in clients))
         finally:
@@ -345,7 +384,7 @@ def test_a_live_stream_under_load_from_both_processes_misses_nothing(cluster: Cl
 
 @pytest.mark.parametrize("waiter", ["main", "worker"])
 def test_a_long_poll_wakes_for_a_capture_the_other_process_took(cluster: Cluster, waiter: str):
-    token = new_endpoint(cluster.url)
+    token = new_endpoint(cluster)
     capture_in = cluster.via_worker if waiter == "main" else cluster.via_main
     with closing(cluster.connected_to(waiter)) as client, ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(client.get, f"/api/endpoints/{token}/captures",
@@ -370,10 +409,16 @@ def test_each_process_takes_a_share_of_new_connections_and_none_is_lost(cluster:
                      for _ in range(24)]
             for conn in conns:
                 conn.sendall(request)
-            time.sleep(1)
-            answered = select.select(conns, [], [], 0)[0]
+
+            def answered() -> list[socket.socket]:
+                return select.select(conns, [], [], 0)[0]
+
+            # Settled once each is answered or waits for the stopped worker: none goes to the
+            # main process instead, however long it runs.
+            assert wait_until(lambda: len(answered()) + cluster.queued_for(cluster.worker)
+                              == len(conns)), (len(answered()), cluster.queued_for(cluster.worker))
             # Each connection is the worker's about half the time (all 24 on one side: 1 in 8M).
-            assert 0 < len(answered) < len(conns)
+            assert 0 < len(answered()) < len(conns)
         finally:
             os.kill(cluster.worker, signal.SIGCONT)
         for conn in conns:
@@ -409,7 +454,7 @@ def test_a_port_in_use_is_refused_with_a_clear_message(tmp_path: Path, holder: s
 
 def test_a_worker_that_dies_is_replaced_and_the_new_one_knows_what_is_watched(start_cluster):
     running = start_cluster("restart")
-    token = new_endpoint(running.url)
+    token = new_endpoint(running)
     with closing(running.connected_to("main")) as client, ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(client.get, f"/api/endpoints/{token}/captures",
                               params={"wait": 25})
@@ -443,7 +488,7 @@ def test_a_worker_stopped_on_its_own_is_not_started_again(start_cluster):
                       in running.proc.output()), running.proc.output()
     time.sleep(1.5)  # a restart of one that died this young would come after 1 s
     assert children(running.pid) == []
-    token = new_endpoint(running.url)  # the main process serves alone
+    token = new_endpoint(running)  # the main process serves alone
     assert post_fresh(running.url, f"/h/{token}", b"alone").status_code == 200
     running.proc.stop()
     assert "died" not in running.proc.output()
@@ -451,7 +496,7 @@ def test_a_worker_stopped_on_its_own_is_not_started_again(start_cluster):
 
 def test_sigterm_stops_every_process(start_cluster):
     running = start_cluster("term")
-    token = new_endpoint(running.url)
+    token = new_endpoint(running)
     assert running.via_worker(lambda c: c.post(f"/h/{token}", content=b"a")).status_code == 200
     assert running.proc.stop() in (0, -15)
     assert wait_until(lambda: not alive(running.worker)), "the worker outlived the main process"

@@ -14,6 +14,7 @@ import pytest
 
 from hookscope.models import Capture
 from hookscope.ops.export import curl
+from tests.serverproc import local_tls
 
 pytestmark = pytest.mark.anyio
 
@@ -33,13 +34,14 @@ RERUN_CASES = {
 }
 
 
-def _capture(url: str, token: str, body: bytes, headers: dict, method: str = "POST") -> dict:
+def _capture(http: httpx.Client, url: str, token: str, body: bytes, headers: dict,
+             method: str = "POST") -> dict:
     extra = [("X-Dup", "one"), ("x-dup", "two"), ("X-Empty", ""),
              ("X-Latin1", b"caf\xe9"), ("X-Utf8", "naïve ✓".encode()), *headers.items()]
-    response = httpx.request(method, f"{url}/h/{token}/sub/path?a=1&a=2&q=%20x&g=[1]{{2}}",
-                             content=body, headers=extra)
+    response = http.request(method, f"{url}/h/{token}/sub/path?a=1&a=2&q=%20x&g=[1]{{2}}",
+                            content=body, headers=extra)
     assert response.status_code == 200, response.text
-    return httpx.get(f"{url}/api/captures/{response.headers['x-hookscope-capture']}").json()
+    return http.get(f"{url}/api/captures/{response.headers['x-hookscope-capture']}").json()
 
 
 def _run(command: str, tmp_path: Path) -> None:
@@ -62,18 +64,20 @@ def _hop_by_hop_removed(headers: list[list[str]]) -> list[list[str]]:
 
 @needs_curl
 @pytest.mark.parametrize("case", list(RERUN_CASES))
-def test_exported_curl_sends_the_same_request_again(server, case, tmp_path):
+def test_exported_curl_sends_the_same_request_again(shared_server, case, tmp_path):
+    url = shared_server.url
     body, headers = RERUN_CASES[case]
-    token = httpx.post(server.url + "/api/endpoints", json={}).json()["token"]
-    original = _capture(server.url, token, body, headers)
-    exported = httpx.get(f"{server.url}/api/captures/{original['id']}/export?as=curl")
-    assert exported.headers["content-type"] == "text/plain; charset=utf-8"
-    _run(exported.text, tmp_path)
+    with httpx.Client(verify=local_tls()) as http:
+        token = http.post(url + "/api/endpoints", json={}).json()["token"]
+        original = _capture(http, url, token, body, headers)
+        exported = http.get(f"{url}/api/captures/{original['id']}/export?as=curl")
+        assert exported.headers["content-type"] == "text/plain; charset=utf-8"
+        _run(exported.text, tmp_path)
 
-    listing = httpx.get(f"{server.url}/api/endpoints/{token}/captures?after=1").json()
-    assert len(listing["captures"]) == 1
-    again = httpx.get(f"{server.url}/api/captures/{listing['captures'][0]['id']}").json()
-    assert httpx.get(f"{server.url}/api/captures/{again['id']}/body").content == body
+        listing = http.get(f"{url}/api/endpoints/{token}/captures?after=1").json()
+        assert len(listing["captures"]) == 1
+        again = http.get(f"{url}/api/captures/{listing['captures'][0]['id']}").json()
+        assert http.get(f"{url}/api/captures/{again['id']}/body").content == body
     assert (again["method"], again["path"], again["query"]) == (
         original["method"], original["path"], original["query"])
     # Everything matches, in order, duplicates and Host and Content-Length included, except the
@@ -83,17 +87,19 @@ def test_exported_curl_sends_the_same_request_again(server, case, tmp_path):
 
 
 @needs_curl
-def test_exported_curl_of_a_get_and_a_head_without_body(server, tmp_path):
-    token = httpx.post(server.url + "/api/endpoints", json={}).json()["token"]
-    for seq, method in enumerate(("GET", "HEAD"), start=1):
-        original = _capture(server.url, token, b"", {"Accept-Encoding": "br"}, method)
-        command = httpx.get(f"{server.url}/api/captures/{original['id']}/export?as=curl").text
-        _run(command, tmp_path)
-        listing = httpx.get(f"{server.url}/api/endpoints/{token}/captures",
-                            params={"after": seq * 2 - 1}).json()
-        again = listing["captures"][0]
-        assert again["method"] == method
-        assert again["headers"] == _hop_by_hop_removed(original["headers"])
+def test_exported_curl_of_a_get_and_a_head_without_body(shared_server, tmp_path):
+    url = shared_server.url
+    with httpx.Client(verify=local_tls()) as http:
+        token = http.post(url + "/api/endpoints", json={}).json()["token"]
+        for seq, method in enumerate(("GET", "HEAD"), start=1):
+            original = _capture(http, url, token, b"", {"Accept-Encoding": "br"}, method)
+            command = http.get(f"{url}/api/captures/{original['id']}/export?as=curl").text
+            _run(command, tmp_path)
+            listing = http.get(f"{url}/api/endpoints/{token}/captures",
+                               params={"after": seq * 2 - 1}).json()
+            again = listing["captures"][0]
+            assert again["method"] == method
+            assert again["headers"] == _hop_by_hop_removed(original["headers"])
 
 
 def _stored(**fields) -> Capture:

@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 
 from hookscope.settings import Settings
-from tests.serverproc import ServerProcess, send_raw, split_reply, wait_until
+from tests.serverproc import ServerProcess, local_tls, send_raw, split_reply, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -461,13 +461,13 @@ def _raw(server: ServerProcess, head: str, body: bytes = b"") -> tuple[int, dict
 
 
 def _token(server: ServerProcess, **fields: Any) -> str:
-    response = httpx.post(server.url + "/api/endpoints", json=fields)
+    response = httpx.post(server.url + "/api/endpoints", json=fields, verify=local_tls())
     assert response.status_code == 201
     return response.json()["token"]
 
 
 def _stored(server: ServerProcess, capture_id: str) -> tuple[dict, bytes]:
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(base_url=server.url, verify=local_tls()) as client:
         return (client.get(f"/api/captures/{capture_id}").json(),
                 client.get(f"/api/captures/{capture_id}/body").content)
 

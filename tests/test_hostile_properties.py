@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from hookscope.ingest.parsed import KINDS
 from hookscope.routes import build_routes, stream
-from tests.serverproc import ServerProcess, send_raw, split_reply
+from tests.serverproc import ServerProcess, local_tls, send_raw, split_reply
 
 pytestmark = pytest.mark.anyio
 
@@ -481,7 +481,7 @@ def parser_server(request, tmp_path) -> Iterator[tuple[ServerProcess, str, str]]
                          args=("--http", request.param))
     proc.start()
     try:
-        response = httpx.post(proc.url + "/api/endpoints", json={})
+        response = httpx.post(proc.url + "/api/endpoints", json={}, verify=local_tls())
         assert response.status_code == 201
         yield proc, request.param, response.json()["token"]
     finally:
@@ -489,7 +489,8 @@ def parser_server(request, tmp_path) -> Iterator[tuple[ServerProcess, str, str]]
 
 
 def _count(server: ServerProcess, token: str) -> int:
-    return httpx.get(f"{server.url}/api/endpoints/{token}").json()["capture_count"]
+    reply = httpx.get(f"{server.url}/api/endpoints/{token}", verify=local_tls())
+    return int(reply.json()["capture_count"])
 
 
 @hypothesis_settings(max_examples=max(10, hypothesis_settings.default.max_examples // 4))
@@ -518,7 +519,7 @@ def test_a_real_server_stores_raw_requests_exactly(parser_server, method, path, 
         assert _count(server, token) == before
         return
     assert status == 200, reply[:300]
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(base_url=server.url, verify=local_tls()) as client:
         capture = client.get(f"/api/captures/{reply_headers['x-hookscope-capture']}").json()
         stored_body = client.get(f"/api/captures/{capture['id']}/body").content
     assert capture["method"] == method

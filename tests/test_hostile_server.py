@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serverproc import ServerProcess, wait_until
+from tests.serverproc import ServerProcess, local_tls, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def still_answering(server: ServerProcess) -> Iterator[None]:
 
     def poll() -> None:
         nonlocal slowest
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with httpx.Client(base_url=server.url, timeout=30, verify=local_tls()) as client:
             while not stop.is_set():
                 started = time.monotonic()
                 assert client.get("/healthz").status_code == 200
@@ -58,7 +58,7 @@ def _peak_memory(server: ServerProcess) -> int:
 
 
 def _endpoint(server: ServerProcess, **fields: object) -> dict:
-    response = httpx.post(server.url + "/api/endpoints", json=fields)
+    response = httpx.post(server.url + "/api/endpoints", json=fields, verify=local_tls())
     assert response.status_code == 201
     return response.json()
 
@@ -290,7 +290,7 @@ def test_past_max_connections_a_request_is_503(tmp_path):
 
 
 def _status(server: ServerProcess) -> int:
-    return httpx.get(server.url + "/healthz", timeout=5).status_code
+    return httpx.get(server.url + "/healthz", timeout=5, verify=local_tls()).status_code
 
 
 # -- custom schemas ------------------------------------------------------------------------------

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.serverproc import ServerProcess, send_raw
+from tests.serverproc import ServerProcess, local_tls, send_raw, wait_until
 
 
-def _new_endpoint(url: str) -> str:
-    response = httpx.post(url + "/api/endpoints", json={})
+def _new_endpoint(url: str, **fields: object) -> str:
+    response = httpx.post(url + "/api/endpoints", json=fields, verify=local_tls())
     assert response.status_code == 201
     return response.json()["token"]
 
 
 def _captures(url: str, token: str) -> list[dict]:
-    listing = httpx.get(f"{url}/api/endpoints/{token}/captures?after=0").json()["captures"]
-    return [httpx.get(f"{url}/api/captures/{c['id']}").json() for c in listing]
+    with httpx.Client(base_url=url, verify=local_tls()) as client:
+        listing = client.get(f"/api/endpoints/{token}/captures?after=0").json()["captures"]
+        return [client.get(f"/api/captures/{c['id']}").json() for c in listing]
 
 
-def test_raw_socket_request_is_stored_byte_for_byte(server):
+def test_raw_socket_request_is_stored_byte_for_byte(shared_server):
+    server = shared_server
     token = _new_endpoint(server.url)
     body = bytes(range(256))
     raw = (f"PROPFIND /h/{token}/a%20b/%2F?x=1&x=2&y HTTP/1.1\r\n"
@@ -45,7 +48,8 @@ def test_raw_socket_request_is_stored_byte_for_byte(server):
     assert capture["id"].encode() in reply
 
 
-def test_methods_llhttp_knows_are_captured_with_httptools(server):
+def test_methods_llhttp_knows_are_captured_with_httptools(shared_server):
+    server = shared_server
     token = _new_endpoint(server.url)
     for method in ("PURGE", "QUERY", "MKCOL", "LINK"):
         assert httpx.request(method, f"{server.url}/h/{token}").status_code == 200
@@ -88,15 +92,17 @@ def test_second_server_on_the_same_database_refuses_to_start(server, tmp_path: P
 
 def test_sigterm_shuts_down_cleanly_and_data_survives(server, tmp_path: Path):
     token = _new_endpoint(server.url)
-    ids = [httpx.post(f"{server.url}/h/{token}", content=str(i)).headers["x-hookscope-capture"]
-           for i in range(5)]
+    with httpx.Client(base_url=server.url, verify=local_tls()) as client:
+        ids = [client.post(f"/h/{token}", content=str(i)).headers["x-hookscope-capture"]
+               for i in range(5)]
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why.
     assert server.stop() in (0, -15)
     assert "Application shutdown complete" in server.output()
     again = ServerProcess(server.db, tmp_path / "again.log")
     again.start()
     try:
-        bodies = [httpx.get(f"{again.url}/api/captures/{i}/body").text for i in ids]
+        with httpx.Client(base_url=again.url, verify=local_tls()) as client:
+            bodies = [client.get(f"/api/captures/{i}/body").text for i in ids]
         assert bodies == ["0", "1", "2", "3", "4"]
     finally:
         again.stop()
@@ -104,12 +110,8 @@ def test_sigterm_shuts_down_cleanly_and_data_survives(server, tmp_path: Path):
 
 def test_sigterm_answers_in_flight_captures_ends_streams_and_closes_the_database(
         server, tmp_path: Path):
-    import threading
-    import time
-
     token = _new_endpoint(server.url)
-    slow = httpx.post(server.url + "/api/endpoints", json={
-        "response": {"status": 202, "delay_ms": 1500}}).json()["token"]
+    slow = _new_endpoint(server.url, response={"status": 202, "delay_ms": 1500})
     parts = urlsplit(server.url)
     # One request half-sent (its body still arriving), three waiting on their reply delay,
     # and a live stream open, when SIGTERM comes.
@@ -118,23 +120,27 @@ def test_sigterm_answers_in_flight_captures_ends_streams_and_closes_the_database
                  "Connection: close\r\n\r\nhello".encode())
     replies: list[int] = []
     delayed = [threading.Thread(target=lambda i=i: replies.append(httpx.post(
-        f"{server.url}/h/{slow}", content=f"slow {i}", timeout=20).status_code))
-        for i in range(3)]
+        f"{server.url}/h/{slow}", content=f"slow {i}", timeout=20,
+        verify=local_tls()).status_code)) for i in range(3)]
     for thread in delayed:
         thread.start()
-    stream_ended = threading.Event()
+    stream_opened, stream_ended = threading.Event(), threading.Event()
 
     def watch() -> None:
-        with httpx.stream("GET", f"{server.url}/api/endpoints/{token}/stream", timeout=20) as r:
+        with httpx.stream("GET", f"{server.url}/api/endpoints/{token}/stream", timeout=20,
+                          verify=local_tls()) as r:
+            stream_opened.set()
             for _ in r.iter_bytes():
                 pass
         stream_ended.set()
 
     threading.Thread(target=watch, daemon=True).start()
-    time.sleep(0.5)
+    assert stream_opened.wait(10)
+    # Stored, so waiting on their reply delay (which SIGTERM must not cut short).
+    assert wait_until(lambda: len(_captures(server.url, slow)) == 3)
     assert server.proc is not None
     server.proc.send_signal(15)
-    time.sleep(0.3)
+    assert wait_until(lambda: "Shutting down" in server.output()), server.output()
     half.sendall(b"world")  # the rest of the body, after shutdown began
     answer = b""
     while chunk := half.recv(65536):

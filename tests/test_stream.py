@@ -20,7 +20,7 @@ from hookscope.live.local import LocalHub
 from hookscope.main import create_app
 from hookscope.settings import Settings
 from tests.conftest import BASE
-from tests.serverproc import ServerProcess, wait_until
+from tests.serverproc import ServerProcess, local_tls, wait_until
 
 
 class ThreadedServer:
@@ -61,12 +61,13 @@ def live(tmp_path: Path) -> Iterator[ThreadedServer]:
 
 
 def _endpoint(url: str) -> str:
-    return httpx.post(url + "/api/endpoints", json={}).json()["token"]
+    return httpx.post(url + "/api/endpoints", json={}, verify=local_tls()).json()["token"]
 
 
 def _send(url: str, token: str, n: int, start: int = 0) -> list[str]:
-    return [httpx.post(f"{url}/h/{token}", content=f"body {start + i}").headers[
-        "x-hookscope-capture"] for i in range(n)]
+    with httpx.Client(verify=local_tls()) as client:
+        return [client.post(f"{url}/h/{token}", content=f"body {start + i}").headers[
+            "x-hookscope-capture"] for i in range(n)]
 
 
 def read_events(response: httpx.Response, count: int) -> list[dict]:
@@ -91,7 +92,7 @@ def read_events(response: httpx.Response, count: int) -> list[dict]:
 
 def _stream(url: str, token: str, **headers: str):
     return httpx.stream("GET", f"{url}/api/endpoints/{token}/stream", headers=headers,
-                        timeout=httpx.Timeout(10, read=10))
+                        timeout=httpx.Timeout(10, read=10), verify=local_tls())
 
 
 def test_replays_from_the_start_in_order_then_goes_live(live):
@@ -314,7 +315,7 @@ def test_closed_streams_and_head_requests_leave_no_subscription(live):
         assert hub.count() == 1
     assert wait_until(lambda: hub.count() == 0), "a closed stream kept its subscription"
     for _ in range(20):
-        head = httpx.head(f"{live.url}/api/endpoints/{token}/stream")
+        head = httpx.head(f"{live.url}/api/endpoints/{token}/stream", verify=local_tls())
         assert head.status_code == 200
     assert wait_until(lambda: hub.count() == 0), "HEAD requests leaked subscriptions"
 
