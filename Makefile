@@ -30,8 +30,12 @@ run: $(VENV)/.run-deps
 	mkdir -p data
 	$(BIN)/hookscope serve --host 127.0.0.1 --port 8000 --db data/hookscope.db
 
+# Three workers, each taking whole test files (their module servers and browsers stay theirs):
+# most tests wait on real servers, browsers and databases rather than on the CPU.
+TEST_WORKERS ?= 3
+
 test: $(VENV)/.test-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # mypy checks the package by its import name: app/ is linked as hookscope/ for it (an editable
 # install maps the name with an import hook, which mypy does not follow).
