@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -58,7 +58,42 @@ def github_signature(body: bytes) -> str:
     return "sha256=" + hmac.new(SECRET.encode(), body, "sha256").hexdigest()
 
 
-def serve_command(port: int, db: Path, synchronous: str = "normal",
+def fresh_database(server: str) -> str:
+    """A new database on the PostgreSQL server `server` names; its URL."""
+    import asyncio
+
+    import asyncpg
+
+    name = f"hookscope_bench_{os.getpid()}_{time.monotonic_ns()}"
+
+    async def create() -> None:
+        admin = await asyncpg.connect(server)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    parts = urlsplit(server)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+
+
+def drop_database(server: str, url: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(server)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(drop())
+
+
+def serve_command(port: int, db: Path | str, synchronous: str = "normal",
                   workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "hookscope", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--db", str(db), "--synchronous", synchronous, "--workers", str(workers)]
@@ -214,6 +249,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1,
                         help="processes for Hookscope (HOOKSCOPE_WORKERS) and for the bare app "
                              "(uvicorn's --workers) alike")
+    parser.add_argument("--postgres", metavar="URL",
+                        help="also measure Hookscope on PostgreSQL (plain and full pipeline), "
+                             "each in a fresh database made on the server this URL names; "
+                             "loopback only, one server process")
     parser.add_argument("--peer", metavar="URL",
                         help="a capture URL of another server already running, on a loopback "
                              "IP address such as 127.0.0.1; measured in every round too")
@@ -225,6 +264,10 @@ def main() -> int:
     if args.peer and not _is_loopback(args.peer):
         parser.error("--peer must be a loopback address such as 127.0.0.1: benchmarks talk to "
                      "loopback only")
+    if args.postgres and not _is_loopback(args.postgres):
+        parser.error("--postgres must name a server on a loopback address such as 127.0.0.1")
+    if args.postgres and args.workers != 1:
+        parser.error("--postgres measures one server process")
     if shutil.which("wrk") is None:
         print("bench/ingest needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
@@ -246,12 +289,22 @@ def main() -> int:
                                f"http://127.0.0.1:{bare_port}", None),
             "hookscope": (None, f"http://127.0.0.1:{hs_port}", {}),
         }
+        if args.postgres:
+            servers["pg full"] = (None, f"http://127.0.0.1:{hs_port}", FULL_PIPELINE)
+            servers["pg"] = (None, f"http://127.0.0.1:{hs_port}", {})
         for round_number in range(args.rounds):
             results = {}
             for name, (cmd, base, fields) in servers.items():
-                db = workdir / f"round{round_number}-{name.replace(' ', '_')}.db"
+                db: Path | str = workdir / f"round{round_number}-{name.replace(' ', '_')}.db"
+                if name.startswith("pg"):
+                    db = fresh_database(args.postgres)
                 command = cmd or serve_command(hs_port, db, args.synchronous, args.workers)
-                results[name] = _measure(name, command, base, fields, body, signed, args, workdir)
+                try:
+                    results[name] = _measure(name, command, base, fields, body, signed, args,
+                                             workdir)
+                finally:
+                    if name.startswith("pg"):
+                        drop_database(args.postgres, str(db))
             if args.peer:
                 # Last: run right after the peer, plain Hookscope was slower than the full
                 # pipeline in each of 3 rounds (and faster in each of 3 with the peer last).
@@ -289,6 +342,13 @@ def main() -> int:
           f"verdict = "
           f"{last_full.get('verdict')}; captures stored in the last round = "
           f"{last_full.get('stored')}")
+    if args.postgres:
+        print(f"on PostgreSQL: plain = {median_ratio('pg', to='hookscope'):.0%} of SQLite's "
+              f"(target >= 60%), p99 = {median('pg', 'p99_ms'):.1f} ms against "
+              f"{median('hookscope', 'p99_ms'):.1f} ms (target within 2x); full pipeline = "
+              f"{median_ratio('pg full', to='hookscope full'):.0%} of SQLite's, p99 = "
+              f"{median('pg full', 'p99_ms'):.1f} ms; captures stored in the last round = "
+              f"{rounds[-1]['pg'].get('stored')}")
     if args.peer:
         failed = sum(r["peer"]["non_2xx"] for r in rounds)
         socket_errors = {r["peer"]["socket_errors"] for r in rounds} - {"none"}
