@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -68,6 +69,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     active = store if store is not None else build_store(
         StorageSettings.of(settings), shared=peers is not None and peers.shared)
     live = hub if hub is not None else peers.hub if peers is not None else LocalHub()
+
+    async def captured_elsewhere(endpoint_id: int, seq: int) -> None:
+        """A capture another process committed (PostgreSQL): to this process's viewers."""
+        if live.wanted(endpoint_id) and (capture := await active.capture_at(endpoint_id, seq)):
+            live.publish(endpoint_id, seq, json.dumps(capture.as_json(full=False)))
+
+    active.captures_elsewhere = captured_elsewhere
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -114,7 +114,7 @@ def test_several_workers_on_postgresql_are_refused_plainly(database, tmp_path):
                            database, "--workers", "2"], capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 1
-    assert "on PostgreSQL run one process for now" in done.stderr
+    assert "on PostgreSQL start several `hookscope serve` processes instead" in done.stderr
 
 
 def test_the_startup_line_leaves_the_password_out(database, tmp_path):
@@ -126,3 +126,54 @@ def test_the_startup_line_leaves_the_password_out(database, tmp_path):
         assert "postgres:***@" in server.output()
     finally:
         server.stop()
+
+
+def test_two_servers_on_one_database_see_each_others_captures_and_changes(database, tmp_path):
+    a = _serve(database, tmp_path, "a")
+    b = _serve(database, tmp_path, "b")
+    try:
+        token = httpx.post(a.url + "/api/endpoints", json={"alias": "shared"}).json()["token"]
+        assert httpx.post(f"{b.url}/h/shared", content=b"warm").status_code == 200  # B knows it
+        seen: list[str] = []
+        ready = threading.Event()
+
+        def watch() -> None:
+            with httpx.stream("GET", f"{b.url}/api/endpoints/shared/stream", timeout=10) as s:
+                ready.set()
+                for line in s.iter_lines():
+                    if line.startswith("id:"):
+                        seen.append(line)
+                        if len(seen) == 3:
+                            return
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        assert ready.wait(10)
+        threading.Event().wait(0.3)  # the stream is subscribed once its head is sent
+        for _ in range(3):
+            assert httpx.post(f"{a.url}/h/{token}", content=b"from A").status_code == 200
+        watcher.join(10)
+        assert seen == ["id: 2", "id: 3", "id: 4"]
+        # A change made through A is in force on B, which had the endpoint in memory.
+        patched = httpx.patch(f"{a.url}/api/endpoints/shared",
+                              json={"response": {"status": 202}})
+        assert patched.status_code == 200
+        for _ in range(50):
+            if httpx.post(f"{b.url}/h/shared", content=b"x").status_code == 202:
+                break
+            threading.Event().wait(0.05)
+        else:
+            raise AssertionError("B kept the old reply")
+        # A long-poll on B wakes for a capture taken by A.
+        waited: list[httpx.Response] = []
+        last = httpx.get(f"{b.url}/api/endpoints/shared").json()["last_seq"]
+        poll = threading.Thread(target=lambda: waited.append(httpx.get(
+            f"{b.url}/api/endpoints/shared/captures?after={last}&wait=10", timeout=15)))
+        poll.start()
+        threading.Event().wait(0.3)
+        httpx.post(f"{a.url}/h/shared", content=b"wake")
+        poll.join(15)
+        assert [c["seq"] for c in waited[0].json()["captures"]] == [last + 1]
+    finally:
+        a.stop()
+        b.stop()

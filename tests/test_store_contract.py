@@ -315,3 +315,13 @@ async def test_a_closed_store_refuses_work_instead_of_hanging(store):
     await store.close()
     with pytest.raises(RuntimeError, match="closed"):
         await asyncio.wait_for(store.add_capture(_capture(endpoint, b"x")), 5)
+
+
+async def test_a_capture_is_found_by_its_sequence_number(store):
+    endpoint = await _endpoint(store)
+    first = _capture(endpoint, b"first")
+    await store.add_capture(first)
+    await store.add_capture(_capture(endpoint, b"second"))
+    found = await store.capture_at(endpoint.id, 1)
+    assert found is not None and (found.id, found.seq, found.body) == (first.id, 1, None)
+    assert await store.capture_at(endpoint.id, 3) is None

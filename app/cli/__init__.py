@@ -204,8 +204,8 @@ def _serve(args: argparse.Namespace) -> int:
         settings = Settings.from_env(**overrides)
         if settings.workers > 1 and is_postgres(settings.db):
             raise SettingsError("--workers shares an SQLite file between processes; on "
-                                "PostgreSQL run one process for now (live streams do not yet "
-                                "reach across processes)")
+                                "PostgreSQL start several `hookscope serve` processes instead "
+                                "(under systemd, say), each on the same --db")
         check_usable(StorageSettings.of(settings))
     except (SettingsError, StoreLocked, SchemaTooNew, OSError) as exc:
         print(f"hookscope: {exc}", file=sys.stderr)

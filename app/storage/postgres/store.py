@@ -7,6 +7,13 @@ many captures, and `add_capture` returns only once its group is committed. Each 
 endpoints' rows (FOR UPDATE, in id order), so `seq` is one gap-free sequence per endpoint
 whichever process takes the capture, and the limits are held inside the same transaction.
 Everything else runs in a transaction of its own on the read pool.
+
+The processes on one database hear of each other through LISTEN/NOTIFY on the `hookscope`
+channel, sent inside the transaction and so delivered only once it commits: `c <endpoint> <seq>`
+for the newest capture of each endpoint in a group (`captures_elsewhere`: the app hands it to its
+viewers, whose streams fill any gap from the store), and `e` for a change to an endpoint (each
+process forgets its copies when it arrives: milliseconds after the change is answered). A process
+whose listening connection drops forgets its copies and listens again.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ _INSERT = (
     "$18, $19, $20, $21, $22)")
 # The key of the advisory lock that serialises pruning to the total limit across processes.
 TOTAL_LOCK = 0x546F74  # "Tot"
+CHANNEL = "hookscope"
+_NOTIFY = "SELECT pg_notify('hookscope', $1)"
 
 
 @dataclass
@@ -63,6 +72,9 @@ class PostgresStore(EndpointCopies):
         self._pending: list[_Job] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listener: Any = None
+        self._listening: asyncio.Task[None] | None = None
+        self._heard: set[asyncio.Future[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -72,11 +84,47 @@ class PostgresStore(EndpointCopies):
             async with self._pool.acquire() as conn:
                 await migrate(conn)
             self._writer = await asyncpg.connect(self.url)
+            await self._listen()
         except BaseException:
             await self._pool.close()
             self._pool = None
             raise
         self._task = asyncio.create_task(self._commit_groups())
+
+    async def _listen(self) -> None:
+        self._listener = await asyncpg.connect(self.url)
+        await self._listener.add_listener(CHANNEL, self._heard_of)
+        self._listener.add_termination_listener(self._lost_listener)
+
+    def _lost_listener(self, conn: Any) -> None:
+        if self._pool is not None and self._listening is None:
+            self._listening = asyncio.create_task(self._listen_again())
+
+    async def _listen_again(self) -> None:
+        try:
+            while self._pool is not None:
+                try:
+                    await self._listen()
+                    break
+                except Exception as exc:
+                    log.error("could not listen on PostgreSQL again: %s", exc)
+                    await asyncio.sleep(1)
+            self.forget_targets()  # changes made meanwhile were not heard
+        finally:
+            self._listening = None
+
+    def _heard_of(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if payload == "e":
+            self.forget_targets()
+            return
+        kind, endpoint_id, seq = payload.split()
+        writer = self._writer
+        if kind != "c" or self.captures_elsewhere is None or (
+                writer is not None and pid == writer.get_server_pid()):
+            return  # this process's own captures reach its viewers directly
+        task = asyncio.ensure_future(self.captures_elsewhere(int(endpoint_id), int(seq)))
+        self._heard.add(task)
+        task.add_done_callback(self._heard.discard)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -90,9 +138,16 @@ class PostgresStore(EndpointCopies):
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        pool, self._pool = self._pool, None  # first: a closed listener must not listen again
+        if self._listening is not None:
+            self._listening.cancel()
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        for task in list(self._heard):
+            task.cancel()
+        if pool is not None:
+            await pool.close()
 
     def _reads(self) -> Any:
         if self._pool is None:
@@ -153,6 +208,7 @@ class PostgresStore(EndpointCopies):
                     current.alias, current.name, current.expires_at, current.max_captures,
                     current.max_bytes, json.dumps(current.config()), endpoint.id)
                 await self._prune(conn, [endpoint.id])
+                await conn.execute(_NOTIFY, "e")
                 row = await conn.fetchrow(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints "
                                           "WHERE id = $1", endpoint.id)
                 return _endpoint(row)
@@ -161,17 +217,22 @@ class PostgresStore(EndpointCopies):
 
     async def delete_endpoint(self, endpoint: Endpoint) -> int:
         try:
-            count = await self._reads().fetchval(
-                "DELETE FROM endpoints WHERE id = $1 RETURNING capture_count", endpoint.id)
-            return int(count or 0)
+            async with self._reads().acquire() as conn, conn.transaction():
+                count = await conn.fetchval(
+                    "DELETE FROM endpoints WHERE id = $1 RETURNING capture_count", endpoint.id)
+                await conn.execute(_NOTIFY, "e")
+                return int(count or 0)
         finally:
             await self._endpoints_changed()
 
     async def delete_expired(self, now: int) -> list[int]:
         try:
-            rows = await self._reads().fetch(
-                "DELETE FROM endpoints WHERE expires_at <= $1 RETURNING id", now)
-            return [row[0] for row in rows]
+            async with self._reads().acquire() as conn, conn.transaction():
+                rows = await conn.fetch(
+                    "DELETE FROM endpoints WHERE expires_at <= $1 RETURNING id", now)
+                if rows:
+                    await conn.execute(_NOTIFY, "e")
+                return [row[0] for row in rows]
         finally:
             await self._endpoints_changed()
 
@@ -259,6 +320,9 @@ class PostgresStore(EndpointCopies):
                     "capture_count = capture_count + $4, stored_bytes = stored_bytes + $5 "
                     "WHERE id = $1", [(key, *values) for key, values in counters.items()])
                 await self._prune(conn, list(counters))
+                await conn.execute(
+                    "SELECT pg_notify('hookscope', n) FROM unnest($1::text[]) AS n",
+                    [f"c {key} {values[0]}" for key, values in counters.items() if values[2]])
         return outcomes
 
     async def _prune(self, conn: Any, endpoint_ids: list[int]) -> None:
@@ -313,6 +377,12 @@ class PostgresStore(EndpointCopies):
         row = await self._reads().fetchrow(
             f"SELECT {columns} FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
             "WHERE c.id = $1", capture_id)
+        return None if row is None else _capture(row)
+
+    async def capture_at(self, endpoint_id: int, seq: int) -> Capture | None:
+        row = await self._reads().fetchrow(
+            f"SELECT {SUMMARY_COLUMNS} FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
+            "WHERE c.endpoint_id = $1 AND c.seq = $2", endpoint_id, seq)
         return None if row is None else _capture(row)
 
     async def list_captures(self, endpoint: Endpoint, query: CaptureQuery) -> list[Capture]:

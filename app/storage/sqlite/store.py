@@ -256,6 +256,12 @@ class SQLiteStore(EndpointCopies):
                 capture.body = b""
         return capture
 
+    async def capture_at(self, endpoint_id: int, seq: int) -> Capture | None:
+        rows = await self._rows(
+            f"SELECT {SUMMARY_COLUMNS} FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
+            "WHERE c.endpoint_id = ? AND c.seq = ?", (endpoint_id, seq))
+        return _capture(rows[0]) if rows else None
+
     async def list_captures(self, endpoint: Endpoint, query: CaptureQuery) -> list[Capture]:
         where = ["c.endpoint_id = ?"]
         params: list[Any] = [endpoint.id]
