@@ -3,7 +3,8 @@
 `Store` is everything the rest of Hookscope calls on storage; the routes, the CLI's server
 command and the --workers relay see nothing else. Its errors and query types live here with it,
 so a caller never imports a backend. `build_store` is the one place that picks a backend from the
-settings: today SQLite (storage.sqlite), one database file for one process.
+settings: SQLite (storage.sqlite), one database file, or PostgreSQL (storage.postgres), a server
+database that any number of processes share.
 
 The promises every backend keeps (tests/test_store_contract.py holds them, and a second backend
 runs that suite by adding one fixture parameter):
@@ -19,6 +20,7 @@ runs that suite by adding one fixture parameter):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -178,10 +180,11 @@ def describe(db: str) -> str:
     if not is_postgres(db):
         return db
     parts = urlsplit(db)
-    if parts.password is None:
-        return db
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return urlunsplit((parts.scheme, f"{userinfo}{at}{hosts}", parts.path, query, ""))
 
 
 def build_store(settings: StorageSettings, *, shared: bool = False) -> Store:

@@ -49,6 +49,11 @@ _INSERT = (
 # The key of the advisory lock that serialises pruning to the total limit across processes.
 TOTAL_LOCK = 0x546F74  # "Tot"
 CHANNEL = "hookscope"
+# The writer's session: a commit is on disk before it returns whatever the server's default, and
+# a lock or statement that hangs fails its group (a 503) rather than every capture after it.
+WRITER_SETTINGS = {"synchronous_commit": "on", "lock_timeout": "10s", "statement_timeout": "30s"}
+CONNECT_TIMEOUT_S = 10
+HEARTBEAT_S = 15.0
 _NOTIFY = "SELECT pg_notify('hookscope', $1)"
 
 
@@ -74,6 +79,8 @@ class PostgresStore(EndpointCopies):
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
         self._listening: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._current: list[_Job] = []  # the group being committed
         self._heard: set[asyncio.Future[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -83,13 +90,34 @@ class PostgresStore(EndpointCopies):
         try:
             async with self._pool.acquire() as conn:
                 await migrate(conn)
-            self._writer = await asyncpg.connect(self.url)
+            self._writer = await self._connect_writer()
             await self._listen()
         except BaseException:
+            if self._writer is not None:
+                await self._writer.close()
+                self._writer = None
             await self._pool.close()
             self._pool = None
             raise
         self._task = asyncio.create_task(self._commit_groups())
+        self._heartbeat = asyncio.create_task(self._check_listener())
+
+    async def _check_listener(self) -> None:
+        """A listening connection that died quietly (a NAT or firewall dropping it while idle)
+        is found within HEARTBEAT_S and replaced."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            listener = self._listener
+            if listener is None or self._listening is not None:
+                continue
+            try:
+                await listener.fetchval("SELECT 1", timeout=HEARTBEAT_S)
+            except Exception:
+                listener.terminate()  # the termination listener listens again
+
+    async def _connect_writer(self) -> Any:
+        return await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S,
+                                     server_settings=WRITER_SETTINGS)
 
     async def _listen(self) -> None:
         self._listener = await asyncpg.connect(self.url)
@@ -117,24 +145,38 @@ class PostgresStore(EndpointCopies):
         if payload == "e":
             self.forget_targets()
             return
-        kind, endpoint_id, seq = payload.split()
+        parts = payload.split()
+        if len(parts) != 3 or parts[0] != "c" or not parts[1].isdigit() or not parts[2].isdigit():
+            return  # not ours
         writer = self._writer
-        if kind != "c" or self.captures_elsewhere is None or (
+        if self.captures_elsewhere is None or (
                 writer is not None and pid == writer.get_server_pid()):
             return  # this process's own captures reach its viewers directly
-        task = asyncio.ensure_future(self.captures_elsewhere(int(endpoint_id), int(seq)))
+        task = asyncio.ensure_future(self.captures_elsewhere(int(parts[1]), int(parts[2])))
         self._heard.add(task)
+        task.add_done_callback(_heard_done)
         task.add_done_callback(self._heard.discard)
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        for job in self._pending:
+            task, self._task = self._task, None  # no new captures from here on
+            # The group being committed finishes (its captures are answered as it ends); then
+            # the loop stops, and whatever was left is failed, never left waiting.
+            for _ in range(200):
+                if not self._current:
+                    break
+                await asyncio.sleep(0.05)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for job in [*self._current, *self._pending]:
             if not job.future.done():
                 job.future.set_exception(RuntimeError("the store is closed"))
+        self._current = []
         self._pending.clear()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
@@ -144,8 +186,8 @@ class PostgresStore(EndpointCopies):
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
-        for task in list(self._heard):
-            task.cancel()
+        for heard in list(self._heard):
+            heard.cancel()
         if pool is not None:
             await pool.close()
 
@@ -191,6 +233,7 @@ class PostgresStore(EndpointCopies):
     async def update_endpoint(self, endpoint: Endpoint, fields: dict[str, Any]) -> Endpoint:
         try:
             async with self._reads().acquire() as conn, conn.transaction():
+                await self._lock_total(conn)
                 if "alias" in fields:
                     await _lock_names(conn)
                 row = await conn.fetchrow(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1 "
@@ -218,6 +261,7 @@ class PostgresStore(EndpointCopies):
     async def delete_endpoint(self, endpoint: Endpoint) -> int:
         try:
             async with self._reads().acquire() as conn, conn.transaction():
+                await self._lock_total(conn)
                 count = await conn.fetchval(
                     "DELETE FROM endpoints WHERE id = $1 RETURNING capture_count", endpoint.id)
                 await conn.execute(_NOTIFY, "e")
@@ -228,6 +272,7 @@ class PostgresStore(EndpointCopies):
     async def delete_expired(self, now: int) -> list[int]:
         try:
             async with self._reads().acquire() as conn, conn.transaction():
+                await self._lock_total(conn)
                 rows = await conn.fetch(
                     "DELETE FROM endpoints WHERE expires_at <= $1 RETURNING id", now)
                 if rows:
@@ -264,12 +309,17 @@ class PostgresStore(EndpointCopies):
             self._wake.clear()
             while self._pending:
                 group, self._pending = self._pending, []
+                self._current = group
                 try:
-                    outcomes = await self._commit(group)
+                    try:
+                        outcomes = await self._commit(group)
+                    except asyncpg.DeadlockDetectedError:
+                        outcomes = await self._commit(group)  # nothing of it was committed
                 except Exception as exc:
                     log.error("could not commit %d captures: %s", len(group), exc)
                     outcomes = {id(job): exc for job in group}
                     await self._reconnect_writer()
+                self._current = []
                 for job in group:
                     outcome = outcomes[id(job)]
                     if job.future.done():
@@ -283,7 +333,7 @@ class PostgresStore(EndpointCopies):
         if self._writer is not None and not self._writer.is_closed():
             return
         try:
-            self._writer = await asyncpg.connect(self.url)
+            self._writer = await self._connect_writer()
         except Exception as exc:  # the next group tries again
             log.error("could not reconnect to PostgreSQL: %s", exc)
 
@@ -294,6 +344,7 @@ class PostgresStore(EndpointCopies):
             conn = self._writer
         outcomes: dict[int, Any] = {}
         async with conn.transaction():
+            await self._lock_total(conn)
             ids = sorted({job.capture.endpoint_id for job in group})
             rows = await conn.fetch("SELECT id, last_seq, last_capture_at FROM endpoints "
                                     "WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", ids)
@@ -349,7 +400,6 @@ class PostgresStore(EndpointCopies):
                     "endpoint_id = $1)) older WHERE before < $2) RETURNING endpoint_id, stored",
                     endpoint_id, row["stored_bytes"] - row["max_bytes"])
         if self.max_total_bytes:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", TOTAL_LOCK)
             total = await conn.fetchval("SELECT COALESCE(sum(stored_bytes), 0) FROM endpoints")
             if total > self.max_total_bytes:
                 await self._delete(
@@ -358,6 +408,14 @@ class PostgresStore(EndpointCopies):
                     "WHERE c.seq < (SELECT max(n.seq) FROM captures n WHERE n.endpoint_id = "
                     "c.endpoint_id)) older WHERE before < $1) RETURNING endpoint_id, stored",
                     total - self.max_total_bytes)
+
+    async def _lock_total(self, conn: Any) -> None:
+        """With a total limit, every write transaction takes this lock first, before any row:
+        pruning to the total deletes other endpoints' captures and updates their rows, and one
+        lock order for all writers (this lock, then endpoint rows in id order, then captures)
+        is what keeps them from deadlocking."""
+        if self.max_total_bytes:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", TOTAL_LOCK)
 
     async def _delete(self, conn: Any, sql: str, *args: Any) -> None:
         """Delete what `sql` returns (endpoint_id, stored), keeping the counters in step."""
@@ -419,6 +477,13 @@ class PostgresStore(EndpointCopies):
 
     async def delete_capture(self, capture_id: str) -> bool:
         async with self._reads().acquire() as conn, conn.transaction():
+            await self._lock_total(conn)
+            # The endpoint's row before its capture's, in the writer's order.
+            endpoint_id = await conn.fetchval("SELECT endpoint_id FROM captures WHERE id = $1",
+                                              capture_id)
+            if endpoint_id is None:
+                return False
+            await conn.execute("SELECT 1 FROM endpoints WHERE id = $1 FOR UPDATE", endpoint_id)
             row = await conn.fetchrow("DELETE FROM captures WHERE id = $1 "
                                       "RETURNING endpoint_id, stored", capture_id)
             if row is None:
@@ -437,6 +502,7 @@ class PostgresStore(EndpointCopies):
 
     async def clear_captures(self, endpoint: Endpoint) -> int:
         async with self._reads().acquire() as conn, conn.transaction():
+            await self._lock_total(conn)
             await conn.execute("SELECT 1 FROM endpoints WHERE id = $1 FOR UPDATE", endpoint.id)
             result = await conn.execute("DELETE FROM captures WHERE endpoint_id = $1",
                                         endpoint.id)
@@ -456,6 +522,11 @@ class PostgresStore(EndpointCopies):
     async def session_revoked(self, nonce: str) -> bool:
         return bool(await self._reads().fetchval(
             "SELECT 1 FROM revoked_sessions WHERE nonce = $1", nonce))
+
+
+def _heard_done(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("could not pass on another process's capture: %s", exc)
 
 
 async def _lock_names(conn: Any) -> None:
