@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             live.publish(endpoint_id, seq, json.dumps(capture.as_json(full=False)))
 
     active.captures_elsewhere = captured_elsewhere
+    active.deleted_elsewhere = live.close_endpoint
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -177,3 +177,31 @@ def test_two_servers_on_one_database_see_each_others_captures_and_changes(databa
     finally:
         a.stop()
         b.stop()
+
+
+def test_deleting_an_endpoint_through_one_server_ends_its_streams_on_another(database, tmp_path):
+    a = _serve(database, tmp_path, "a")
+    b = _serve(database, tmp_path, "b")
+    try:
+        httpx.post(a.url + "/api/endpoints", json={"alias": "doomed"})
+        ended = threading.Event()
+        opened = threading.Event()
+
+        def watch() -> None:
+            with httpx.stream("GET", f"{b.url}/api/endpoints/doomed/stream", timeout=20) as s:
+                opened.set()
+                for _ in s.iter_lines():
+                    pass
+            ended.set()  # the server ended it
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        assert opened.wait(10)
+        threading.Event().wait(0.3)
+        assert httpx.delete(f"{a.url}/api/endpoints/doomed").status_code == 200
+        assert ended.wait(10), "B kept the deleted endpoint's stream open"
+        assert httpx.get(f"{b.url}/api/endpoints/doomed").status_code == 404
+        assert httpx.post(f"{b.url}/h/doomed", content=b"x").status_code == 404
+    finally:
+        a.stop()
+        b.stop()

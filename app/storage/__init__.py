@@ -94,6 +94,9 @@ class Store(Protocol):
     # Awaited with (endpoint id, seq) for each capture another process committed, where the
     # store hears of them (PostgreSQL's LISTEN/NOTIFY); the app hands them to its hub.
     captures_elsewhere: Callable[[int, int], Awaitable[None]] | None
+    # Called with the id of each endpoint another process deleted (PostgreSQL), so this
+    # process ends the streams open on it.
+    deleted_elsewhere: Callable[[int], None] | None
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

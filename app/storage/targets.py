@@ -20,6 +20,7 @@ class EndpointCopies:
         # Awaited after every change to an endpoint, once this process forgot its copies.
         self.targets_changed: Callable[[], Awaitable[None]] | None = None
         self.captures_elsewhere: Callable[[int, int], Awaitable[None]] | None = None
+        self.deleted_elsewhere: Callable[[int], None] | None = None
 
     async def get_endpoint(self, key: str) -> Endpoint | None:
         raise NotImplementedError

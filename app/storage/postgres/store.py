@@ -11,8 +11,9 @@ Everything else runs in a transaction of its own on the read pool.
 The processes on one database hear of each other through LISTEN/NOTIFY on the `hookscope`
 channel, sent inside the transaction and so delivered only once it commits: `c <endpoint> <seq>`
 for the newest capture of each endpoint in a group (`captures_elsewhere`: the app hands it to its
-viewers, whose streams fill any gap from the store), and `e` for a change to an endpoint (each
-process forgets its copies when it arrives: milliseconds after the change is answered). A process
+viewers, whose streams fill any gap from the store), `e` for a change to an endpoint and `d <id>`
+for its deletion (each process forgets its copies when it arrives, milliseconds after the change
+is answered, and ends the streams of a deleted endpoint). A process
 whose listening connection drops forgets its copies and listens again.
 """
 
@@ -146,6 +147,11 @@ class PostgresStore(EndpointCopies):
             self.forget_targets()
             return
         parts = payload.split()
+        if len(parts) == 2 and parts[0] == "d" and parts[1].isdigit():
+            self.forget_targets()
+            if self.deleted_elsewhere is not None:
+                self.deleted_elsewhere(int(parts[1]))  # its streams here end (and get a 404)
+            return
         if len(parts) != 3 or parts[0] != "c" or not parts[1].isdigit() or not parts[2].isdigit():
             return  # not ours
         writer = self._writer
@@ -264,7 +270,7 @@ class PostgresStore(EndpointCopies):
                 await self._lock_total(conn)
                 count = await conn.fetchval(
                     "DELETE FROM endpoints WHERE id = $1 RETURNING capture_count", endpoint.id)
-                await conn.execute(_NOTIFY, "e")
+                await conn.execute(_NOTIFY, f"d {endpoint.id}")
                 return int(count or 0)
         finally:
             await self._endpoints_changed()
@@ -275,8 +281,8 @@ class PostgresStore(EndpointCopies):
                 await self._lock_total(conn)
                 rows = await conn.fetch(
                     "DELETE FROM endpoints WHERE expires_at <= $1 RETURNING id", now)
-                if rows:
-                    await conn.execute(_NOTIFY, "e")
+                for row in rows:
+                    await conn.execute(_NOTIFY, f"d {row[0]}")
                 return [row[0] for row in rows]
         finally:
             await self._endpoints_changed()
