@@ -167,6 +167,12 @@ def json_column(value: Any) -> str:
         return json.dumps(value)
 
 
+def stored_size(body: bytes, path: str, query: str, headers_column: str) -> int:
+    """What a capture counts against max_bytes and the total limit, in every store: its body,
+    path, query and header column, in bytes of UTF-8 (SQLite's retention.STORED_BYTES)."""
+    return len(body) + len(path.encode()) + len(query.encode()) + len(headers_column.encode())
+
+
 def verdict_columns(verdict: dict[str, Any] | None, default: str) -> tuple[str, str | None]:
     """(status column, JSON column) of a signature or validation verdict; NULL when unchecked."""
     if verdict is None:

@@ -13,8 +13,8 @@ channel, sent inside the transaction and so delivered only once it commits: `c <
 for the newest capture of each endpoint in a group (`captures_elsewhere`: the app hands it to its
 viewers, whose streams fill any gap from the store), `e` for a change to an endpoint and `d <id>`
 for its deletion (each process forgets its copies when it arrives, milliseconds after the change
-is answered, and ends the streams of a deleted endpoint). A process
-whose listening connection drops forgets its copies and listens again.
+is answered, and ends the streams of a deleted endpoint). A process whose listening connection
+drops forgets its copies and listens again.
 """
 
 from __future__ import annotations
@@ -29,7 +29,14 @@ from typing import Any
 import asyncpg
 
 from hookscope.models import Capture, Endpoint, new_token
-from hookscope.storage import CaptureQuery, Conflict, Gone, json_column, verdict_columns
+from hookscope.storage import (
+    CaptureQuery,
+    Conflict,
+    Gone,
+    json_column,
+    stored_size,
+    verdict_columns,
+)
 from hookscope.storage.postgres.migrations import LATEST, migrate
 from hookscope.storage.targets import EndpointCopies
 
@@ -55,7 +62,7 @@ CHANNEL = "hookscope"
 WRITER_SETTINGS = {"synchronous_commit": "on", "lock_timeout": "10s", "statement_timeout": "30s"}
 CONNECT_TIMEOUT_S = 10
 HEARTBEAT_S = 15.0
-_NOTIFY = "SELECT pg_notify('hookscope', $1)"
+_NOTIFY = f"SELECT pg_notify('{CHANNEL}', $1)"
 
 
 @dataclass
@@ -294,8 +301,7 @@ class PostgresStore(EndpointCopies):
             raise RuntimeError("the store is closed")
         body = capture.body or b""
         headers = json_column(capture.headers)
-        size = (len(body) + len(capture.path.encode()) + len(capture.query.encode())
-                + len(headers.encode()))
+        size = stored_size(body, capture.path, capture.query, headers)
         values = (
             capture.received_at, capture.method, capture.path, capture.query, headers,
             capture.remote_addr, capture.content_type, capture.body_size, capture.truncated,
@@ -378,7 +384,7 @@ class PostgresStore(EndpointCopies):
                     "WHERE id = $1", [(key, *values) for key, values in counters.items()])
                 await self._prune(conn, list(counters))
                 await conn.execute(
-                    "SELECT pg_notify('hookscope', n) FROM unnest($1::text[]) AS n",
+                    f"SELECT pg_notify('{CHANNEL}', n) FROM unnest($1::text[]) AS n",
                     [f"c {key} {values[0]}" for key, values in counters.items() if values[2]])
         return outcomes
 
@@ -387,7 +393,7 @@ class PostgresStore(EndpointCopies):
         endpoint's newest capture never."""
         for endpoint_id in endpoint_ids:
             row = await conn.fetchrow("SELECT capture_count, max_captures, stored_bytes, "
-                                      "max_bytes, last_seq FROM endpoints WHERE id = $1",
+                                      "max_bytes FROM endpoints WHERE id = $1",
                                       endpoint_id)
             if row is None:
                 continue

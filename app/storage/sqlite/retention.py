@@ -33,13 +33,9 @@ class Counter:
 # head limit allows), in bytes of UTF-8 (length() of a text would count characters, and stop at
 # a NUL). Reading file_bytes of a row whose body is in the row costs nothing, even behind a large
 # body: SQLite keeps a 0 in the record's header alone, so no overflow page is read for it.
+# storage.stored_size counts the same of a capture before it is inserted.
 STORED_BYTES = ("(length(body) + file_bytes + length(CAST(path AS BLOB)) "
                 "+ length(CAST(query AS BLOB)) + length(CAST(headers AS BLOB)))")
-
-
-def stored_size(body: bytes, path: str, query: str, headers_column: str) -> int:
-    """STORED_BYTES of a capture about to be inserted with these column values."""
-    return len(body) + len(path.encode()) + len(query.encode()) + len(headers_column.encode())
 
 # Not its endpoint's newest capture (an index lookup per row: captures_endpoint_seq).
 _NOT_NEWEST = ("seq < (SELECT MAX(newest.seq) FROM captures newest "

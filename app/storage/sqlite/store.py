@@ -24,10 +24,17 @@ from typing import Any
 import aiosqlite
 
 from hookscope.models import Capture, Endpoint, new_token
-from hookscope.storage import CaptureQuery, Conflict, Gone, json_column, verdict_columns
+from hookscope.storage import (
+    CaptureQuery,
+    Conflict,
+    Gone,
+    json_column,
+    stored_size,
+    verdict_columns,
+)
 from hookscope.storage.sqlite.bodyfiles import BodyFiles
 from hookscope.storage.sqlite.lock import create_private, take_lock
-from hookscope.storage.sqlite.retention import STORED_BYTES, Retention, stored_size
+from hookscope.storage.sqlite.retention import STORED_BYTES, Retention
 from hookscope.storage.sqlite.writer import Writer
 from hookscope.storage.targets import EndpointCopies
 
