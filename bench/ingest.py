@@ -58,39 +58,32 @@ def github_signature(body: bytes) -> str:
     return "sha256=" + hmac.new(SECRET.encode(), body, "sha256").hexdigest()
 
 
-def fresh_database(server: str) -> str:
-    """A new database on the PostgreSQL server `server` names; its URL."""
+def _administer(server: str, statement: str) -> None:
+    """Run one statement on the PostgreSQL server `server` names (imported only for --postgres)."""
     import asyncio
 
     import asyncpg
 
-    name = f"hookscope_bench_{os.getpid()}_{time.monotonic_ns()}"
-
-    async def create() -> None:
+    async def run() -> None:
         admin = await asyncpg.connect(server)
         try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
+            await admin.execute(statement)
         finally:
             await admin.close()
 
-    asyncio.run(create())
+    asyncio.run(run())
+
+
+def fresh_database(server: str) -> str:
+    """A new database on the PostgreSQL server `server` names; its URL."""
+    name = f"hookscope_bench_{os.getpid()}_{time.monotonic_ns()}"
+    _administer(server, f'CREATE DATABASE "{name}"')
     parts = urlsplit(server)
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
 
 
 def drop_database(server: str, url: str) -> None:
-    import asyncio
-
-    import asyncpg
-
-    async def drop() -> None:
-        admin = await asyncpg.connect(server)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-    asyncio.run(drop())
+    _administer(server, f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
 
 
 def serve_command(port: int, db: Path | str, synchronous: str = "normal",

@@ -100,11 +100,13 @@ def test_the_cli_never_loads_the_server_at_import():
     assert _offenders(("hookscope.cli",), ("hookscope.routes",)) == []
 
 
-def test_importing_the_cli_loads_no_server_module():
-    code = ("import sys, hookscope.cli; "
+def test_the_cli_and_its_reference_load_no_server_module():
+    """Importing the CLI, building its parser and rendering docs/cli.md's reference."""
+    code = ("import sys, hookscope.cli.reference as r; from hookscope.cli import build_parser; "
+            "r.render(build_parser()); "
             "print(' '.join(m for m in sys.modules if m.split('.')[0] in "
-            "('starlette', 'uvicorn', 'aiosqlite', 'sqlite3') or m.startswith('hookscope.routes') "
-            "or m.startswith('hookscope.storage')))")
+            "('starlette', 'uvicorn', 'aiosqlite', 'sqlite3', 'asyncpg') "
+            "or m.startswith(('hookscope.routes', 'hookscope.storage', 'hookscope.live'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()
     assert loaded == []

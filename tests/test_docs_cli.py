@@ -45,17 +45,6 @@ def test_a_page_without_the_markers_is_refused(tmp_path):
     assert BEGIN in CLI_DOC and END in CLI_DOC
 
 
-def test_the_reference_renders_without_the_server():
-    code = ("import sys, hookscope.cli.reference as r; from hookscope.cli import build_parser; "
-            "r.render(build_parser()); "
-            "print(' '.join(m for m in sys.modules if m.split('.')[0] in "
-            "('starlette', 'uvicorn', 'aiosqlite', 'sqlite3') or m.startswith('hookscope.routes') "
-            "or m.startswith('hookscope.storage') or m.startswith('hookscope.live')))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True).stdout.split()
-    assert loaded == []
-
-
 @pytest.mark.parametrize("name", sorted(subcommands(build_parser())))
 def test_every_command_and_option_is_in_docs_cli(name):
     assert re.search(rf"^\| `{name}[ `]", CLI_DOC, re.M), f"{name} is not in a command table"

@@ -109,12 +109,14 @@ class Inspector {
         }
       }
     });
-    source.addEventListener("capture", (event) => this.arrive(JSON.parse(event.data)));
+    source.addEventListener("capture", (event) => {
+      if (this.endpoint) this.endpoint.capture_count += 1;  // counted once, held or shown
+      this.arrive(JSON.parse(event.data));
+    });
   }
 
   arrive(capture) {
     this.nextAfter = Math.max(this.nextAfter, capture.seq);
-    if (this.endpoint) this.endpoint.capture_count += 1;
     if (this.paused) {
       this.held.push(capture);
       $("paused-note").hidden = false;
@@ -135,10 +137,7 @@ class Inspector {
     if (!paused) {
       const held = this.held.splice(0);
       $("paused-note").hidden = true;
-      held.forEach((capture) => {
-        if (this.endpoint) this.endpoint.capture_count -= 1;  // counted when it came
-        this.arrive(capture);
-      });
+      held.forEach((capture) => this.arrive(capture));
     }
   }
 
@@ -146,10 +145,7 @@ class Inspector {
     clearTimeout(this.searchTimer);
     this.searchTimer = setTimeout(async () => {
       try {
-        await this.list.reload();
-        if (this.selected && !this.list.captures.some((c) => c.id === this.selected)) {
-          // The open capture stays open; the list shows what matches.
-        }
+        await this.list.reload();  // an open capture stays open, matching or not
         if (!this.selected) this.showEmpty();
       } catch (e) { toast(e.message); }
     }, 200);
@@ -244,11 +240,10 @@ class Inspector {
     try {
       const [diff, left, right] = await Promise.all([
         api("GET", `/api/captures/${encodeURIComponent(a)}/diff/${encodeURIComponent(b)}`),
-        this.selected === a && this.detail.capture?.id === a ? this.detail.capture : this.select(a, { open: true }),
+        this.detail.capture?.id === a ? this.detail.capture : this.select(a, { open: true }),
         api("GET", `/api/captures/${encodeURIComponent(b)}`)]);
-      if (this.selected !== a) await this.select(a, { open: true });
       this.workspace.classList.add("show-detail");
-      this.detail.showDiff(diff, left || this.detail.capture, right);
+      this.detail.showDiff(diff, left, right);
     } catch (e) { toast(e.message); }
   }
 
