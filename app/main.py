@@ -8,21 +8,20 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hookscope.errors import EXCEPTION_HANDLERS
 from hookscope.formats import Validation, load_formats
-from hookscope.ingest.limits import FailureThrottle, RateLimiter
+from hookscope.ingest.limits import FailureThrottle, RateLimiter, SharedRateLimiter
 from hookscope.ingest.offload import Offload
 from hookscope.live import Hub
 from hookscope.live.local import LocalHub
 from hookscope.models import now_us
 from hookscope.ops.replay import TargetPolicy
 from hookscope.routes import build_front, build_middleware, build_routes
-from hookscope.routes.capture import Admit
 from hookscope.settings import Settings
 from hookscope.storage import StorageSettings, Store, build_store
 
@@ -41,34 +40,14 @@ class Hookscope(Starlette):
         await self._front(scope, receive, send)
 
 
-class Peers(Protocol):
-    """The other processes of a server with HOOKSCOPE_WORKERS over 1, as one process sees them
-    (hookscope.cluster): started once the store is open, stopped before it closes."""
-
-    sweeps: bool  # this process deletes expired endpoints
-    shared: bool  # its store opens after another process's (no lock file, no sweep of files)
-
-    @property
-    def hub(self) -> Hub: ...  # this process's, which knows of the others' watchers
-
-    @property
-    def admit(self) -> Admit | None: ...  # asks another process for rate-limit tokens
-
-    async def start(self, app: Starlette) -> None: ...
-    def stopping(self) -> None: ...  # the server's shutdown began
-    async def stop(self) -> None: ...
-
-
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
-               hub: Hub | None = None, peers: Peers | None = None) -> Hookscope:
+               hub: Hub | None = None) -> Hookscope:
     """Build the ASGI app. A store passed in is the caller's to open and close (tests do that);
-    otherwise the app opens its SQLite store at startup and closes it at shutdown. `peers` make
-    it one process of several (hookscope.cluster), with their hub and their rate limiter."""
+    otherwise the app opens the store its settings name at startup and closes it at shutdown."""
     settings = settings or Settings()
     owns_store = store is None
-    active = store if store is not None else build_store(
-        StorageSettings.of(settings), shared=peers is not None and peers.shared)
-    live = hub if hub is not None else peers.hub if peers is not None else LocalHub()
+    active = store if store is not None else build_store(StorageSettings.of(settings))
+    live = hub if hub is not None else LocalHub()
 
     async def captured_elsewhere(endpoint_id: int, seq: int) -> None:
         """A capture another process committed (PostgreSQL): to this process's viewers."""
@@ -83,30 +62,25 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         if owns_store:
             await active.open()
         live.open()
-        sweeper = None
-        try:  # whatever fails to start, the store is closed (its threads would keep a process)
-            if peers is not None:
-                await peers.start(app)
-            if peers is None or peers.sweeps:
-                sweeper = asyncio.create_task(
-                    sweep_expired(active, live, settings.sweep_interval))
+        sweeper = asyncio.create_task(sweep_expired(active, live, settings.sweep_interval))
+        try:
             yield
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
+            sweeper.cancel()
             live.close()  # end open streams first, so none holds the exit
-            if sweeper is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
-            if peers is not None:
-                await peers.stop()  # their last captures still need the store
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             if owns_store:
                 await active.close()
 
     validation = Validation(load_formats())
     throttle = FailureThrottle()
     limiter = RateLimiter(settings.rate_limit)
-    admit = peers.admit if peers is not None else None
+    admit = None
+    if active.shared:  # other processes serve this database: their counts are kept in it
+        admit = SharedRateLimiter(active.take_tokens, settings.rate_limit).admit
+        throttle.tell_others = active.tell_failure
+        active.failures_elsewhere = throttle.failed_elsewhere
     offload = Offload()
     app = Hookscope(front=build_front(active, settings, validation, live, limiter, offload,
                                       admit),
@@ -122,7 +96,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.state.limiter = limiter
     app.state.offload = offload
     app.state.replay_policy = TargetPolicy.for_server(settings.host, settings.replay_allow)
-    app.state.peers = peers
     return app
 
 

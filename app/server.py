@@ -26,8 +26,6 @@ class HookscopeServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.app.state.hub.close()
-        if self.app.state.peers is not None:
-            self.app.state.peers.stopping()
         await super().shutdown(sockets)
 
 
@@ -55,11 +53,32 @@ def build_server(settings: Settings, app: Starlette | None = None) -> HookscopeS
     return HookscopeServer(config, app)
 
 
+def listen(config: uvicorn.Config, *, reuse_port: bool = False) -> socket.socket:
+    """The listening socket: uvicorn's, or with `reuse_port` one that other Hookscope processes
+    on the same database bind too, so they share the port and the kernel spreads connections
+    among them (SO_REUSEPORT)."""
+    if not reuse_port:
+        sock = config.bind_socket()
+    else:
+        if not hasattr(socket, "SO_REUSEPORT"):
+            raise OSError("--reuse-port needs SO_REUSEPORT, which this system lacks")
+        sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((config.host, config.port))
+        except OSError:
+            sock.close()
+            raise
+    sock.listen(config.backlog)
+    return sock
+
+
 YOUNG_GC_THRESHOLD = 10_000
 
 
 def tune_process() -> None:
-    """The interpreter settings a server process runs with (each of several, hookscope.cluster)."""
+    """The interpreter settings a server process runs with."""
     # The writer thread shares the GIL with the event loop; a shorter switch interval than
     # Python's default keeps the loop from waiting that long for it (bench/stream).
     sys.setswitchinterval(0.0005)

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MIB = 1024 * 1024
-MAX_WORKERS = 64
+_SEVERAL_PROCESSES = (
+    "HOOKSCOPE_WORKERS (--workers) {}: {}: run `hookscope serve --reuse-port` once per process "
+    "under a supervisor such as systemd, on the same --db and --port (docs/running.md, "
+    "\"Several processes and hosts\")")
 
 
 def _setting(default: Any, env: str, help: str, *, cli: str | None = None) -> Any:
@@ -44,12 +47,22 @@ class Settings:
         "(<db>.bodies), not in it: written once rather than twice, for large bodies at speed. "
         "0, or a value over HOOKSCOPE_MAX_BODY_BYTES: new bodies all go into the database file "
         "(files already written stay readable).")
+    db_pool: int = _setting(
+        10, "HOOKSCOPE_DB_POOL",
+        "PostgreSQL: the most connections this process opens for reads and changes, besides "
+        "its one for committing captures and its one for LISTEN (so at most this plus 2 per "
+        "process count against the server's max_connections).", cli="--db-pool")
     workers: int = _setting(
         1, "HOOKSCOPE_WORKERS",
-        "Processes that serve HTTP on the one address (a listening socket each, on Linux) and "
-        "the one database (1-64); live streams, long-polls, rate limits and endpoint changes "
-        "hold across all of them.",
+        "Only 1: an SQLite database is served by one process, and on PostgreSQL each process "
+        "is started on its own (several `hookscope serve --reuse-port` under a supervisor, "
+        "docs/running.md).",
         cli="--workers")
+    reuse_port: bool = _setting(
+        False, "HOOKSCOPE_REUSE_PORT",
+        "Listen with SO_REUSEPORT (Linux), so that several `hookscope serve` processes on one "
+        "PostgreSQL database share one port and the kernel spreads connections among them.",
+        cli="--reuse-port")
     public_url: str = _setting(
         "", "HOOKSCOPE_PUBLIC_URL",
         "Base of the absolute URLs Hookscope hands out (e.g. https://hooks.example.com behind a "
@@ -158,8 +171,14 @@ class Settings:
                            or self.token != self.token.strip() or " " in self.token):
             raise SettingsError("HOOKSCOPE_TOKEN must be printable ASCII without spaces (it "
                                 "travels in an Authorization header)")
-        if not 1 <= self.workers <= MAX_WORKERS:
-            raise SettingsError(f"HOOKSCOPE_WORKERS must be 1..{MAX_WORKERS}, got {self.workers}")
+        if self.workers != 1:
+            raise SettingsError(_SEVERAL_PROCESSES.format(
+                self.workers, "an SQLite file is served by one process; several processes need "
+                "a PostgreSQL --db (postgresql://...), each started on its own"
+                if not self.db.startswith(("postgresql://", "postgres://")) else
+                "on PostgreSQL, start each process on its own"))
+        if not 1 <= self.db_pool <= 1000:
+            raise SettingsError(f"HOOKSCOPE_DB_POOL must be 1..1000, got {self.db_pool}")
         if self.sweep_interval < 1:
             raise SettingsError("HOOKSCOPE_SWEEP_INTERVAL must be at least 1 second")
         if self.http not in ("httptools", "h11"):

@@ -18,10 +18,11 @@ sets Hookscope against it. `--synchronous full` runs Hookscope with a disk sync 
 comparing with a peer that syncs each request.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--connections 64] [--rounds 3]
-        [--synchronous normal|full] [--workers N] [--peer URL]
+        [--synchronous normal|full] [--postgres URL [--processes N]] [--peer URL]
 
-`--workers N` runs Hookscope as N processes (HOOKSCOPE_WORKERS) and the bare app under uvicorn's
-`--workers N`, so the ratio still compares like with like.
+`--postgres URL` adds Hookscope on PostgreSQL (plain and full pipeline, each in a fresh database
+on that server) to every round, beside SQLite; `--processes N` adds N `hookscope serve
+--reuse-port` processes on one port and one database, as docs/running.md runs several.
 """
 
 from __future__ import annotations
@@ -86,10 +87,9 @@ def drop_database(server: str, url: str) -> None:
     _administer(server, f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
 
 
-def serve_command(port: int, db: Path | str, synchronous: str = "normal",
-                  workers: int = 1) -> list[str]:
+def serve_command(port: int, db: Path | str, synchronous: str = "normal") -> list[str]:
     return [sys.executable, "-m", "hookscope", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--db", str(db), "--synchronous", synchronous, "--workers", str(workers)]
+            "--db", str(db), "--synchronous", synchronous]
 
 
 def add_synchronous_argument(parser: argparse.ArgumentParser) -> None:
@@ -97,12 +97,11 @@ def add_synchronous_argument(parser: argparse.ArgumentParser) -> None:
                         help="Hookscope's HOOKSCOPE_SYNCHRONOUS (full: a disk sync per commit)")
 
 
-def bare_command(port: int, workers: int = 1) -> list[str]:
+def bare_command(port: int) -> list[str]:
     """bench/bare_app.py on the uvicorn settings `hookscope serve` uses."""
     return [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
             "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-            "--no-proxy-headers", "--no-server-header", "--log-level", "warning",
-            "--workers", str(workers)]
+            "--no-proxy-headers", "--no-server-header", "--log-level", "warning"]
 
 
 def last_capture(base: str, token: str) -> dict:
@@ -181,11 +180,24 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def _measure(name: str, cmd: list[str], base: str, fields: dict | None, body: bytes,
+def _started(log: Path, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while b"Application startup complete" not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"server did not start: {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+
+
+def _measure(name: str, cmds: list[list[str]], base: str, fields: dict | None, body: bytes,
              signed: dict[str, str], args: argparse.Namespace, workdir: Path) -> dict:
-    proc = start(cmd, workdir / f"{name.replace(' ', '_')}.log")
+    procs = []
     try:
-        wait_up(base + "/healthz", proc)
+        for number, cmd in enumerate(cmds):
+            log = workdir / f"{name.replace(' ', '_')}-{number}.log"
+            procs.append(start(cmd, log))
+            if len(cmds) > 1:  # each serves its share of the port from when it is up
+                _started(log, procs[-1])
+        wait_up(base + "/healthz", procs[0])
         url = base + "/h/bench"
         token = None
         headers = signed if fields and "verify" in fields else None
@@ -202,7 +214,8 @@ def _measure(name: str, cmd: list[str], base: str, fields: dict | None, body: by
                 result["verdict"] = last_capture(base, token)["signature"]["status"]
         return result
     finally:
-        stop(proc)
+        for proc in procs:
+            stop(proc)
 
 
 def _is_loopback(url: str) -> bool:
@@ -239,28 +252,28 @@ def main() -> int:
                         help="measure every server this many times, one after another; each "
                              "figure is the median of its rounds")
     add_synchronous_argument(parser)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="processes for Hookscope (HOOKSCOPE_WORKERS) and for the bare app "
-                             "(uvicorn's --workers) alike")
     parser.add_argument("--postgres", metavar="URL",
                         help="also measure Hookscope on PostgreSQL (plain and full pipeline), "
                              "each in a fresh database made on the server this URL names; "
-                             "loopback only, one server process")
+                             "loopback only")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="with --postgres, also measure this many Hookscope processes "
+                             "(--reuse-port) on one port and one database")
     parser.add_argument("--peer", metavar="URL",
                         help="a capture URL of another server already running, on a loopback "
                              "IP address such as 127.0.0.1; measured in every round too")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    if not 1 <= args.workers <= 64:
-        parser.error("--workers must be 1..64")
+    if not 1 <= args.processes <= 64:
+        parser.error("--processes must be 1..64")
     if args.peer and not _is_loopback(args.peer):
         parser.error("--peer must be a loopback address such as 127.0.0.1: benchmarks talk to "
                      "loopback only")
     if args.postgres and not _is_loopback(args.postgres):
         parser.error("--postgres must name a server on a loopback address such as 127.0.0.1")
-    if args.postgres and args.workers != 1:
-        parser.error("--postgres measures one server process")
+    if args.processes > 1 and not args.postgres:
+        parser.error("--processes needs --postgres: an SQLite database is served by one process")
     if shutil.which("wrk") is None:
         print("bench/ingest needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
@@ -278,22 +291,27 @@ def main() -> int:
         # are close in time. Each ratio is taken within a round, then the median of the rounds.
         servers = {
             "hookscope full": (None, f"http://127.0.0.1:{hs_port}", FULL_PIPELINE),
-            "bare starlette": (bare_command(bare_port, args.workers),
-                               f"http://127.0.0.1:{bare_port}", None),
+            "bare starlette": (bare_command(bare_port), f"http://127.0.0.1:{bare_port}", None),
             "hookscope": (None, f"http://127.0.0.1:{hs_port}", {}),
         }
         if args.postgres:
             servers["pg full"] = (None, f"http://127.0.0.1:{hs_port}", FULL_PIPELINE)
             servers["pg"] = (None, f"http://127.0.0.1:{hs_port}", {})
+            if args.processes > 1:
+                servers[f"pg full x{args.processes}"] = (None, f"http://127.0.0.1:{hs_port}",
+                                                         FULL_PIPELINE)
+                servers[f"pg x{args.processes}"] = (None, f"http://127.0.0.1:{hs_port}", {})
         for round_number in range(args.rounds):
             results = {}
             for name, (cmd, base, fields) in servers.items():
                 db: Path | str = workdir / f"round{round_number}-{name.replace(' ', '_')}.db"
                 if name.startswith("pg"):
                     db = fresh_database(args.postgres)
-                command = cmd or serve_command(hs_port, db, args.synchronous, args.workers)
+                commands = [cmd] if cmd else [serve_command(hs_port, db, args.synchronous)]
+                if name.endswith(f" x{args.processes}"):
+                    commands = [[*commands[0], "--reuse-port"]] * args.processes
                 try:
-                    results[name] = _measure(name, command, base, fields, body, signed, args,
+                    results[name] = _measure(name, commands, base, fields, body, signed, args,
                                              workdir)
                 finally:
                     if name.startswith("pg"):
@@ -304,7 +322,7 @@ def main() -> int:
                 results["peer"] = _measure_peer(args.peer, body, args, workdir)
             rounds.append(results)
     command = "python bench/ingest.py " + " ".join(sys.argv[1:])
-    print(f"# {command.strip()}  ({os.cpu_count()} cores, {args.workers} server processes, "
+    print(f"# {command.strip()}  ({os.cpu_count()} cores, "
           f"{args.connections} connections, {args.seconds}s each, {args.rounds} rounds, "
           f"1 KiB JSON POST)")
     print(f"{'round':<6} {'server':<16} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
@@ -342,6 +360,14 @@ def main() -> int:
               f"{median_ratio('pg full', to='hookscope full'):.0%} of SQLite's, p99 = "
               f"{median('pg full', 'p99_ms'):.1f} ms; captures stored in the last round = "
               f"{rounds[-1]['pg'].get('stored')}")
+        if args.processes > 1:
+            several, full = f"pg x{args.processes}", f"pg full x{args.processes}"
+            print(f"on PostgreSQL, {args.processes} processes: plain = "
+                  f"{median(several, 'rps'):.0f} req/s, {median_ratio(several, to='pg'):.2f}x "
+                  f"one process, {median_ratio(several, to='hookscope'):.0%} of SQLite's, p99 = "
+                  f"{median(several, 'p99_ms'):.1f} ms; full pipeline = "
+                  f"{median_ratio(full, to='pg full'):.2f}x one process, p99 = "
+                  f"{median(full, 'p99_ms'):.1f} ms")
     if args.peer:
         failed = sum(r["peer"]["non_2xx"] for r in rounds)
         socket_errors = {r["peer"]["socket_errors"] for r in rounds} - {"none"}

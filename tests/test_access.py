@@ -143,34 +143,22 @@ async def test_login_sets_a_cookie_that_is_not_the_token_and_logout_ends_it(tmp_
 
 
 async def test_logout_revokes_the_session_so_a_copy_of_its_cookie_signs_in_no_more(tmp_path):
+    # Across processes on one PostgreSQL database: test_postgres_shared.py.
     async with _client(tmp_path, token=TOKEN) as client:
         response = await client.post(
             "/login", content=f"token={TOKEN}&next=%2F".encode(),
             headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": BASE})
         copied = {"Cookie": response.headers["set-cookie"].split(";", 1)[0]}
         other_browser = {"Cookie": f"{COOKIE}={session_value(TOKEN)}"}
-        # Another process on the same database, as with HOOKSCOPE_WORKERS.
-        settings = Settings(db=str(tmp_path / "access.db"), allowed_hosts="hookscope.test",
-                            token=TOKEN)
-        store = SQLiteStore(settings.db, shared=True)
-        await store.open()
-        try:
-            second = httpx.AsyncClient(transport=httpx.ASGITransport(
-                app=create_app(settings, store=store)), base_url=BASE)
-            async with second:
-                assert (await second.get("/api/endpoints", headers=copied)).status_code == 200
-                out = await client.post("/logout", headers={"Origin": BASE})
-                assert out.status_code == 303
-                for app_client in (client, second):
-                    refused = await app_client.get("/api/endpoints", headers=copied)
-                    assert refused.status_code == 401
-                    assert refused.headers["set-cookie"].startswith(f"{COOKIE}=; Max-Age=0")
-                    page = await app_client.get("/", headers=copied)
-                    assert page.status_code == 303 and page.headers["location"] == "/login?next=%2F"
-                    assert (await app_client.get("/api/endpoints", headers=other_browser)
-                            ).status_code == 200
-        finally:
-            await store.close()
+        assert (await client.get("/api/endpoints", headers=copied)).status_code == 200
+        out = await client.post("/logout", headers={"Origin": BASE})
+        assert out.status_code == 303
+        refused = await client.get("/api/endpoints", headers=copied)
+        assert refused.status_code == 401
+        assert refused.headers["set-cookie"].startswith(f"{COOKIE}=; Max-Age=0")
+        page = await client.get("/", headers=copied)
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=%2F"
+        assert (await client.get("/api/endpoints", headers=other_browser)).status_code == 200
 
 
 async def test_a_forged_or_stale_cookie_is_no_session(tmp_path):

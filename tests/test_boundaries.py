@@ -78,10 +78,9 @@ def test_only_the_postgresql_store_imports_its_driver():
 
 
 def test_nothing_outside_storage_reaches_into_a_backend():
-    """Callers see the Store protocol (hookscope.storage); only the --workers relay, which is
-    SQLite's own, knows the SQLite store."""
-    assert _offenders(tuple(IMPORTS), ("hookscope.storage.sqlite",),
-                      except_in=("hookscope.storage", "hookscope.cluster")) == []
+    """Callers see the Store protocol (hookscope.storage), never a backend."""
+    assert _offenders(tuple(IMPORTS), ("hookscope.storage.sqlite", "hookscope.storage.postgres"),
+                      except_in=("hookscope.storage",)) == []
 
 
 def test_routes_use_the_hub_protocol_not_a_hub():

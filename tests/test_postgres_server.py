@@ -109,12 +109,15 @@ def test_no_acknowledged_capture_is_lost_when_the_server_is_killed(database, tmp
     assert seqs == list(range(1, len(seqs) + 1))  # gap-free
 
 
-def test_several_workers_on_postgresql_are_refused_plainly(database, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "hookscope", "serve", "--port", "0", "--db",
-                           database, "--workers", "2"], capture_output=True, text=True,
-                          timeout=30)
-    assert done.returncode == 1
-    assert "on PostgreSQL start several `hookscope serve` processes instead" in done.stderr
+def test_workers_are_refused_with_the_way_to_run_several_processes(database, tmp_path):
+    for db, says in ((database, "on PostgreSQL, start each process on its own"),
+                     (str(tmp_path / "one.db"), "several processes need a PostgreSQL --db")):
+        done = subprocess.run([sys.executable, "-m", "hookscope", "serve", "--port", "0", "--db",
+                               db, "--workers", "2"], capture_output=True, text=True,
+                              timeout=30)
+        assert done.returncode == 1
+        assert says in done.stderr and "hookscope serve --reuse-port" in done.stderr
+        assert "Traceback" not in done.stderr
 
 
 def test_the_startup_line_leaves_the_password_out(database, tmp_path):
@@ -205,3 +208,26 @@ def test_deleting_an_endpoint_through_one_server_ends_its_streams_on_another(dat
     finally:
         a.stop()
         b.stop()
+
+
+def test_processes_started_with_reuse_port_share_one_port(database, tmp_path):
+    """docs/running.md's way to run several processes on one host: each `hookscope serve
+    --reuse-port` on the same port, the kernel spreading connections among them."""
+    logged = {"HOOKSCOPE_ACCESS_LOG": "1"}
+    first = ServerProcess(database, tmp_path / "first.log", env=logged, args=("--reuse-port",))
+    url = first.start()
+    port = url.rsplit(":", 1)[1]
+    second = ServerProcess(database, tmp_path / "second.log", env=logged,
+                           args=("--port", port, "--reuse-port"))
+    try:
+        assert second.start() == url
+        token = httpx.post(url + "/api/endpoints", json={}).json()["token"]
+        for n in range(40):  # a connection each: the kernel picks a process per connection
+            assert httpx.post(f"{url}/h/{token}", content=b"%d" % n).status_code == 200
+        captures = httpx.get(f"{url}/api/endpoints/{token}/captures?limit=100").json()["captures"]
+        assert sorted(c["seq"] for c in captures) == list(range(1, 41))
+        for server in (first, second):
+            assert f"POST /h/{token} HTTP/1.1" in server.output(), server.output()
+    finally:
+        second.stop()
+        first.stop()

@@ -44,8 +44,11 @@ def test_environment_overrides_defaults_and_flags_override_environment():
     ({"HOOKSCOPE_HTTP": "h2"}, "HOOKSCOPE_HTTP must be httptools or h11"),
     ({"HOOKSCOPE_SYNCHRONOUS": "FULL"}, "HOOKSCOPE_SYNCHRONOUS must be normal or full"),
     ({"HOOKSCOPE_PUBLIC_URL": "hooks.example.com"}, "must start with http"),
-    ({"HOOKSCOPE_WORKERS": "0"}, "HOOKSCOPE_WORKERS must be 1..64, got 0"),
-    ({"HOOKSCOPE_WORKERS": "65"}, "HOOKSCOPE_WORKERS must be 1..64, got 65"),
+    ({"HOOKSCOPE_WORKERS": "2"}, "an SQLite file is served by one process; several processes "
+                                 "need a PostgreSQL --db"),
+    ({"HOOKSCOPE_WORKERS": "2", "HOOKSCOPE_DB": "postgresql://db.example/hooks"},
+     "on PostgreSQL, start each process on its own: run `hookscope serve --reuse-port`"),
+    ({"HOOKSCOPE_DB_POOL": "0"}, "HOOKSCOPE_DB_POOL must be 1..1000, got 0"),
 ])
 def test_bad_settings_are_refused_with_the_variable_named(env, message):
     with pytest.raises(SettingsError, match=message):

@@ -52,10 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     for f in SETTINGS:
         flag = f.metadata["cli"]
         if flag:
+            described = f"{f.metadata['help']} [env {f.metadata['env']}, default {f.default!r}]"
+            if isinstance(f.default, bool):
+                serve.add_argument(flag, dest=f.name, action="store_true", default=None,
+                                   help=described)
+                continue
             kind = int if isinstance(f.default, int) else str
-            serve.add_argument(flag, dest=f.name, type=kind, default=None,
-                               help=f"{f.metadata['help']} [env {f.metadata['env']}, "
-                                    f"default {f.default!r}]")
+            serve.add_argument(flag, dest=f.name, type=kind, default=None, help=described)
     serve.set_defaults(run=_serve)
     _client_commands(commands)
     return parser
@@ -187,25 +190,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from hookscope.cluster import Cluster
     from hookscope.main import create_app
-    from hookscope.server import build_server, tune_process
+    from hookscope.server import build_server, listen, tune_process
     from hookscope.storage import (
         SchemaTooNew,
         StorageSettings,
         StoreLocked,
         check_usable,
         describe,
-        is_postgres,
     )
 
     overrides = {f.name: getattr(args, f.name) for f in SETTINGS if f.metadata["cli"]}
     try:
         settings = Settings.from_env(**overrides)
-        if settings.workers > 1 and is_postgres(settings.db):
-            raise SettingsError("--workers shares an SQLite file between processes; on "
-                                "PostgreSQL start several `hookscope serve` processes instead "
-                                "(under systemd, say), each on the same --db")
         check_usable(StorageSettings.of(settings))
     except (SettingsError, StoreLocked, SchemaTooNew, OSError) as exc:
         print(f"hookscope: {exc}", file=sys.stderr)
@@ -213,26 +210,18 @@ def _serve(args: argparse.Namespace) -> int:
     warning = startup_warning(settings)
     if warning:
         print(f"hookscope: warning: {warning}", file=sys.stderr, flush=True)
-    cluster = Cluster(settings) if settings.workers > 1 else None
-    app = create_app(settings, peers=cluster)
-    server = build_server(settings, app)
-    config = server.config
+    server = build_server(settings, create_app(settings))
     # Listening now makes the line below true at once: the kernel queues connections until the
     # event loop accepts them, so a client that reads the address can connect straight away.
-    if cluster is None:
-        sock = config.bind_socket()
-        sock.listen(config.backlog)
-    else:
-        try:
-            sock = cluster.bind(config.backlog)  # the workers, started with the app, get theirs
-        except OSError as exc:
-            print(f"hookscope: cannot listen on {_bracketed(settings.host)}:{settings.port}: "
-                  f"{exc}", file=sys.stderr)
-            return 1
+    try:
+        sock = listen(server.config, reuse_port=settings.reuse_port)
+    except OSError as exc:
+        print(f"hookscope: cannot listen on {_bracketed(settings.host)}:{settings.port}: {exc}",
+              file=sys.stderr)
+        return 1
     host, port = sock.getsockname()[:2]
-    processes = f", {settings.workers} processes" if settings.workers > 1 else ""
     print(f"hookscope {__version__} listening on http://{_bracketed(host)}:{port} (database "
-          f"{describe(settings.db)}{processes})", file=sys.stderr, flush=True)
+          f"{describe(settings.db)})", file=sys.stderr, flush=True)
     tune_process()
     server.run(sockets=[sock])
     return 0

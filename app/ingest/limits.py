@@ -1,19 +1,27 @@
-"""Requests-per-second caps for capture URLs, and for failed logins: token buckets, in memory.
+"""Requests-per-second caps for capture URLs, and for failed logins: token buckets.
 
 One bucket for all capture URLs together (HOOKSCOPE_RATE_LIMIT) and one per endpoint that sets
 `rate_limit`. A bucket holds one second's worth of requests (at least one), so a cap of 10
 allows a burst of 10 and a cap of 0.5 allows one request every two seconds. A refused request
 is answered 429 with Retry-After before its body is read, and nothing is stored: that protects
 the database from a flood, and lets a user watch a sender's retry logic at work.
+
+One process (SQLite) counts in memory (RateLimiter). Several processes on one PostgreSQL
+database count the capture caps in it (SharedRateLimiter: the same buckets, on the database's
+clock, so a cap holds exactly across processes and hosts) and tell each other of wrong
+credentials (FailureThrottle.tell_others), which each process's throttle counts.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+
+log = logging.getLogger("hookscope.limits")
 
 MAX_BUCKETS = 10_000
 
@@ -76,6 +84,51 @@ class RateLimiter:
         return bucket
 
 
+class SharedRateLimiter:
+    """RateLimiter's caps, counted in a shared store for every process that serves it.
+
+    Each request to a capped endpoint takes its tokens in the database, with one exception: once
+    a request is refused, this process refuses the endpoint's requests itself until the moment
+    the database said a token could be there at the earliest. Requests only take tokens, so no
+    process can make that moment sooner: the refusal is the one the database would give, and a
+    flood against a capped endpoint costs the database one call per refusal period, not one per
+    request."""
+
+    def __init__(self, take: Callable[[Sequence[tuple[str, float]]], Awaitable[float]],
+                 global_rate: float = 0) -> None:
+        self._take = take
+        self._global = global_rate
+        self._clock = time.monotonic
+        self._refused_until: dict[int, float] = {}
+
+    async def admit(self, endpoint_id: int, rate: float | None) -> int:
+        """As RateLimiter.admit."""
+        now = self._clock()
+        until = self._refused_until.get(endpoint_id)
+        if until is not None:
+            if now < until:
+                return max(1, math.ceil(until - now))
+            del self._refused_until[endpoint_id]
+        buckets = [("*", self._global)] if self._global else []
+        if rate is not None:
+            buckets.append((f"e{endpoint_id}", rate))
+        if not buckets:
+            return 0
+        try:
+            wait = await self._take(buckets)
+        except Exception as exc:
+            # The database is away: the capture's own commit fails next, with a 503 that
+            # tells the sender to retry, which is the answer it should get.
+            log.warning("could not count a rate limit in the database: %s", exc)
+            return 0
+        if wait <= 0:
+            return 0
+        if len(self._refused_until) >= MAX_BUCKETS:
+            self._refused_until.clear()
+        self._refused_until[endpoint_id] = now + wait
+        return max(1, math.ceil(wait))
+
+
 class FailureThrottle:
     """Failed credentials per client: `attempts` at once, then one more every `refill_s`
     seconds. Only failures count; while a client has none left, it is refused without its
@@ -87,7 +140,7 @@ class FailureThrottle:
         self.attempts = attempts
         self.rate = 1 / refill_s
         self._buckets: OrderedDict[str, Bucket] = OrderedDict()  # least recently failed first
-        # Told of each failure made here, so the other processes count it too (hookscope.cluster).
+        # Told of each failure made here, so the other processes on a shared store count it too.
         self.tell_others: Callable[[str], None] | None = None
 
     def blocked(self, address: str) -> int:

@@ -3,9 +3,8 @@
 The routes see only these protocols. The capture path publishes (`Publisher`), after the commit
 and without ever waiting; the stream and wait routes subscribe (`Hub`). Events are small and the
 store is the source of truth: a subscription that falls behind is dropped, and its client resumes
-from the store with Last-Event-ID. The in-process hub is live.local; a hub for several processes
-(the --workers relay, hookscope.cluster) extends it, and a database bus would be one more class
-with these methods.
+from the store with Last-Event-ID. The hub is live.local's, in each process; with PostgreSQL, the
+store hears of other processes' captures (LISTEN/NOTIFY) and the app publishes them to it too.
 """
 
 from __future__ import annotations

@@ -168,7 +168,9 @@ class LocalHub:
     async def ready(self, endpoint_id: int) -> None:
         """Returns once a capture of the endpoint committed from now on reaches its new
         subscriptions, wherever it is taken: a stream or long-poll looks in the store only
-        after this. In one process, at once; with several, see hookscope.cluster."""
+        after this. At once: this hub hears of every capture committed after a subscription,
+        here at once and from other processes through the store, which publishes only after
+        the commit the stream's look in the store would see."""
 
     def wanted(self, endpoint_id: int) -> bool:
         """Is anyone watching? The capture path skips building the event when not."""

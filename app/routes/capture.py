@@ -51,7 +51,7 @@ class CaptureMiddleware:
         self.hub = hub
         self.limiter = limiter
         self.offload = offload
-        # A worker process asks the main one, whose limiter counts for all (hookscope.cluster).
+        # On a shared store (PostgreSQL), the counts of every process are kept in the database.
         self.admit = admit or self._admit_here
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

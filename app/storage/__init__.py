@@ -1,7 +1,7 @@
 """Storage: where endpoints and captures live, behind one protocol.
 
-`Store` is everything the rest of Hookscope calls on storage; the routes, the CLI's server
-command and the --workers relay see nothing else. Its errors and query types live here with it,
+`Store` is everything the rest of Hookscope calls on storage; the routes and the CLI's server
+command see nothing else. Its errors and query types live here with it,
 so a caller never imports a backend. `build_store` is the one place that picks a backend from the
 settings: SQLite (storage.sqlite), one database file, or PostgreSQL (storage.postgres), a server
 database that any number of processes share.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -77,26 +77,30 @@ class StorageSettings:
     synchronous: str = "normal"
     body_file_bytes: int = 0
     max_total_bytes: int = 0
+    db_pool: int = 10
 
     @classmethod
     def of(cls, settings: Settings) -> StorageSettings:
         return cls(db=settings.db, synchronous=settings.synchronous,
                    body_file_bytes=settings.body_file_bytes,
-                   max_total_bytes=settings.max_total_bytes)
+                   max_total_bytes=settings.max_total_bytes, db_pool=settings.db_pool)
 
 
 class Store(Protocol):
     """What the rest of Hookscope needs from storage."""
 
-    # Awaited after every change to an endpoint, once this process forgot its copies: with
-    # several processes, each of the others must forget its own (hookscope.cluster).
-    targets_changed: Callable[[], Awaitable[None]] | None
+    # Whether other processes may serve the same database (PostgreSQL): then rate limits and
+    # the failed-login throttle count through the store (`take_tokens`, `tell_failure`).
+    shared: bool
     # Awaited with (endpoint id, seq) for each capture another process committed, where the
     # store hears of them (PostgreSQL's LISTEN/NOTIFY); the app hands them to its hub.
     captures_elsewhere: Callable[[int, int], Awaitable[None]] | None
     # Called with the id of each endpoint another process deleted (PostgreSQL), so this
     # process ends the streams open on it.
     deleted_elsewhere: Callable[[int], None] | None
+    # Called with the address of each wrong credential another process refused (PostgreSQL),
+    # so this process's throttle counts it too.
+    failures_elsewhere: Callable[[str], None] | None
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -154,6 +158,14 @@ class Store(Protocol):
 
     async def session_revoked(self, nonce: str) -> bool: ...
 
+    async def take_tokens(self, buckets: Sequence[tuple[str, float]]) -> float:
+        """A shared store's rate limits: one token from each (name, requests a second) bucket,
+        all or none; 0 when taken, else the seconds until every bucket has one."""
+        ...
+
+    def tell_failure(self, address: str) -> None:
+        """A shared store's note to the other processes of a wrong credential from `address`."""
+
 
 def json_column(value: Any) -> str:
     """The headers, signature and validation columns' JSON text, by orjson, several times cheaper
@@ -196,19 +208,19 @@ def describe(db: str) -> str:
     return urlunsplit((parts.scheme, f"{userinfo}{at}{hosts}", parts.path, query, ""))
 
 
-def build_store(settings: StorageSettings, *, shared: bool = False) -> Store:
+def build_store(settings: StorageSettings) -> Store:
     """The store the settings name, not yet open: PostgreSQL for a postgresql:// URL, else the
-    SQLite file at that path. `shared`: one of several processes on an SQLite file
-    (hookscope.cluster), opened after the first."""
+    SQLite file at that path."""
     if is_postgres(settings.db):
         from hookscope.storage.postgres.store import PostgresStore
 
-        return PostgresStore(settings.db, max_total_bytes=settings.max_total_bytes)
+        return PostgresStore(settings.db, max_total_bytes=settings.max_total_bytes,
+                             pool_size=settings.db_pool)
     from hookscope.storage.sqlite.store import SQLiteStore
 
     return SQLiteStore(settings.db, max_total_bytes=settings.max_total_bytes,
                        synchronous=settings.synchronous,
-                       body_file_bytes=settings.body_file_bytes, shared=shared)
+                       body_file_bytes=settings.body_file_bytes)
 
 
 def check_usable(settings: StorageSettings) -> None:

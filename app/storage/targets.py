@@ -11,16 +11,15 @@ TARGET_CACHE_SIZE = 10_000
 
 class EndpointCopies:
     """`capture_target` answers from memory when it can: the capture path looks its endpoint up
-    on every request. A change to an endpoint forgets every copy (`forget_targets`), here and,
-    through `targets_changed`, in any other process that keeps some."""
+    on every request. A change to an endpoint forgets every copy (`forget_targets`); other
+    processes on the same database hear of it through the store (PostgreSQL's NOTIFY)."""
 
     def __init__(self) -> None:
         self._targets: dict[str, Endpoint] = {}
         self._generation = 0
-        # Awaited after every change to an endpoint, once this process forgot its copies.
-        self.targets_changed: Callable[[], Awaitable[None]] | None = None
         self.captures_elsewhere: Callable[[int, int], Awaitable[None]] | None = None
         self.deleted_elsewhere: Callable[[int], None] | None = None
+        self.failures_elsewhere: Callable[[str], None] | None = None
 
     async def get_endpoint(self, key: str) -> Endpoint | None:
         raise NotImplementedError
@@ -41,8 +40,3 @@ class EndpointCopies:
     def forget_targets(self) -> None:
         self._generation += 1
         self._targets.clear()
-
-    async def _endpoints_changed(self) -> None:
-        self.forget_targets()
-        if self.targets_changed is not None:
-            await self.targets_changed()

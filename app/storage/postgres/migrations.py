@@ -65,6 +65,49 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at BIGINT NOT NULL
     );
     """,
+    # 2: rate limits shared by every process: one token bucket per capped endpoint (`e<id>`)
+    # and one for all capture URLs (`*`), refilled on the database's clock, so every process and
+    # host counts against the same figures. hookscope_take takes one token from each named
+    # bucket, all or none, locking the rows in the order given (callers sort their names) and
+    # returns 0, or the seconds until each bucket has a token.
+    """
+    CREATE TABLE rate_buckets (
+        name TEXT PRIMARY KEY,
+        rate DOUBLE PRECISION NOT NULL,
+        tokens DOUBLE PRECISION NOT NULL,
+        stamp DOUBLE PRECISION NOT NULL
+    );
+    CREATE FUNCTION hookscope_take(names TEXT[], rates DOUBLE PRECISION[])
+    RETURNS DOUBLE PRECISION LANGUAGE plpgsql AS $$
+    DECLARE
+        now DOUBLE PRECISION := extract(epoch FROM clock_timestamp());
+        levels DOUBLE PRECISION[] := '{}';
+        level DOUBLE PRECISION;
+        wait DOUBLE PRECISION := 0;
+        bucket RECORD;
+    BEGIN
+        FOR i IN 1 .. cardinality(names) LOOP
+            INSERT INTO rate_buckets (name, rate, tokens, stamp)
+                VALUES (names[i], rates[i], greatest(1, rates[i]), now)
+                ON CONFLICT (name) DO NOTHING;
+            SELECT tokens, stamp INTO bucket FROM rate_buckets WHERE name = names[i] FOR UPDATE;
+            level := least(greatest(1, rates[i]),
+                           bucket.tokens + greatest(0, now - bucket.stamp) * rates[i]);
+            levels := levels || level;
+            IF level < 1 THEN
+                wait := greatest(wait, (1 - level) / rates[i]);
+            END IF;
+        END LOOP;
+        FOR i IN 1 .. cardinality(names) LOOP
+            UPDATE rate_buckets
+                SET rate = rates[i], stamp = now,
+                    tokens = levels[i] - CASE WHEN wait = 0 THEN 1 ELSE 0 END
+                WHERE name = names[i];
+        END LOOP;
+        RETURN wait;
+    END
+    $$;
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -13,8 +13,12 @@ channel, sent inside the transaction and so delivered only once it commits: `c <
 for the newest capture of each endpoint in a group (`captures_elsewhere`: the app hands it to its
 viewers, whose streams fill any gap from the store), `e` for a change to an endpoint and `d <id>`
 for its deletion (each process forgets its copies when it arrives, milliseconds after the change
-is answered, and ends the streams of a deleted endpoint). A process whose listening connection
-drops forgets its copies and listens again.
+is answered, and ends the streams of a deleted endpoint), and `f <origin> <address>` for a wrong
+credential (each other process's throttle counts it). A process whose listening connection drops
+forgets its copies and listens again.
+
+Rate limits are token buckets in the database (migration 2, `hookscope_take`), so a cap holds
+across every process and host.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +63,7 @@ _INSERT = (
 # The key of the advisory lock that serialises pruning to the total limit across processes.
 TOTAL_LOCK = 0x546F74  # "Tot"
 CHANNEL = "hookscope"
+PRUNE_BATCH = 500
 # The writer's session: a commit is on disk before it returns whatever the server's default, and
 # a lock or statement that hangs fails its group (a 503) rather than every capture after it.
 WRITER_SETTINGS = {"synchronous_commit": "on", "lock_timeout": "10s", "statement_timeout": "30s"}
@@ -90,6 +97,11 @@ class PostgresStore(EndpointCopies):
         self._heartbeat: asyncio.Task[None] | None = None
         self._current: list[_Job] = []  # the group being committed
         self._heard: set[asyncio.Future[None]] = set()
+        self._origin = secrets.token_hex(4)  # this process, in its `f` notes
+        self._notes: set[asyncio.Task[None]] = set()
+
+    # Any number of processes and hosts may serve one database.
+    shared = True
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -152,6 +164,12 @@ class PostgresStore(EndpointCopies):
     def _heard_of(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         if payload == "e":
             self.forget_targets()
+            return
+        if payload.startswith("f "):
+            _, _, rest = payload.partition(" ")
+            origin, _, address = rest.partition(" ")
+            if origin != self._origin and address and self.failures_elsewhere is not None:
+                self.failures_elsewhere(address)
             return
         parts = payload.split()
         if len(parts) == 2 and parts[0] == "d" and parts[1].isdigit():
@@ -269,7 +287,7 @@ class PostgresStore(EndpointCopies):
                                           "WHERE id = $1", endpoint.id)
                 return _endpoint(row)
         finally:
-            await self._endpoints_changed()
+            self.forget_targets()
 
     async def delete_endpoint(self, endpoint: Endpoint) -> int:
         try:
@@ -280,7 +298,7 @@ class PostgresStore(EndpointCopies):
                 await conn.execute(_NOTIFY, f"d {endpoint.id}")
                 return int(count or 0)
         finally:
-            await self._endpoints_changed()
+            self.forget_targets()
 
     async def delete_expired(self, now: int) -> list[int]:
         try:
@@ -290,9 +308,14 @@ class PostgresStore(EndpointCopies):
                     "DELETE FROM endpoints WHERE expires_at <= $1 RETURNING id", now)
                 for row in rows:
                     await conn.execute(_NOTIFY, f"d {row[0]}")
+                # A full bucket is what a missing one starts as: those of idle (or deleted)
+                # endpoints go.
+                await conn.execute(
+                    "DELETE FROM rate_buckets WHERE tokens + (extract(epoch FROM "
+                    "clock_timestamp()) - stamp) * rate >= greatest(1, rate)")
                 return [row[0] for row in rows]
         finally:
-            await self._endpoints_changed()
+            self.forget_targets()
 
     # -- captures ----------------------------------------------------------------------------
 
@@ -413,13 +436,29 @@ class PostgresStore(EndpointCopies):
                     endpoint_id, row["stored_bytes"] - row["max_bytes"])
         if self.max_total_bytes:
             total = await conn.fetchval("SELECT COALESCE(sum(stored_bytes), 0) FROM endpoints")
-            if total > self.max_total_bytes:
-                await self._delete(
-                    conn, "DELETE FROM captures WHERE pk IN (SELECT pk FROM (SELECT c.pk, "
-                    "sum(c.stored) OVER (ORDER BY c.pk) - c.stored AS before FROM captures c "
-                    "WHERE c.seq < (SELECT max(n.seq) FROM captures n WHERE n.endpoint_id = "
-                    "c.endpoint_id)) older WHERE before < $1) RETURNING endpoint_id, stored",
-                    total - self.max_total_bytes)
+            await self._prune_total(conn, total - self.max_total_bytes)
+
+    async def _prune_total(self, conn: Any, excess: int) -> None:
+        """Delete the oldest captures of all endpoints, none an endpoint's newest, until `excess`
+        stored bytes are gone: read in batches from the oldest, so a large table is not read
+        whole for the few captures one commit pushes out."""
+        after = 0
+        while excess > 0:
+            rows = await conn.fetch(
+                "SELECT c.pk, c.stored FROM captures c WHERE c.pk > $1 AND EXISTS (SELECT 1 "
+                "FROM captures n WHERE n.endpoint_id = c.endpoint_id AND n.seq > c.seq) "
+                "ORDER BY c.pk LIMIT $2", after, PRUNE_BATCH)
+            if not rows:
+                return
+            doomed = []
+            for pk, stored in rows:
+                if excess <= 0:
+                    break
+                doomed.append(pk)
+                excess -= stored
+            after = rows[-1][0]
+            await self._delete(conn, "DELETE FROM captures WHERE pk = ANY($1::bigint[]) "
+                               "RETURNING endpoint_id, stored", doomed)
 
     async def _lock_total(self, conn: Any) -> None:
         """With a total limit, every write transaction takes this lock first, before any row:
@@ -523,6 +562,28 @@ class PostgresStore(EndpointCopies):
             return int(result.split()[-1])
 
     # -- browser sessions --------------------------------------------------------------------
+
+    # -- shared limits ---------------------------------------------------------------------
+
+    async def take_tokens(self, buckets: Sequence[tuple[str, float]]) -> float:
+        ordered = sorted(buckets)  # one lock order for every process
+        wait = await self._reads().fetchval(
+            "SELECT hookscope_take($1::text[], $2::float8[])",
+            [name for name, _ in ordered], [rate for _, rate in ordered])
+        return float(wait)
+
+    def tell_failure(self, address: str) -> None:
+        """A note, not awaited: the refusal it follows is not held up, and the others count
+        the guess when it arrives."""
+        note = asyncio.ensure_future(self._note(f"f {self._origin} {address}"))
+        self._notes.add(note)
+        note.add_done_callback(self._notes.discard)
+
+    async def _note(self, payload: str) -> None:
+        try:
+            await self._reads().execute(_NOTIFY, payload)
+        except Exception as exc:
+            log.warning("could not tell the other processes of a failed login: %s", exc)
 
     async def revoke_session(self, nonce: str, expires_at: int) -> None:
         async with self._reads().acquire() as conn, conn.transaction():

@@ -89,8 +89,8 @@ class Checkpointer:
         seen = 0
         idle_since = time.monotonic()  # the last commit seen, or the last refused truncation
         backoff_until = 0.0
-        # Moves when another connection commits: another process's writer (HOOKSCOPE_WORKERS),
-        # whose commits mean the database is not idle either.
+        # Moves when another connection commits (a sqlite3 shell, say), whose commits mean the
+        # database is not idle either.
         others = conn.execute("PRAGMA data_version").fetchone()[0]
         try:
             while not self._stopping.wait(CHECKPOINT_EVERY_S):

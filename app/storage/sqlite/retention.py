@@ -3,7 +3,7 @@
 Touched only inside the writer's transactions (writer.py), one at a time. The counters (last
 sequence number, capture count, stored body bytes) are loaded from the endpoint row on first use
 and written back once per batch. While no other connection commits, the writer's copy is
-authoritative; once one did (another process on the database, HOOKSCOPE_WORKERS), they are
+authoritative; once one did (a hand on the file, such as a sqlite3 shell), they are
 loaded again inside the next transaction, which holds SQLite's write lock. Before each commit
 the captures beyond an endpoint's max_captures or max_bytes, and beyond HOOKSCOPE_MAX_TOTAL_BYTES
 over all endpoints, are pruned oldest first; an endpoint's newest capture never is.
@@ -145,5 +145,5 @@ class Retention:
         self.total_bytes = None
 
     def others_wrote(self, conn: sqlite3.Connection) -> None:
-        # Another process's commits changed the counters: reload them, as after a rollback.
+        # Another connection's commits changed the counters: reload them, as after a rollback.
         self.after_rollback(conn)

@@ -18,6 +18,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -52,13 +53,9 @@ log = logging.getLogger("hookscope.store")
 
 class SQLiteStore(EndpointCopies):
     def __init__(self, path: str | os.PathLike[str], *, max_total_bytes: int = 0,
-                 synchronous: str = "normal", body_file_bytes: int = 0,
-                 shared: bool = False) -> None:
-        """`shared`: one of several processes on this database (hookscope.cluster), opened after
-        the first, which holds the lock file and swept the body files."""
+                 synchronous: str = "normal", body_file_bytes: int = 0) -> None:
         super().__init__()
         self.path = str(path)
-        self._shared = shared
         self._state = Retention(max_total_bytes)
         self._files = BodyFiles(self.path, body_file_bytes, synchronous)
         self._writer = Writer(self.path, (self._state, self._files), synchronous)
@@ -69,12 +66,11 @@ class SQLiteStore(EndpointCopies):
 
     async def open(self) -> None:
         create_private(self.path)
-        if not self._shared:
-            self._take_lock()
+        self._lock_fd = take_lock(self.path)
         try:
             self._writer.start()
-            # Another process may have written a file whose row it has not committed yet.
-            if not self._shared and (orphans := await self._writer.run(self._files.sweep)):
+            # A process that died between writing a body file and committing its row left it.
+            if orphans := await self._writer.run(self._files.sweep):
                 log.info("removed %d body files that no capture pointed at", orphans)
             self._read = await aiosqlite.connect(self.path, isolation_level=None)
             await self._read.execute("PRAGMA query_only = ON")
@@ -93,14 +89,15 @@ class SQLiteStore(EndpointCopies):
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    @property
-    def lock_fds(self) -> tuple[int, ...]:
-        """The lock file's descriptor, for processes that write with this one
-        (hookscope.cluster)."""
-        return () if self._lock_fd is None else (self._lock_fd,)
+    # One process serves an SQLite file (its lock file sees to that): limits and the
+    # failed-login throttle are counted in memory, by the app.
+    shared = False
 
-    def _take_lock(self) -> None:
-        self._lock_fd = take_lock(self.path)
+    async def take_tokens(self, buckets: Sequence[tuple[str, float]]) -> float:
+        raise NotImplementedError("an SQLite store is not shared: the app counts in memory")
+
+    def tell_failure(self, address: str) -> None:
+        pass
 
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         if self._read is None:
@@ -174,7 +171,7 @@ class SQLiteStore(EndpointCopies):
         try:
             return await self._writer.run(op)
         finally:
-            await self._endpoints_changed()
+            self.forget_targets()
 
     async def delete_endpoint(self, endpoint: Endpoint) -> int:
         """Delete an endpoint with its captures; returns how many captures went with it."""
@@ -182,7 +179,7 @@ class SQLiteStore(EndpointCopies):
             return await self._writer.run(partial(self._state.delete_endpoint,
                                                   endpoint_id=endpoint.id))
         finally:
-            await self._endpoints_changed()
+            self.forget_targets()
 
     async def delete_expired(self, now: int) -> list[int]:
         """Delete every endpoint that expired by `now` (µs), with its captures; their ids."""
@@ -198,7 +195,7 @@ class SQLiteStore(EndpointCopies):
         try:
             return await self._writer.run(op)
         finally:
-            await self._endpoints_changed()
+            self.forget_targets()
 
     # -- captures ----------------------------------------------------------------------------
 

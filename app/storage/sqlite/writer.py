@@ -6,7 +6,7 @@ server commits a lone request at once) shares that cost among them. Each event l
 what it asked for during one turn and, at the end of that turn, commits it itself when the turn
 asked only for quick operations (captures) of at most INLINE_MAX_BYTES together and no other
 commit of this process is under way; otherwise it hands the turn to the writer thread as one
-item (another process's commit is waited for on the loop, see _try_again_later). Committing on
+item. Committing on
 the loop saves the hand-over: a thread that shares the GIL with the loop cost it more CPU than
 SQLite's own work did. Large bodies and long operations (deleting an endpoint with its captures)
 go to the thread, whose SQLite calls overlap with the loop reading the next requests. The
@@ -22,8 +22,9 @@ Each operation runs inside its own SAVEPOINT, so one failing operation (a duplic
 vanished endpoint) fails alone and the rest of the batch commits. If the COMMIT itself fails,
 every operation in the batch fails and nothing is acknowledged.
 
-With several processes on the database (HOOKSCOPE_WORKERS), a loop that finds SQLite's write
-lock taken tries again on later turns, and the thread polls for it (see _try_again_later).
+Hookscope is the only process that writes its database (storage.sqlite.lock), but a person's
+sqlite3 shell may hold the write lock for a while: a loop that finds it taken hands its turn to
+the thread, which waits for it up to BUSY_TIMEOUT_S.
 
 Checkpoints are checkpointer.py's job, on a connection and a thread of their own.
 """
@@ -51,13 +52,11 @@ MAX_BATCH = 1024
 # A turn of quick operations writing at most this many bytes is committed on its event loop.
 INLINE_MAX_BYTES = 256 * 1024
 _STOP = object()
-# How long the writer thread waits for the write lock another process holds, polling from
+# How long the writer thread waits for the write lock another connection holds, polling from
 # BUSY_POLL_MIN_S up to BUSY_POLL_MAX_S between tries.
 BUSY_TIMEOUT_S = 30.0
 BUSY_POLL_MIN_S = 0.0001
 BUSY_POLL_MAX_S = 0.002
-# How long an event loop keeps trying the write lock itself before handing its turn to the thread.
-LOOP_BUSY_MAX_S = 1.0
 
 
 @dataclass
@@ -67,8 +66,6 @@ class _Turn:
     items: list[Any] = field(default_factory=list)
     quick: bool = True  # every operation is quick
     size: int = 0  # the bytes they write
-    busy_since: float | None = None  # another process first held the write lock (monotonic)
-    pause: float = BUSY_POLL_MIN_S  # before the loop tries the lock again
 
 
 class BatchHooks(Protocol):
@@ -214,8 +211,6 @@ class Writer:
             # thread while a checkpoint ran, too, cost throughput and tail latency once
             # checkpoints came often.)
             here = (not closed and self._inline and turn.quick and turn.size <= INLINE_MAX_BYTES
-                    and (turn.busy_since is None
-                         or time.monotonic() - turn.busy_since < LOOP_BUSY_MAX_S)
                     and self._transaction.acquire(blocking=False))
             if not closed and not here:
                 self._queue.put(turn.items)
@@ -231,32 +226,13 @@ class Writer:
             except Exception:  # the thread tries again, and fails the batch cleanly if it must
                 self._queue.put(turn.items)
                 return
-            if not begun:
-                self._try_again_later(loop, turn)
+            if not begun:  # another connection holds the write lock: the thread waits for it
+                self._queue.put(turn.items)
                 return
             outcomes = self._commit_batch(conn, turn.items, begun=True)
         finally:
             self._transaction.release()
         _resolve_all([(future, result, exc) for future, _, result, exc in outcomes])
-
-    def _try_again_later(self, loop: asyncio.AbstractEventLoop, turn: _Turn) -> None:
-        """Another process on the database holds the write lock (HOOKSCOPE_WORKERS): this loop
-        tries again shortly, with whatever it is asked for meanwhile, and goes on serving.
-
-        Not the thread's wait: a commit on the thread, while this loop keeps the GIL busy,
-        waits for the GIL at every statement. Such commits held the write lock several times
-        longer, so the other process's loop found it taken, handed its turns to its own thread,
-        and held it as long in turn, and both processes' commits kept missing the lock
-        (bench/ingest --workers 2). Past LOOP_BUSY_MAX_S (the other holds it
-        for a long operation) the turn goes to the thread, which waits up to BUSY_TIMEOUT_S.
-        """
-        if turn.busy_since is None:
-            turn.busy_since = time.monotonic()
-        self._pending[loop] = turn
-        # (uvloop rounds delays to whole milliseconds: the first few tries come on the next
-        # turns.)
-        loop.call_later(turn.pause, self._end_turn, loop)
-        turn.pause = min(turn.pause * 2, BUSY_POLL_MAX_S)
 
     def stop(self) -> None:
         """Commit everything already queued, then close. Safe to call twice."""
@@ -324,8 +300,8 @@ class Writer:
         try:
             if not begun:
                 _begin_waiting(conn)
-            # Changed when another connection committed since our last transaction: another
-            # Hookscope process on this database (HOOKSCOPE_WORKERS), or a hand on the file.
+            # Changed when another connection committed since our last transaction: a hand on
+            # the file (a sqlite3 shell), whose changes the counters must not overwrite.
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             if version != self._data_version:
                 if self._data_version is not None:
