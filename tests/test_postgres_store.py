@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from hookscope.models import Capture, Endpoint, new_capture_id, now_us
+from hookscope.storage import CaptureQuery
+from hookscope.storage.postgres import store as postgres_store
 from hookscope.storage.postgres.store import PostgresStore
 from tests.pg import drop_database, fresh_database
 
@@ -104,3 +106,30 @@ async def test_closing_fails_what_it_cannot_commit_instead_of_leaving_it_waiting
     assert waiting == set()
     for future in done:  # committed and answered, or refused: never left hanging
         assert future.exception() is None or "closed" in str(future.exception())
+
+
+async def test_pruning_to_the_total_reads_the_oldest_in_batches(database, monkeypatch):
+    """One commit that frees more than a batch of captures goes on to the next batch, oldest
+    first over all endpoints, and never takes an endpoint's newest."""
+    monkeypatch.setattr(postgres_store, "PRUNE_BATCH", 3)
+    store = PostgresStore(database)
+    await store.open()
+    try:
+        endpoints = [await _endpoint(store) for _ in range(2)]
+        for n in range(10):
+            for endpoint in endpoints:
+                await store.add_capture(_capture(endpoint, b"%02d" % n + b"." * 98))
+        each = (await store.get_endpoint(endpoints[0].token)).stored_bytes // 10
+    finally:
+        await store.close()
+    limited = PostgresStore(database, max_total_bytes=each * 5)
+    await limited.open()
+    try:
+        await limited.add_capture(_capture(endpoints[0], b"10" + b"." * 98))
+        kept = [[c.seq for c in await limited.list_captures(e, CaptureQuery(limit=100))]
+                for e in endpoints]
+        # 21 captures, room for 5: the 16 oldest went, in the order they came, which leaves the
+        # newest three of the first endpoint and two of the second.
+        assert kept == [[11, 10, 9], [10, 9]]
+    finally:
+        await limited.close()
