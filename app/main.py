@@ -17,7 +17,7 @@ from hookscope.errors import EXCEPTION_HANDLERS
 from hookscope.formats import Validation, load_formats
 from hookscope.ingest.limits import FailureThrottle, RateLimiter, SharedRateLimiter
 from hookscope.ingest.offload import Offload
-from hookscope.live import Hub
+from hookscope.live import Hub, delivery_frame
 from hookscope.live.local import LocalHub
 from hookscope.models import now_us
 from hookscope.ops.replay import TargetPolicy
@@ -54,8 +54,12 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         if live.wanted(endpoint_id) and (capture := await active.capture_at(endpoint_id, seq)):
             live.publish(endpoint_id, seq, json.dumps(capture.as_json(full=False)))
 
+    def delivered_elsewhere(endpoint_id: int, summary: dict[str, Any]) -> None:
+        live.publish_event(endpoint_id, delivery_frame(summary))
+
     active.captures_elsewhere = captured_elsewhere
     active.deleted_elsewhere = live.close_endpoint
+    active.deliveries_elsewhere = delivered_elsewhere
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

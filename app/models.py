@@ -261,3 +261,13 @@ def body_fields(body: bytes) -> dict[str, str | None]:
         return {"body_text": body.decode("utf-8"), "body_base64": None}
     except UnicodeDecodeError:
         return {"body_text": None, "body_base64": base64.b64encode(body).decode("ascii")}
+
+
+# A delivery (a forwarding attempt recorded on a capture, hookscope.ops.forward) as live streams
+# carry it: everything but the target's reply, which the capture's own record holds.
+DELIVERY_SUMMARY = ("id", "capture", "seq", "at", "target", "by", "attempt", "status", "error",
+                    "elapsed_ms", "outcome")
+
+
+def delivery_summary(delivery: dict[str, Any]) -> dict[str, Any]:
+    return {key: delivery.get(key) for key in DELIVERY_SUMMARY}

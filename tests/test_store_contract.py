@@ -318,3 +318,17 @@ async def test_a_capture_is_found_by_its_sequence_number(store):
     found = await store.capture_at(endpoint.id, 1)
     assert found is not None and (found.id, found.seq, found.body) == (first.id, 1, None)
     assert await store.capture_at(endpoint.id, 3) is None
+
+
+async def test_deliveries_are_kept_in_order_and_go_with_their_capture(store):
+    endpoint = await _endpoint(store, max_captures=1)
+    first = _capture(endpoint, b"one")
+    await store.add_capture(first)
+    records = [{"id": f"d_{n}", "capture": first.id, "status": 500 + n, "target": "http://t/"}
+               for n in range(3)]
+    for record in records:
+        assert await store.add_delivery(first, record) is True
+    assert await store.list_deliveries(first.id) == records
+    await store.add_capture(_capture(endpoint, b"two"))  # max_captures 1: the first is pruned
+    assert await store.list_deliveries(first.id) == []
+    assert await store.add_delivery(first, {"id": "d_late", "capture": first.id}) is False

@@ -9,8 +9,9 @@ store hears of other processes' captures (LISTEN/NOTIFY) and the app publishes t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable
-from typing import Protocol
+from typing import Any, Protocol
 
 # A stream is never silent longer than this (docs/api.md), so proxies keep it open.
 KEEPALIVE_S = 15.0
@@ -22,6 +23,12 @@ def sse_frame(seq: int, data: str) -> bytes:
     """One `capture` event as Server-Sent Events bytes (`data` is one line of JSON). Encoded
     once per capture, not once per viewer: with a thousand viewers that is the difference."""
     return b"event: capture\nid: %d\ndata: %s\n\n" % (seq, data.encode())
+
+
+def delivery_frame(summary: dict[str, Any]) -> bytes:
+    """A `delivery` event: a forwarding attempt recorded on one of the endpoint's captures
+    (hookscope.models.delivery_summary)."""
+    return b"event: delivery\ndata: %s\n\n" % json.dumps(summary).encode()
 
 
 # One item of a subscription: (seq, the `capture` event's SSE frame), or (None, a keep-alive
@@ -36,6 +43,11 @@ class Publisher(Protocol):
 
     def publish(self, endpoint_id: int, seq: int, data: str) -> None:
         """Offer a committed capture's event (`data`: one line of JSON) to its watchers."""
+        ...
+
+    def publish_event(self, endpoint_id: int, frame: bytes) -> None:
+        """Offer another event (a delivery: `delivery_frame`), without an id: it does not move
+        a stream's Last-Event-ID, and a stream that resumes does not get it again."""
         ...
 
 

@@ -184,6 +184,10 @@ class LocalHub:
         for subscription in list(subscribers):
             subscription.offer(item)
 
+    def publish_event(self, endpoint_id: int, frame: bytes) -> None:
+        for subscription in list(self._subscribers.get(endpoint_id, ())):
+            subscription.offer((None, frame))
+
     def count(self, endpoint_id: int | None = None) -> int:
         if endpoint_id is not None:
             return len(self._subscribers.get(endpoint_id, ()))

@@ -76,9 +76,9 @@ class TargetPolicy:
         items = tuple(item.strip().lower() for item in allow.split(",") if item.strip())
         return cls(on_loopback, items, resolver)
 
-    async def address(self, host: str, port: int) -> str:
+    async def address(self, host: str, port: int, action: str = "replay") -> str:
         """The address to send to: the first that `host` resolves to, once every one of them is
-        found allowed; ApiError(403) naming the first that is not."""
+        found allowed; ApiError(403) naming the first that is not (`action`: what is refused)."""
         name = host.strip("[]").lower()
         try:
             addresses = [name] if _is_address(name) else await self.resolver(name, port)
@@ -89,7 +89,7 @@ class TargetPolicy:
             raise ApiError(502, f"could not reach {host}: the host name did not resolve")
         for text in addresses:
             if (problem := self._refused(name, ipaddress.ip_address(text.split("%", 1)[0]))):
-                raise ApiError(403, f"replay to {host} ({text}) is refused: {problem}; "
+                raise ApiError(403, f"{action} to {host} ({text}) is refused: {problem}; "
                                     "HOOKSCOPE_REPLAY_ALLOW can admit it", code="forbidden")
         return addresses[0]
 
@@ -155,41 +155,69 @@ def replay_headers(capture: Capture, overrides: dict[str, str | None]) -> list[l
     return headers
 
 
-async def replay(capture: Capture, options: ReplayOptions,
-                 policy: TargetPolicy) -> dict[str, Any]:
-    url = httpx.URL(options.url)
-    headers = [(name.encode("latin-1"), value.encode("latin-1"))
-               for name, value in replay_headers(capture, options.headers)]
+@dataclass
+class Exchange:
+    """One request sent and what came back (the reply's body read up to a cap)."""
+
+    method: str
+    address: str
+    request_headers: list[list[str]]
+    status: int
+    headers: list[list[str]]
+    body: bytes
+    truncated: bool
+    elapsed_ms: float
+
+
+async def exchange(method: str, target: str, headers: list[list[str]], body: bytes, *,
+                   timeout: float, policy: TargetPolicy | None,
+                   body_limit: int = MAX_RESPONSE_BODY, action: str = "replay") -> Exchange:
+    """Send one request to `target` as the module's notes say (to an address `policy` allows,
+    when there is one). Raises ApiError: 403 refused by the policy, 502 unreachable, 504 too
+    slow."""
+    url = httpx.URL(target)
+    raw_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
     started = time.perf_counter()
-    address = await policy.address(url.host, url.port or (443 if url.scheme == "https" else 80))
-    if url.scheme == "http" and address != url.host:
-        # Connect to the address that was checked; the Host header names the host.
-        if not any(name.lower() == b"host" for name, _ in headers):
-            headers.insert(0, (b"host", url.netloc))
-        url = url.copy_with(host=address)
-    request = httpx.Request(capture.method, url, content=capture.body or b"", headers=headers)
+    address = url.host
+    if policy is not None:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        address = await policy.address(url.host, port, action)
+        if url.scheme == "http" and address != url.host:
+            # Connect to the address that was checked; the Host header names the host.
+            if not any(name.lower() == b"host" for name, _ in raw_headers):
+                raw_headers.insert(0, (b"host", url.netloc))
+            url = url.copy_with(host=address)
+    request = httpx.Request(method, url, content=body, headers=raw_headers)
     try:
-        with anyio.fail_after(options.timeout):
+        with anyio.fail_after(timeout):
             async with httpx.AsyncClient(follow_redirects=False, trust_env=False,
-                                         timeout=options.timeout) as client:
+                                         timeout=timeout) as client:
                 response = await client.send(request, stream=True)
                 try:
-                    body, truncated = await _read_capped(response, MAX_RESPONSE_BODY)
+                    content, truncated = await _read_capped(response, body_limit)
                 finally:
                     await response.aclose()
     except (TimeoutError, httpx.TimeoutException):
-        message = f"{options.url} did not answer within {options.timeout:g} s"
-        raise ApiError(504, message) from None
+        raise ApiError(504, f"{target} did not answer within {timeout:g} s") from None
     except httpx.HTTPError as exc:
-        raise ApiError(502, f"could not reach {options.url}: {_reason(exc)}") from None
-    elapsed_ms = (time.perf_counter() - started) * 1000
+        raise ApiError(502, f"could not reach {target}: {_reason(exc)}") from None
+    return Exchange(method=request.method, address=address,
+                    request_headers=_pairs(request.headers.raw), status=response.status_code,
+                    headers=_pairs(response.headers.raw), body=content, truncated=truncated,
+                    elapsed_ms=round((time.perf_counter() - started) * 1000, 1))
+
+
+async def replay(capture: Capture, options: ReplayOptions,
+                 policy: TargetPolicy) -> dict[str, Any]:
+    sent = await exchange(capture.method, options.url, replay_headers(capture, options.headers),
+                          capture.body or b"", timeout=options.timeout, policy=policy)
     return {
         "capture": capture.id,
-        "request": {"method": request.method, "url": options.url, "address": address,
-                    "headers": _pairs(request.headers.raw)},
-        "response": {"status": response.status_code, "headers": _pairs(response.headers.raw),
-                     **body_fields(body), "body_size": len(body), "truncated": truncated},
-        "elapsed_ms": round(elapsed_ms, 1),
+        "request": {"method": sent.method, "url": options.url, "address": sent.address,
+                    "headers": sent.request_headers},
+        "response": {"status": sent.status, "headers": sent.headers, **body_fields(sent.body),
+                     "body_size": len(sent.body), "truncated": sent.truncated},
+        "elapsed_ms": sent.elapsed_ms,
     }
 
 

@@ -63,6 +63,7 @@ def build_routes() -> list[BaseRoute]:
         Route("/api/captures/{a}/diff/{b}", captures.diff_captures, methods=["GET"]),
         Route("/api/captures/{id}/replay", captures.replay_capture, methods=["POST"]),
         Route("/api/captures/{id}/verify", captures.reverify_capture, methods=["POST"]),
+        Route("/api/captures/{id}/deliveries", captures.record_delivery, methods=["POST"]),
         Route("/api/schemes", service.list_schemes, methods=["GET"]),
         Route("/api/formats", service.list_formats, methods=["GET"]),
         Route("/api/formats/{id}", service.get_format, methods=["GET"]),

@@ -1,5 +1,5 @@
-"""The JSON API's capture routes: one capture, its body, export, diff, replay, re-verification and
-delete."""
+"""The JSON API's capture routes: one capture, its body, export, diff, replay, re-verification,
+deliveries and delete."""
 
 from __future__ import annotations
 
@@ -14,13 +14,16 @@ from hookscope.errors import ApiError
 from hookscope.ingest.capture import signed_request
 from hookscope.ingest.offload import BUDGET_EXCEEDED
 from hookscope.ingest.parse import media_type
-from hookscope.models import Capture
+from hookscope.live import delivery_frame
+from hookscope.models import Capture, delivery_summary, format_time, now_us
 from hookscope.ops import diff, export
+from hookscope.ops.forward import check_delivery_fields, new_delivery_id
 from hookscope.ops.replay import check_replay_fields, replay
 from hookscope.responses import JSONResponse
 from hookscope.routes.common import (
     base_url,
     choice_param,
+    hub_of,
     offload_of,
     read_json,
     store_of,
@@ -45,7 +48,22 @@ async def _capture_or_404(request: Request, param: str = "id") -> Capture:
 
 async def get_capture(request: Request) -> Response:
     capture = await _capture_or_404(request)
-    return JSONResponse(await full_view(request, capture))
+    view = await full_view(request, capture)
+    view["deliveries"] = await store_of(request).list_deliveries(capture.id)
+    return JSONResponse(view)
+
+
+async def record_delivery(request: Request) -> Response:
+    """A forwarding attempt reported by whoever made it (`hookscope listen`): stored on the
+    capture and shown to its viewers."""
+    capture = await _capture_or_404(request)
+    fields = check_delivery_fields(await read_json(request))
+    delivery = {"id": new_delivery_id(), "capture": capture.id, "seq": capture.seq,
+                "at": format_time(now_us()), **fields}
+    if not await store_of(request).add_delivery(capture, delivery):
+        raise ApiError(404, f"capture {capture.id!r} was deleted meanwhile")
+    hub_of(request).publish_event(capture.endpoint_id, delivery_frame(delivery_summary(delivery)))
+    return JSONResponse(delivery, status_code=201)
 
 
 async def full_view(request: Request, capture: Capture) -> dict[str, Any]:

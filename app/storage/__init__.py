@@ -101,6 +101,9 @@ class Store(Protocol):
     # Called with the address of each wrong credential another process refused (PostgreSQL),
     # so this process's throttle counts it too.
     failures_elsewhere: Callable[[str], None] | None
+    # Called with (endpoint id, the delivery's summary) for each forwarding attempt another
+    # process recorded (PostgreSQL), for this process's viewers.
+    deliveries_elsewhere: Callable[[int, dict[str, Any]], None] | None
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -157,6 +160,16 @@ class Store(Protocol):
         ...
 
     async def session_revoked(self, nonce: str) -> bool: ...
+
+    async def add_delivery(self, capture: Capture, delivery: dict[str, Any]) -> bool:
+        """Record a forwarding attempt on a capture (`delivery`: hookscope.ops.forward's record,
+        its `id` and `at` set); False when the capture is gone. Other processes hear of it
+        (`deliveries_elsewhere`)."""
+        ...
+
+    async def list_deliveries(self, capture_id: str) -> list[dict[str, Any]]:
+        """A capture's forwarding attempts, in the order they were recorded."""
+        ...
 
     async def take_tokens(self, buckets: Sequence[tuple[str, float]]) -> float:
         """A shared store's rate limits: one token from each (name, requests a second) bucket,

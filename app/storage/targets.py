@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from hookscope.models import Endpoint
 
@@ -20,6 +21,7 @@ class EndpointCopies:
         self.captures_elsewhere: Callable[[int, int], Awaitable[None]] | None = None
         self.deleted_elsewhere: Callable[[int], None] | None = None
         self.failures_elsewhere: Callable[[str], None] | None = None
+        self.deliveries_elsewhere: Callable[[int, dict[str, Any]], None] | None = None
 
     async def get_endpoint(self, key: str) -> Endpoint | None:
         raise NotImplementedError

@@ -108,6 +108,18 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
+    # 3: forwarding attempts recorded on a capture (`hookscope listen`, an endpoint's `forward`),
+    # each a JSON record; they go with their capture.
+    """
+    CREATE TABLE deliveries (
+        pk BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        capture_id TEXT NOT NULL REFERENCES captures(id) ON DELETE CASCADE,
+        created_at BIGINT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX deliveries_capture ON deliveries(capture_id, pk);
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -34,7 +34,7 @@ from typing import Any
 
 import asyncpg
 
-from hookscope.models import Capture, Endpoint, new_token
+from hookscope.models import Capture, Endpoint, delivery_summary, new_token
 from hookscope.storage import (
     CaptureQuery,
     Conflict,
@@ -164,6 +164,13 @@ class PostgresStore(EndpointCopies):
     def _heard_of(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         if payload == "e":
             self.forget_targets()
+            return
+        if payload.startswith("v "):
+            origin, _, rest = payload[2:].partition(" ")
+            endpoint_id, _, summary = rest.partition(" ")
+            if (origin != self._origin and endpoint_id.isdigit() and summary
+                    and self.deliveries_elsewhere is not None):
+                self.deliveries_elsewhere(int(endpoint_id), json.loads(summary))
             return
         if payload.startswith("f "):
             _, _, rest = payload.partition(" ")
@@ -562,6 +569,24 @@ class PostgresStore(EndpointCopies):
             return int(result.split()[-1])
 
     # -- browser sessions --------------------------------------------------------------------
+
+    # -- deliveries --------------------------------------------------------------------------
+
+    async def add_delivery(self, capture: Capture, delivery: dict[str, Any]) -> bool:
+        async with self._reads().acquire() as conn, conn.transaction():
+            added = await conn.fetchval(
+                "INSERT INTO deliveries (id, capture_id, created_at, record) SELECT $1, id, $2, $3 "
+                "FROM captures WHERE id = $4 RETURNING 1",
+                delivery["id"], time.time_ns() // 1000, json_column(delivery), capture.id)
+            if added:
+                summary = json_column(delivery_summary(delivery))
+                await conn.execute(_NOTIFY, f"v {self._origin} {capture.endpoint_id} {summary}")
+        return bool(added)
+
+    async def list_deliveries(self, capture_id: str) -> list[dict[str, Any]]:
+        rows = await self._reads().fetch(
+            "SELECT record FROM deliveries WHERE capture_id = $1 ORDER BY pk", capture_id)
+        return [json.loads(row[0]) for row in rows]
 
     # -- shared limits ---------------------------------------------------------------------
 

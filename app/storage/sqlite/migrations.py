@@ -84,6 +84,18 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 6: forwarding attempts recorded on a capture (`hookscope listen`, an endpoint's `forward`),
+    # each a JSON record; they go with their capture.
+    """
+    CREATE TABLE deliveries (
+        rowid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        capture_id TEXT NOT NULL REFERENCES captures(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX deliveries_capture ON deliveries(capture_id, rowid);
+    """,
 )
 
 LATEST = len(MIGRATIONS)

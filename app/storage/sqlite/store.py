@@ -321,6 +321,24 @@ class SQLiteStore(EndpointCopies):
 
         return await self._writer.run(op, single=True)
 
+    # -- deliveries ----------------------------------------------------------------------------
+
+    async def add_delivery(self, capture: Capture, delivery: dict[str, Any]) -> bool:
+        record = json_column(delivery)
+
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "INSERT INTO deliveries (id, capture_id, created_at, record) SELECT ?, id, ?, ? "
+                "FROM captures WHERE id = ?",
+                (delivery["id"], time.time_ns() // 1000, record, capture.id)).rowcount == 1
+
+        return await self._writer.run(op, single=True, quick=True, size=len(record))
+
+    async def list_deliveries(self, capture_id: str) -> list[dict[str, Any]]:
+        rows = await self._rows("SELECT record FROM deliveries WHERE capture_id = ? ORDER BY rowid",
+                                (capture_id,))
+        return [json.loads(row[0]) for row in rows]
+
     # -- browser sessions ----------------------------------------------------------------------
 
     async def revoke_session(self, nonce: str, expires_at: int) -> None:
