@@ -1,8 +1,9 @@
 """`hookscope serve --db postgresql://...` as a real process on a fresh database: the same API,
 captures that survive a restart and a SIGKILL under load, and what is not built yet refused
 plainly; two processes on one database as two hosts would run them (docs/running.md, "On
-PostgreSQL"), one of them killed under load. The store's own promises are in
-test_store_contract.py, on both backends."""
+PostgreSQL"), one of them killed under load, or PostgreSQL itself restarted under load (on a
+server of the test's own). The store's own promises are in test_store_contract.py, on both
+backends."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.pg import drop_database, fresh_database
+from tests.pg import OwnServer, drop_database, fresh_database
 from tests.serverproc import ServerProcess, local_tls
 
 SENDERS = 32
@@ -34,6 +35,17 @@ def database() -> Iterator[str]:
     url = asyncio.run(fresh_database())
     yield url
     asyncio.run(drop_database(url))
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[OwnServer]:
+    """A PostgreSQL server of this test's own, to stop and start (never the shared one)."""
+    server = OwnServer(tmp_path)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
 
 
 def _serve(database: str, folder: Path, name: str) -> ServerProcess:
@@ -348,3 +360,71 @@ def test_a_viewer_that_moves_to_another_server_with_last_event_id_misses_nothing
     finally:
         a.stop()
         b.stop()
+
+
+OUTAGE_S = 1.5  # PostgreSQL is down this long, mid-load
+RECOVERED_WITHIN_S = 10
+
+
+@pytest.mark.slow
+def test_restarting_postgresql_mid_load_answers_503_never_a_false_2xx_and_both_recover(
+        own_postgres, tmp_path):
+    a, b = _two_servers(own_postgres.url, tmp_path)
+    try:
+        token = _endpoint(a.url)
+        # Captured through A only, so B keeps no copy of it: B looks it up in the database.
+        watched = _endpoint(a.url)
+        probes: list[httpx.Response] = []
+        seen: list[int] = []  # the seqs a stream on B, open across the restart, gets
+
+        async def restart(answers: list[Answer]) -> None:
+            async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S, verify=local_tls()) as client, \
+                    client.stream("GET", f"{b.url}/api/endpoints/{watched}/stream?after=0") as s:
+                viewer = asyncio.ensure_future(_follow(s, seen))
+                try:
+                    assert await _heard(client, a, watched, seen)
+                    assert await _until(lambda: len(_acknowledged(answers)) >= 200, 30)
+                    await asyncio.to_thread(own_postgres.crash)  # every connection cut mid-load
+                    probes.append(await client.post(f"{b.url}/h/{watched}", content=b"probe"))
+                    await asyncio.sleep(OUTAGE_S)
+                    await asyncio.to_thread(own_postgres.start)
+                    up = time.monotonic()
+                    assert await _until(lambda: all(_acknowledged(answers, server, after=up)
+                                                    for server in (a, b)), RECOVERED_WITHIN_S), \
+                        "a server did not store captures again after PostgreSQL came back"
+                    # B listens again, and a capture A took meanwhile (B's listening connection
+                    # comes back after A's writer, as here) still reaches the stream on B.
+                    assert await _heard(client, a, watched, seen), "B no longer hears of A"
+                finally:
+                    viewer.cancel()
+
+        answers = asyncio.run(_load([a, b], token, restart))
+    finally:
+        a.stop()
+        b.stop()
+    unanswered = [x for x in answers if x.status is None]
+    assert not unanswered, f"{len(unanswered)} capture requests got no answer in time"
+    refused = [x for x in answers if x.status == 503]
+    assert {x.server.url for x in refused} == {a.url, b.url}, "the outage was not noticed"
+    assert {x.status for x in answers} == {200, 503}
+    assert all(x.error is not None and x.error["code"] == "unavailable"
+               and "NOT captured" in x.error["message"] for x in refused), refused[0].error
+    # A capture for an endpoint B had to look up: a 503 too, not a 500.
+    assert [(r.status_code, r.json()["error"]["code"]) for r in probes] == [(503, "unavailable")]
+    _assert_kept(answers, own_postgres.url, token)
+    assert seen == [1, 2]  # one before the outage, one after: none missed, none twice
+
+
+async def _follow(stream: httpx.Response, seen: list[int]) -> None:
+    async for line in stream.aiter_lines():
+        if line.startswith("id:"):
+            seen.append(int(line.removeprefix("id:")))
+
+
+async def _heard(client: httpx.AsyncClient, sender: ServerProcess, token: str,
+                 seen: list[int]) -> bool:
+    """Whether the stream behind `seen` gets an event, within RECOVERED_WITHIN_S, for one
+    capture sent to `sender`."""
+    before = len(seen)
+    assert (await client.post(f"{sender.url}/h/{token}", content=b"watched")).status_code == 200
+    return await _until(lambda: len(seen) > before, RECOVERED_WITHIN_S)
