@@ -81,7 +81,17 @@ class CaptureMiddleware:
 
     async def capture(self, key: str, scope: Scope, receive: Receive, send: Send) -> None:
         received_at = now_us()
-        endpoint = await self.store.capture_target(key)
+        try:
+            endpoint = await self.store.capture_target(key)
+        except Exception:
+            # An endpoint this process keeps no copy of is read from the database, which may
+            # be out of reach (PostgreSQL restarting): the sender is told to try again, as when
+            # a commit fails, never given a 500.
+            log.exception("could not look up endpoint %r for a capture", key)
+            await _error(scope, receive, send, 503, "unavailable",
+                         "the endpoint could not be looked up and the request was NOT "
+                         "captured; try again")
+            return
         if endpoint is None:
             await _error(scope, receive, send, 404, "not_found",
                          f"no endpoint with token or alias {key!r}")

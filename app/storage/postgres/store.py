@@ -13,9 +13,11 @@ channel, sent inside the transaction and so delivered only once it commits: `c <
 for the newest capture of each endpoint in a group (`captures_elsewhere`: the app hands it to its
 viewers, whose streams fill any gap from the store), `e` for a change to an endpoint and `d <id>`
 for its deletion (each process forgets its copies when it arrives, milliseconds after the change
-is answered, and ends the streams of a deleted endpoint), and `f <origin> <address>` for a wrong
-credential (each other process's throttle counts it). A process whose listening connection drops
-forgets its copies and listens again.
+is answered, and ends the streams of a deleted endpoint), `f <origin> <address>` for a wrong
+credential (each other process's throttle counts it) and `v <origin> <endpoint> <summary>` for a
+delivery recorded on a capture. A process whose listening connection drops forgets its copies,
+listens again, and then passes on each endpoint's newest capture, so its viewers fill from the
+database whatever it did not hear meanwhile.
 
 Rate limits are token buckets in the database (migration 2, `hookscope_take`), so a cap holds
 across every process and host.
@@ -140,9 +142,14 @@ class PostgresStore(EndpointCopies):
                                      server_settings=WRITER_SETTINGS)
 
     async def _listen(self) -> None:
-        self._listener = await asyncpg.connect(self.url)
-        await self._listener.add_listener(CHANNEL, self._heard_of)
-        self._listener.add_termination_listener(self._lost_listener)
+        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S)
+        try:
+            await conn.add_listener(CHANNEL, self._heard_of)
+        except BaseException:
+            conn.terminate()
+            raise
+        conn.add_termination_listener(self._lost_listener)
+        self._listener = conn  # only once it listens
 
     def _lost_listener(self, conn: Any) -> None:
         if self._pool is not None and self._listening is None:
@@ -150,16 +157,36 @@ class PostgresStore(EndpointCopies):
 
     async def _listen_again(self) -> None:
         try:
-            while self._pool is not None:
+            # Checked again after catching up: a connection lost meanwhile found this task
+            # still running, and left listening again to it.
+            while self._pool is not None and self._listener.is_closed():
                 try:
                     await self._listen()
-                    break
+                    self.forget_targets()  # changes made meanwhile were not heard
+                    await self._catch_up()
                 except Exception as exc:
                     log.error("could not listen on PostgreSQL again: %s", exc)
+                    self._listener.terminate()  # then all of it again, listening first
                     await asyncio.sleep(1)
-            self.forget_targets()  # changes made meanwhile were not heard
         finally:
             self._listening = None
+
+    async def _catch_up(self) -> None:
+        """Pass on each endpoint's newest capture, as if heard of: captures other processes
+        committed while this one was not listening (PostgreSQL restarting, say: the others'
+        writers may commit again before this one listens again) were not heard of, and would
+        reach the viewers here only with the endpoint's next capture, however long that takes.
+        A stream here fills the gap before it from the database and skips what it already
+        sent; a long-poll looks in the database again. Listening began before this reads, so
+        nothing committed in between is missed either."""
+        if self.captures_elsewhere is None:
+            return
+        rows = await self._reads().fetch("SELECT id, last_seq FROM endpoints WHERE last_seq > 0")
+        for endpoint_id, seq in rows:
+            try:
+                await self.captures_elsewhere(endpoint_id, seq)
+            except Exception as exc:  # its viewers here catch up with its next capture
+                log.error("could not pass on another process's capture: %s", exc)
 
     def _heard_of(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         if payload == "e":
