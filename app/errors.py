@@ -60,6 +60,10 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
 async def server_error_handler(request: Request, exc: Exception) -> Response:
     # Starlette re-raises after this so the server logs the traceback; the client gets the
     # shape, never the trace.
+    store = getattr(request.app.state, "store", None)
+    if store is not None and store.unreachable(exc):  # an outage, not a bug: worth a retry
+        return error_response(503, "the database cannot be reached at the moment; try again",
+                              code="unavailable")
     return error_response(500, "internal error; the server log has the details")
 
 

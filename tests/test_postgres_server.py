@@ -389,6 +389,7 @@ def test_restarting_postgresql_mid_load_answers_503_never_a_false_2xx_and_both_r
                     assert await _until(lambda: len(_acknowledged(answers)) >= 200, 30)
                     await asyncio.to_thread(own_postgres.crash)  # every connection cut mid-load
                     probes.append(await client.post(f"{b.url}/h/{watched}", content=b"probe"))
+                    probes.append(await client.get(f"{b.url}/api/endpoints/{watched}/captures"))
                     await asyncio.sleep(OUTAGE_S)
                     await asyncio.to_thread(own_postgres.start)
                     up = time.monotonic()
@@ -412,8 +413,10 @@ def test_restarting_postgresql_mid_load_answers_503_never_a_false_2xx_and_both_r
     assert {x.status for x in answers} == {200, 503}
     assert all(x.error is not None and x.error["code"] == "unavailable"
                and "NOT captured" in x.error["message"] for x in refused), refused[0].error
-    # A capture for an endpoint B had to look up: a 503 too, not a 500.
-    assert [(r.status_code, r.json()["error"]["code"]) for r in probes] == [(503, "unavailable")]
+    # A capture for an endpoint B had to look up, and the API: a 503 too, not a 500.
+    assert [(r.status_code, r.json()["error"]["code"]) for r in probes] == [
+        (503, "unavailable"), (503, "unavailable")]
+    assert "database cannot be reached" in probes[1].json()["error"]["message"]
     _assert_kept(answers, own_postgres.url, token)
     assert seen == [1, 2]  # one before the outage, one after: none missed, none twice
 

@@ -171,6 +171,11 @@ class Store(Protocol):
         """A capture's forwarding attempts, in the order they were recorded."""
         ...
 
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether `exc` says the database cannot be reached (a server database restarting),
+        which the API answers 503 rather than 500."""
+        ...
+
     async def take_tokens(self, buckets: Sequence[tuple[str, float]]) -> float:
         """A shared store's rate limits: one token from each (name, requests a second) bucket,
         all or none; 0 when taken, else the seconds until every bucket has one."""

@@ -624,6 +624,11 @@ class PostgresStore(EndpointCopies):
             [name for name, _ in ordered], [rate for _, rate in ordered])
         return float(wait)
 
+    def unreachable(self, exc: BaseException) -> bool:
+        return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError
+                          | asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError
+                          | asyncpg.AdminShutdownError)
+
     def tell_failure(self, address: str) -> None:
         """A note, not awaited: the refusal it follows is not held up, and the others count
         the guess when it arrives."""

@@ -99,6 +99,9 @@ class SQLiteStore(EndpointCopies):
     def tell_failure(self, address: str) -> None:
         pass
 
+    def unreachable(self, exc: BaseException) -> bool:
+        return False  # a file: what fails is a bug or the disk, not a connection
+
     async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         if self._read is None:
             raise RuntimeError("the store is closed")
