@@ -62,7 +62,7 @@ CHANNEL = "hookscope"
 WRITER_SETTINGS = {"synchronous_commit": "on", "lock_timeout": "10s", "statement_timeout": "30s"}
 CONNECT_TIMEOUT_S = 10
 HEARTBEAT_S = 15.0
-_NOTIFY = f"SELECT pg_notify('{CHANNEL}', $1)"
+NOTIFY = f"SELECT pg_notify('{CHANNEL}', $1)"
 
 
 @dataclass
@@ -216,7 +216,7 @@ class PostgresStore(EndpointCopies):
         for name, value in fields.items():
             setattr(endpoint, name, value)
         async with self._reads().acquire() as conn, conn.transaction():
-            await _lock_names(conn)
+            await lock_names(conn)
             await _check_alias_free(conn, endpoint.alias, None)
             while True:
                 token = new_token()
@@ -248,7 +248,7 @@ class PostgresStore(EndpointCopies):
             async with self._reads().acquire() as conn, conn.transaction():
                 await self._lock_total(conn)
                 if "alias" in fields:
-                    await _lock_names(conn)
+                    await lock_names(conn)
                 row = await conn.fetchrow(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1 "
                                           "FOR UPDATE", endpoint.id)
                 if row is None:
@@ -264,7 +264,7 @@ class PostgresStore(EndpointCopies):
                     current.alias, current.name, current.expires_at, current.max_captures,
                     current.max_bytes, json.dumps(current.config()), endpoint.id)
                 await self._prune(conn, [endpoint.id])
-                await conn.execute(_NOTIFY, "e")
+                await conn.execute(NOTIFY, "e")
                 row = await conn.fetchrow(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints "
                                           "WHERE id = $1", endpoint.id)
                 return _endpoint(row)
@@ -277,7 +277,7 @@ class PostgresStore(EndpointCopies):
                 await self._lock_total(conn)
                 count = await conn.fetchval(
                     "DELETE FROM endpoints WHERE id = $1 RETURNING capture_count", endpoint.id)
-                await conn.execute(_NOTIFY, f"d {endpoint.id}")
+                await conn.execute(NOTIFY, f"d {endpoint.id}")
                 return int(count or 0)
         finally:
             await self._endpoints_changed()
@@ -289,7 +289,7 @@ class PostgresStore(EndpointCopies):
                 rows = await conn.fetch(
                     "DELETE FROM endpoints WHERE expires_at <= $1 RETURNING id", now)
                 for row in rows:
-                    await conn.execute(_NOTIFY, f"d {row[0]}")
+                    await conn.execute(NOTIFY, f"d {row[0]}")
                 return [row[0] for row in rows]
         finally:
             await self._endpoints_changed()
@@ -541,7 +541,7 @@ def _heard_done(task: asyncio.Future[None]) -> None:
         log.error("could not pass on another process's capture: %s", exc)
 
 
-async def _lock_names(conn: Any) -> None:
+async def lock_names(conn: Any) -> None:
     """Serialise the checks that an alias or token is free, across processes."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", 0x4E616D65)  # "Name"
 
