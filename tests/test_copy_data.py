@@ -387,8 +387,11 @@ def test_the_command_copies_and_says_so_and_refuses_bad_input_in_one_line(source
     try:
         result = hookscope("copy-data", "--from", source, "--to", pg)
         assert result.code == 2 and result.err == (
-            f"hookscope: {source} is in use by a running Hookscope; stop it first, so that "
-            "nothing it takes meanwhile is left behind\n")
+            f"hookscope: {source} is in use by a running Hookscope; stop it first: what it takes "
+            "meanwhile would be left out\n")
+        assert hookscope("copy-data", "--from", pg, "--to", source).err == (
+            f"hookscope: {source} is in use by a running Hookscope; stop it first: only one "
+            "process writes an SQLite file\n")
         assert hookscope("copy-data", "--from", source, "--to", pg, "--verify-only").code == 0
     finally:
         os.close(lock)

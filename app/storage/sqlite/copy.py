@@ -45,8 +45,10 @@ class SQLiteSide:
                 self._lock_fd = take_lock(self.path, wait=0)
             self._conn = connect(self.path)
         except StoreLocked:
-            raise CopyRefused(f"{self.path} is in use by a running Hookscope; stop it first, "
-                              "so that nothing it takes meanwhile is left behind") from None
+            why = ("only one process writes an SQLite file" if self.create
+                   else "what it takes meanwhile would be left out")
+            raise CopyRefused(f"{self.path} is in use by a running Hookscope; stop it first: "
+                              f"{why}") from None
         except (OSError, sqlite3.Error) as exc:
             raise CopyRefused(f"{self.path}: {exc}") from None
 
