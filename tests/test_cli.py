@@ -493,7 +493,7 @@ def test_server_url_defaults_to_localhost_8000_and_drops_a_trailing_slash():
 @pytest.mark.parametrize("args", [
     [], ["frobnicate"], ["wait"], ["wait", "k", "--timeout", "soon"], ["show"],
     ["export", "c_x"], ["export", "c_x", "--as", "pdf"], ["replay", "c_x"],
-    ["new", "--max-captures", "many"], ["validate"],
+    ["new", "--max-captures", "many"], ["validate"], ["copy-data", "--from", "hookscope.db"],
 ])
 def test_bad_usage_exits_2_with_the_usage(args):
     result = hookscope(*args)
@@ -502,7 +502,8 @@ def test_bad_usage_exits_2_with_the_usage(args):
 
 
 @pytest.mark.parametrize("command", ["new", "list", "show", "tail", "wait", "validate",
-                                     "replay", "export", "diff", "formats", "serve"])
+                                     "replay", "export", "diff", "formats", "serve",
+                                     "copy-data"])
 def test_every_command_has_help(command):
     result = hookscope(command, "--help")
     assert result.code == 0
@@ -514,7 +515,7 @@ def test_top_level_help_lists_commands_and_exit_codes():
     result = hookscope("--help")
     assert result.code == 0
     for command in ("serve", "new", "list", "show", "tail", "wait", "validate", "replay",
-                    "export", "formats"):
+                    "export", "formats", "copy-data"):
         assert re.search(rf"^    {command}\s", result.out, re.M), command
     assert "4 server unreachable" in " ".join(result.out.split())
 

@@ -1,6 +1,6 @@
 """The `hookscope` command: the argument map. `serve` runs the server; the other commands are
 clients of its JSON API (one module per command group beside this one), except `validate`, which
-works offline.
+works offline, and `copy-data`, which works on the databases themselves.
 
 Exit codes (stable, documented in docs/cli.md; cli/base.py says which failure gets which):
 0 success, 1 an expectation or validation failed, 2 usage error, 3 timeout with nothing
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hookscope import __version__
-from hookscope.cli import captures, endpoints, formats, replay
+from hookscope.cli import captures, copydata, endpoints, formats, replay
 from hookscope.cli.client import DEFAULT_SERVER
 from hookscope.settings import SETTINGS, Settings, SettingsError
 
@@ -168,6 +168,25 @@ def _client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
 
     command("formats", formats.formats, "list the payload formats",
             "List the payload formats the server validates: id, vendor and title.")
+
+    copy = command("copy-data", copydata.copy_data, "copy a database into another (offline)",
+                   "Copy every endpoint (with its secrets, settings and counters) and every "
+                   "capture (its bytes, seq and verdicts) from one database into another, an "
+                   "SQLite file or a postgresql:// URL, either way; then compare the two, "
+                   "endpoint by endpoint (counts, bytes and a sha256 over every capture). Run "
+                   "again after an interruption, it continues where it stopped. Stop the "
+                   "Hookscope that writes the source first. Exit 0 when the copy matches, 1 "
+                   "when it differs (naming the endpoint) or stopped part way, 2 when it "
+                   "cannot begin (nothing is written then).", offline=True)
+    copy.add_argument("--from", dest="source", required=True, metavar="DB",
+                      help="the database to copy: an SQLite file or a postgresql:// URL")
+    copy.add_argument("--to", dest="destination", required=True, metavar="DB",
+                      help="where to copy it: an SQLite file (made when missing) or a "
+                           "postgresql:// URL of a database that exists")
+    copy.add_argument("--batch", type=copydata.batch_size, default=500, metavar="N",
+                      help="captures per transaction (default 500)")
+    copy.add_argument("--verify-only", action="store_true",
+                      help="copy nothing: only compare the destination with the source")
 
 
 def _seconds(text: str) -> float:

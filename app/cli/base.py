@@ -28,6 +28,7 @@ FAILED = 1
 USAGE = 2
 TIMEOUT = 3
 UNREACHABLE = 4
+INTERRUPTED = 130  # Ctrl-C, as a shell reports a process that SIGINT ended
 
 
 class Failed(Exception):
@@ -76,7 +77,7 @@ def run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
         report_refusal(exc)
         return refused_code(exc)
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`hookscope tail KEY | head -3`): not an error of ours. Point
         # stdout at /dev/null so the interpreter's final flush does not complain again.

@@ -71,7 +71,7 @@ PRUNE_BATCH = 500
 WRITER_SETTINGS = {"synchronous_commit": "on", "lock_timeout": "10s", "statement_timeout": "30s"}
 CONNECT_TIMEOUT_S = 10
 HEARTBEAT_S = 15.0
-_NOTIFY = f"SELECT pg_notify('{CHANNEL}', $1)"
+NOTIFY = f"SELECT pg_notify('{CHANNEL}', $1)"
 
 
 @dataclass
@@ -268,7 +268,7 @@ class PostgresStore(EndpointCopies):
         for name, value in fields.items():
             setattr(endpoint, name, value)
         async with self._reads().acquire() as conn, conn.transaction():
-            await _lock_names(conn)
+            await lock_names(conn)
             await _check_alias_free(conn, endpoint.alias, None)
             while True:
                 token = new_token()
@@ -300,7 +300,7 @@ class PostgresStore(EndpointCopies):
             async with self._reads().acquire() as conn, conn.transaction():
                 await self._lock_total(conn)
                 if "alias" in fields:
-                    await _lock_names(conn)
+                    await lock_names(conn)
                 row = await conn.fetchrow(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1 "
                                           "FOR UPDATE", endpoint.id)
                 if row is None:
@@ -316,7 +316,7 @@ class PostgresStore(EndpointCopies):
                     current.alias, current.name, current.expires_at, current.max_captures,
                     current.max_bytes, json.dumps(current.config()), endpoint.id)
                 await self._prune(conn, [endpoint.id])
-                await conn.execute(_NOTIFY, "e")
+                await conn.execute(NOTIFY, "e")
                 row = await conn.fetchrow(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints "
                                           "WHERE id = $1", endpoint.id)
                 return _endpoint(row)
@@ -329,7 +329,7 @@ class PostgresStore(EndpointCopies):
                 await self._lock_total(conn)
                 count = await conn.fetchval(
                     "DELETE FROM endpoints WHERE id = $1 RETURNING capture_count", endpoint.id)
-                await conn.execute(_NOTIFY, f"d {endpoint.id}")
+                await conn.execute(NOTIFY, f"d {endpoint.id}")
                 return int(count or 0)
         finally:
             self.forget_targets()
@@ -341,7 +341,7 @@ class PostgresStore(EndpointCopies):
                 rows = await conn.fetch(
                     "DELETE FROM endpoints WHERE expires_at <= $1 RETURNING id", now)
                 for row in rows:
-                    await conn.execute(_NOTIFY, f"d {row[0]}")
+                    await conn.execute(NOTIFY, f"d {row[0]}")
                 # A full bucket is what a missing one starts as: those of idle (or deleted)
                 # endpoints go.
                 await conn.execute(
@@ -607,7 +607,7 @@ class PostgresStore(EndpointCopies):
                 delivery["id"], time.time_ns() // 1000, json_column(delivery), capture.id)
             if added:
                 summary = json_column(delivery_summary(delivery))
-                await conn.execute(_NOTIFY, f"v {self._origin} {capture.endpoint_id} {summary}")
+                await conn.execute(NOTIFY, f"v {self._origin} {capture.endpoint_id} {summary}")
         return bool(added)
 
     async def list_deliveries(self, capture_id: str) -> list[dict[str, Any]]:
@@ -638,7 +638,7 @@ class PostgresStore(EndpointCopies):
 
     async def _note(self, payload: str) -> None:
         try:
-            await self._reads().execute(_NOTIFY, payload)
+            await self._reads().execute(NOTIFY, payload)
         except Exception as exc:
             log.warning("could not tell the other processes of a failed login: %s", exc)
 
@@ -659,7 +659,7 @@ def _heard_done(task: asyncio.Future[None]) -> None:
         log.error("could not pass on another process's capture: %s", exc)
 
 
-async def _lock_names(conn: Any) -> None:
+async def lock_names(conn: Any) -> None:
     """Serialise the checks that an alias or token is free, across processes."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", 0x4E616D65)  # "Name"
 
