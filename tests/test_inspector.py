@@ -382,6 +382,90 @@ def test_export_copy_reverify_and_delete_then_the_next_opens(web_server, page):
     assert page.problems == []
 
 
+# -- deliveries -----------------------------------------------------------------------------------
+
+
+def _deliver(web_server: Any, capture_id: str, **fields: Any) -> dict[str, Any]:
+    reply = httpx.post(f"{web_server.url}/api/captures/{capture_id}/deliveries",
+                       json={"target": "http://localhost:3000/hooks/orders?a=1",
+                             "by": "alice@laptop", **fields})
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+def test_each_delivery_is_a_line_under_the_verdicts_with_its_reply_one_click_away(web_server, page):
+    endpoint = _endpoint(web_server, name="forwarded")
+    capture_id = _send(web_server, endpoint["token"], ORDER, path="/orders?a=1")
+    _deliver(web_server, capture_id, status=None, error="connection refused", elapsed_ms=2.4,
+             outcome="retrying")
+    _deliver(web_server, capture_id, attempt=2, status=500, elapsed_ms=12.3, outcome="failed",
+             response={"headers": [["content-type", "text/plain"], ["x-request-id", "r-9"]],
+                       "body_text": "boom <b>not markup</b>", "body_size": 22})
+    _open(page, web_server, endpoint["token"])
+    lines = page.locator(".delivery")
+    expect(lines).to_have_count(2)
+    expect(page.locator("#deliveries-title")).to_have_text("Deliveries · 2")
+    assert lines.locator(".delivery-what").all_inner_texts() == [
+        "forwarded to localhost:3000 by alice@laptop: connection refused after 2 ms",
+        "forwarded to localhost:3000 by alice@laptop: 500 in 12 ms"]
+    assert lines.locator(".badge").all_inner_texts() == ["retrying", "failed"]
+    assert "attempt" not in lines.first.locator("summary").inner_text()
+    assert "attempt 2" in lines.last.locator("summary").inner_text()
+    target = lines.first.locator(".target")
+    assert target.get_attribute("title") == "http://localhost:3000/hooks/orders?a=1"
+    # The body still opens first, above the fold.
+    box = page.locator(".json .j-line").first.bounding_box()
+    assert box is not None and box["y"] + box["height"] <= DESKTOP["height"]
+    # One click opens the reply: status, headers, the body as text.
+    reply = lines.last.locator(".delivery-reply")
+    expect(reply).to_be_hidden()
+    lines.last.locator("summary").click()
+    expect(reply).to_contain_text("Replied 500.")
+    assert reply.locator("tr").all_inner_texts() == ["content-type\ttext/plain",
+                                                     "x-request-id\tr-9"]
+    expect(reply.locator(".reply-body")).to_have_text("boom <b>not markup</b>")
+    assert reply.locator("b").count() == 0
+    shot(page, "deliveries")
+    lines.first.locator("summary").press("Enter")
+    expect(lines.first.locator(".delivery-reply")).to_contain_text("No reply: connection refused.")
+    assert accessibility_problems(page) == []
+    page.locator("#theme-toggle").click()
+    assert accessibility_problems(page) == []
+    assert page.problems == []
+
+
+def test_a_delivery_to_the_capture_shown_appears_live_and_its_reply_loads_on_demand(
+        web_server, page):
+    endpoint = _endpoint(web_server, name="forwarded live")
+    shown = _send(web_server, endpoint["token"], ORDER)
+    _open(page, web_server, endpoint["token"])
+    page.locator(".json").wait_for()
+    expect(page.locator(".deliveries")).to_be_hidden()
+    other = _send(web_server, endpoint["token"], ORDER)
+    page.locator(f"#row-{other}").wait_for()
+    _deliver(web_server, other, status=204, outcome="delivered")
+    _deliver(web_server, shown, status=None, error="timed out", elapsed_ms=10000,
+             outcome="retrying")
+    _deliver(web_server, shown, attempt=2, status=200, elapsed_ms=5, outcome="delivered",
+             response={"headers": [], "body_base64": "/wD+AQ==", "body_size": 4})
+    lines = page.locator(".delivery")
+    expect(lines).to_have_count(2)
+    assert lines.locator(".delivery-what").all_inner_texts() == [
+        "forwarded to localhost:3000 by alice@laptop: timed out after 10.0 s",
+        "forwarded to localhost:3000 by alice@laptop: 200 in 5 ms"]
+    assert page.url.endswith(f"#{shown}")
+    lines.last.locator("summary").click()
+    expect(lines.last.locator(".reply-body")).to_have_text("(4 bytes, not text)")
+    # Beyond three attempts the earlier ones fold behind a button.
+    for attempt in (3, 4):
+        _deliver(web_server, shown, attempt=attempt, status=503, outcome="retrying")
+    expect(lines).to_have_count(4)
+    expect(page.locator(".delivery:visible")).to_have_count(3)
+    page.get_by_role("button", name="Show 1 earlier attempt").click()
+    expect(page.locator(".delivery:visible")).to_have_count(4)
+    assert page.problems == []
+
+
 # -- history, states, live ------------------------------------------------------------------------
 
 

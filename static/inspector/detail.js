@@ -1,6 +1,7 @@
 // The detail pane: what one capture is (a bar with its actions, a strip of verdicts, tabs for the
-// body, headers, query and details), replay answers and diffs shown in place.
+// body, headers, query and details), its deliveries, replay answers and diffs shown in place.
 import { bodyPanel } from "./body.js";
+import { Deliveries, replyParts } from "./deliveries.js";
 
 const { el, size } = HS;
 
@@ -60,11 +61,23 @@ export class Detail {
     this.app = app;
     this.capture = null;
     this.body = null;
+    this.deliveries = null;
+    this.loading = null;  // the capture being fetched, and the deliveries streamed meanwhile
+    this.pending = [];
     this.tab = "body";
+  }
+
+  // A fetch of the capture has started: deliveries that arrive before it answers may be missing
+  // from its answer, so they are kept for render().
+  expect(id) {
+    this.loading = id;
+    this.pending = [];
   }
 
   empty(message, curl) {
     this.capture = null;
+    this.deliveries = null;
+    this.loading = null;
     this.pane.replaceChildren(el("div", { class: "detail-empty" },
       el("p", { class: "muted" }, message), curl ? el("pre", { class: "curl-example" }, curl) : null));
   }
@@ -180,9 +193,13 @@ export class Detail {
     }
     this.panel = panel;
     this.extra = el("div", { class: "detail-extra" });  // a replay's answer, a diff
+    const streamed = this.loading === capture.id ? this.pending : [];
+    this.loading = null;
+    this.pending = [];
+    this.deliveries = new Deliveries(capture.id, [...capture.deliveries, ...streamed]);
     this.pane.replaceChildren(el("div", { class: "detail-inner" }, bar, actions,
       el("div", { class: "verdict-strip" }, el("div", { class: "chips" }, chips), panels),
-      this.extra, tabBar, panel));
+      this.deliveries.node, this.extra, tabBar, panel));
     this.showTab(this.tab);
   }
 
@@ -198,6 +215,18 @@ export class Detail {
     }
   }
 
+  // A delivery from the stream: on the capture shown, a new line that does not move what is
+  // being read below it.
+  delivered(delivery) {
+    if (this.loading === delivery.capture) this.pending.push(delivery);
+    if (this.capture?.id !== delivery.capture) return;
+    const scrolled = this.pane.scrollTop;
+    const before = this.deliveries.node.offsetHeight;
+    if (this.deliveries.add(delivery) && scrolled > 0) {
+      this.pane.scrollTop = scrolled + this.deliveries.node.offsetHeight - before;
+    }
+  }
+
   showReplay(reply, target) {
     const response = reply.response;
     const kind = response.status < 300 ? "good" : response.status < 500 ? "warn" : "bad";
@@ -205,9 +234,7 @@ export class Detail {
       el("header", {}, el("h3", {}, "Replayed to ", el("code", {}, target)),
         el("span", { class: `chip ${kind}` }, `${response.status}`), el("span", { class: "muted" }, `${reply.elapsed_ms} ms`),
         el("button", { type: "button", class: "ghost small", onclick: () => this.extra.replaceChildren() }, "Dismiss")),
-      el("details", {}, el("summary", {}, `Response headers · ${response.headers.length}`), table(response.headers)),
-      el("pre", { class: "raw" }, response.body_text !== null ? response.body_text || "(empty body)" : `(binary, ${size(response.body_size)})`),
-      response.truncated ? el("p", { class: "muted" }, "The answer was longer: only its start was read.") : null));
+      replyParts(response, { foldHeaders: true })));
     this.extra.scrollIntoView({ block: "nearest" });
   }
 

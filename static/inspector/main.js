@@ -67,6 +67,7 @@ class Inspector {
     this.list.mark(id);
     if (location.hash !== `#${id}`) history.replaceState(null, "", `#${id}`);
     if (open || !this.narrow()) this.workspace.classList.add("show-detail");
+    this.detail.expect(id);
     try {
       const capture = await api("GET", `/api/captures/${encodeURIComponent(id)}`);
       if (this.selected === id) this.detail.render(capture);
@@ -97,8 +98,15 @@ class Inspector {
     // EventSource resends Last-Event-ID by itself when it reconnects: no gap, no duplicate.
     const source = new EventSource(`/api/endpoints/${this.token}/stream?after=${this.nextAfter}`);
     this.source = source;
-    source.addEventListener("open", () => this.setConnection(this.paused ? "paused" : "live"));
+    let dropped = false;
+    source.addEventListener("open", () => {
+      this.setConnection(this.paused ? "paused" : "live");
+      // Deliveries carry no event id, so a resumed stream does not repeat those it missed.
+      if (dropped) this.detail.deliveries?.refresh().catch(() => {});
+      dropped = false;
+    });
     source.addEventListener("error", async () => {
+      dropped = true;
       this.setConnection("reconnecting", "reconnecting…");
       try {
         await api("GET", `/api/endpoints/${this.token}`);
@@ -113,6 +121,7 @@ class Inspector {
       if (this.endpoint) this.endpoint.capture_count += 1;  // counted once, held or shown
       this.arrive(JSON.parse(event.data));
     });
+    source.addEventListener("delivery", (event) => this.detail.delivered(JSON.parse(event.data)));
   }
 
   arrive(capture) {
