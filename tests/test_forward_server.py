@@ -394,8 +394,10 @@ async def test_on_postgresql_the_process_that_took_a_capture_forwards_it(receive
             capture_id = (await client.post(f"/h/{token}/sub", content=b"pg")).headers[
                 "x-hookscope-capture"]
             deliveries = await _deliveries_async(client, capture_id, 1)
+            stored = (await client.get(f"/api/endpoints/{token}")).json()["forward"]
     finally:
         await store.close()
         await drop_database(url)
+    assert stored == {"url": receiver.url + "/pg", "timeout": 10, "retries": 3}
     assert _brief(deliveries) == [("server", 1, 200, "delivered")]
     assert [(path, body) for _, path, _, body in receiver.to("/pg")] == [("/pg/sub", b"pg")]
