@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,8 +21,10 @@ from hookscope.ingest.offload import Offload
 from hookscope.live import Hub, delivery_frame
 from hookscope.live.local import LocalHub
 from hookscope.models import now_us
+from hookscope.ops.forward import Forwarder
 from hookscope.ops.replay import TargetPolicy
 from hookscope.routes import build_front, build_middleware, build_routes
+from hookscope.routes.common import keep_delivery
 from hookscope.settings import Settings
 from hookscope.storage import StorageSettings, Store, build_store
 
@@ -60,18 +63,23 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     active.captures_elsewhere = captured_elsewhere
     active.deleted_elsewhere = live.close_endpoint
     active.deliveries_elsewhere = delivered_elsewhere
+    policy = TargetPolicy.for_server(settings.host, settings.replay_allow)
+    # Each process forwards the captures it took (several may serve one PostgreSQL database).
+    forwarder = Forwarder(partial(keep_delivery, active, live), policy)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if owns_store:
             await active.open()
         live.open()
+        forwarder.open()
         sweeper = asyncio.create_task(sweep_expired(active, live, settings.sweep_interval))
         try:
             yield
         finally:
             sweeper.cancel()
             live.close()  # end open streams first, so none holds the exit
+            await forwarder.close()  # before the store: its workers record deliveries there
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             if owns_store:
@@ -87,7 +95,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         active.failures_elsewhere = throttle.failed_elsewhere
     offload = Offload()
     app = Hookscope(front=build_front(active, settings, validation, live, limiter, offload,
-                                      admit),
+                                      admit, forwarder),
                     routes=build_routes(),
                     middleware=build_middleware(settings, throttle, active),
                     exception_handlers=EXCEPTION_HANDLERS,
@@ -99,7 +107,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.state.auth_throttle = throttle
     app.state.limiter = limiter
     app.state.offload = offload
-    app.state.replay_policy = TargetPolicy.for_server(settings.host, settings.replay_allow)
+    app.state.replay_policy = policy
+    app.state.forwarder = forwarder
     return app
 
 

@@ -123,6 +123,8 @@ class Endpoint:
     reject: dict[str, bool] = field(default_factory=lambda: dict(DEFAULT_REJECT))
     max_bytes: int | None = None
     rate_limit: float | None = None
+    # Where the server sends each capture after committing it (hookscope.ops.forward), or None.
+    forward: dict[str, Any] | None = None
     capture_count: int = 0
     stored_bytes: int = 0
     last_seq: int = 0
@@ -134,7 +136,8 @@ class Endpoint:
     def config(self) -> dict[str, Any]:
         """The JSON-stored part: what the capture path reads besides identity and limits."""
         return {"verify": self.verify, "format": self.format, "schema": self.schema,
-                "response": self.response, "reject": self.reject, "rate_limit": self.rate_limit}
+                "response": self.response, "reject": self.reject, "rate_limit": self.rate_limit,
+                "forward": self.forward}
 
     def is_expired(self, at_us: int) -> bool:
         return self.expires_at is not None and at_us >= self.expires_at
@@ -156,6 +159,7 @@ class Endpoint:
             "max_captures": self.max_captures,
             "max_bytes": self.max_bytes,
             "rate_limit": self.rate_limit,
+            "forward": self.forward,
             "expires_at": format_time(self.expires_at),
             "created_at": format_time(self.created_at),
             "capture_count": self.capture_count,

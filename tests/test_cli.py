@@ -77,8 +77,9 @@ def test_new_sends_every_endpoint_option(shared_server, tmp_path):
         "--verify-option", "algorithm=sha512", "--format", "none", "--schema", str(schema),
         "--response-status", "202", "--response-header", "X-Team: payments",
         "--response-body", "thanks", "--delay-ms", "5", "--reject-bad-signature",
-        "--reject-invalid-payload", "--max-captures", "50", "--max-bytes", "4096",
-        "--rate-limit", "0.5", "--expires-at", "2099-01-01T00:00:00Z")
+        "--reject-invalid-payload", "--forward", "http://127.0.0.1:9/in",
+        "--forward-timeout", "2.5", "--forward-retries", "1", "--max-captures", "50",
+        "--max-bytes", "4096", "--rate-limit", "0.5", "--expires-at", "2099-01-01T00:00:00Z")
     assert result.code == 0, result.err
     endpoint = json.loads(result.out)
     assert (endpoint["name"], endpoint["alias"], endpoint["format"]) == (
@@ -90,6 +91,7 @@ def test_new_sends_every_endpoint_option(shared_server, tmp_path):
     assert endpoint["response"] == {"status": 202, "headers": {"X-Team": "payments"},
                                     "body": "thanks", "delay_ms": 5}
     assert endpoint["reject"] == {"bad_signature": True, "invalid_payload": True}
+    assert endpoint["forward"] == {"url": "http://127.0.0.1:9/in", "timeout": 2.5, "retries": 1}
     assert (endpoint["max_captures"], endpoint["max_bytes"], endpoint["rate_limit"]) == (
         50, 4096, 0.5)
     assert endpoint["expires_at"] == "2099-01-01T00:00:00.000000Z"

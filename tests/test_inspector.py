@@ -603,15 +603,21 @@ def test_every_endpoint_field_is_editable_and_saved(web_server, page):
     sheet.get_by_label("Keep captures").fill("500")
     sheet.get_by_label("Keep bytes").fill("100000")
     sheet.get_by_label("Requests per second").fill("3")
-    # A schema the API refuses: its message appears at the field, and nothing is saved.
+    sheet.get_by_label("Timeout per try (seconds)").fill("5")
+    sheet.get_by_label("Retries").fill("1")
+    # Fields the API refuses: their messages appear at the fields, and nothing is saved.
     sheet.get_by_label("Your JSON Schema").fill('{"type": "no-such-type"}')
+    sheet.get_by_label("Forward to").fill("ftp://127.0.0.1/in")
     sheet.get_by_role("button", name="Save settings").click()
     error = sheet.locator(".field-error")
-    expect(error).to_have_count(1)
-    assert "schema" in error.inner_text().lower()
+    expect(error).to_have_count(2)
+    assert "schema" in error.first.inner_text().lower()
+    assert "http://" in error.last.inner_text()
+    assert sheet.get_by_label("Forward to").get_attribute("aria-invalid") == "true"
     unchanged = httpx.get(f"{web_server.url}/api/endpoints/{endpoint['token']}").json()
     assert unchanged["name"] == "before"
     sheet.get_by_label("Your JSON Schema").fill('{"type": "object", "required": ["id"]}')
+    sheet.get_by_label("Forward to").fill("http://127.0.0.1:9/hooks")
     sheet.get_by_role("button", name="Save settings").click()
     expect(page.get_by_text("Settings saved")).to_be_visible()
     saved = httpx.get(f"{web_server.url}/api/endpoints/{endpoint['token']}").json()
@@ -625,13 +631,16 @@ def test_every_endpoint_field_is_editable_and_saved(web_server, page):
                                                             "Content-Type": "text/plain"},
                                  "body": "thanks", "delay_ms": 10}
     assert (saved["max_captures"], saved["max_bytes"], saved["rate_limit"]) == (500, 100000, 3)
-    # Secrets as rows: removing one removes it.
+    assert saved["forward"] == {"url": "http://127.0.0.1:9/hooks", "timeout": 5, "retries": 1}
+    # Secrets as rows: removing one removes it. No forward URL: forwarding off.
     page.get_by_role("button", name="Settings").click()
+    expect(sheet.get_by_label("Forward to")).to_have_value("http://127.0.0.1:9/hooks")
     sheet.locator("#secret-rows li").first.get_by_role("button", name="Remove").click()
+    sheet.get_by_label("Forward to").fill("")
     sheet.get_by_role("button", name="Save settings").click()
     expect(page.get_by_text("Settings saved")).to_be_visible()
     saved = httpx.get(f"{web_server.url}/api/endpoints/{endpoint['token']}").json()
-    assert saved["verify"]["secrets"] == ["ne****"]
+    assert saved["verify"]["secrets"] == ["ne****"] and saved["forward"] is None
     assert page.problems == [] or all("422" in p for p in page.problems)
 
 

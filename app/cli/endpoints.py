@@ -94,6 +94,12 @@ OPTIONS = (
             "fails or is missing", action="store_true"),
     _option("--reject-invalid-payload", "reject.invalid_payload", "answer 422 when the payload "
             "is invalid", action="store_true"),
+    _option("--forward", "forward.url", "the server sends each capture on to this URL (its "
+            "sub-path and query appended) and records each attempt", metavar="URL"),
+    _option("--forward-timeout", "forward.timeout", "seconds for each forwarding attempt "
+            "(default 10, at most 60)", type=float, metavar="SECONDS"),
+    _option("--forward-retries", "forward.retries", "tries after the first when the target "
+            "fails or answers 5xx (0..10, default 3)", type=int, metavar="N"),
     _option("--max-captures", "max_captures", "keep at most N captures, pruning the oldest",
             type=int, metavar="N"),
     _option("--max-bytes", "max_bytes", "keep at most N stored bytes (bodies, paths, queries "

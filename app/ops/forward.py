@@ -12,12 +12,20 @@ A delivery is one attempt: where it went, who sent it, which try, the target's s
 there was none, how long it took, the reply's headers and the first MAX_DELIVERY_BODY bytes of
 its body, and the outcome: `delivered` (the target answered and no retry was asked for),
 `retrying` (another try follows) or `failed` (the last try, without an answer that counts).
+
+The server's own forwarding, of each capture of an endpoint with a `forward`, is the Forwarder at
+the end: queued after the commit, never holding up the sender's answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
+import logging
 import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -25,6 +33,8 @@ import httpx
 from hookscope.errors import ApiError, Problems
 from hookscope.models import Capture, body_fields, format_time, new_capture_id, now_us
 from hookscope.ops.replay import MAX_URL, TargetPolicy, exchange
+
+log = logging.getLogger("hookscope.forward")
 
 # What a delivery keeps of the target's reply body.
 MAX_DELIVERY_BODY = 64 * 1024
@@ -43,6 +53,12 @@ MAX_FORWARD_TIMEOUT = 60.0
 DEFAULT_FORWARD_RETRIES = 3
 MAX_FORWARD_RETRIES = 10
 BACKOFF_MAX_S = 60.0
+# Who the server's own deliveries are by.
+SERVER = "server"
+# What may wait to be forwarded: so many captures per endpoint, so many bytes of bodies in all.
+MAX_FORWARD_WAITING = 1000
+MAX_FORWARD_BYTES = 256 * 1024 * 1024
+RESOLVE_CHECK_S = 5.0
 
 
 def sub_path(capture_path: str) -> str:
@@ -74,17 +90,23 @@ def new_delivery_id() -> str:
     return "d_" + new_capture_id(now_us())[2:]
 
 
+def delivery_record(capture: Capture, url: str, *, by: str, number: int) -> dict[str, Any]:
+    """A delivery of `capture` to `url` (where it was sent, sub-path and query added), as yet
+    without an answer: `failed` until one says otherwise."""
+    return {
+        "id": new_delivery_id(), "capture": capture.id, "seq": capture.seq,
+        "at": format_time(now_us()), "target": url[:MAX_TARGET], "by": by[:MAX_BY],
+        "attempt": number, "status": None, "error": None, "elapsed_ms": None,
+        "outcome": "failed", "response": None}
+
+
 async def attempt(capture: Capture, target: str, *, by: str, number: int, timeout: float,
                   policy: TargetPolicy | None, retry_on_5xx: bool = False,
                   last: bool = True) -> dict[str, Any]:
     """Send `capture` to `target` (a base URL: the sub-path and query are added) once; the
     delivery record of that try. `last`: no other try follows whatever happens."""
     url = forward_url(target, capture.path, capture.query)
-    record: dict[str, Any] = {
-        "id": new_delivery_id(), "capture": capture.id, "seq": capture.seq,
-        "at": format_time(now_us()), "target": url[:MAX_TARGET], "by": by[:MAX_BY],
-        "attempt": number, "status": None, "error": None, "elapsed_ms": None,
-        "outcome": "failed", "response": None}
+    record = delivery_record(capture, url, by=by, number=number)
     try:
         sent = await exchange(capture.method, url, capture.resent_headers(), capture.body or b"",
                               timeout=timeout, policy=policy, body_limit=MAX_DELIVERY_BODY,
@@ -244,3 +266,137 @@ def _url_problem(value: Any) -> str | None:
     if port is not None and not 0 < port < 65536:
         return f"url's port must be from 1 to 65535, got {port}"
     return None
+
+
+async def refused_target(url: str, policy: TargetPolicy) -> str | None:
+    """Why `policy` refuses to forward to `url` whatever happens, or None. Only a refusal counts:
+    a host name that does not resolve now may later, and each attempt is checked again anyway."""
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        # A slow resolver must not hold up saving the endpoint.
+        async with asyncio.timeout(RESOLVE_CHECK_S):
+            await policy.address(parsed.host, port, "forwarding")
+    except ApiError as exc:
+        return exc.message if exc.status == 403 else None
+    except TimeoutError:
+        return None
+    return None
+
+
+# -- the server's forwarding: an endpoint's `forward` ---------------------------------------------
+
+# Stores a delivery on its capture and offers it to the capture's viewers; False when the capture
+# is gone.
+Record = Callable[[Capture, dict[str, Any]], Awaitable[bool]]
+
+
+class Forwarder:
+    """Sends each capture handed to it (`submit`, right after the commit) to its endpoint's
+    `forward` URL, and records every attempt as a delivery by "server".
+
+    - The capture path never waits: `submit` only queues, and the sender is answered at once.
+    - One worker task per endpoint, started when its first capture arrives and gone once its
+      queue is empty, sends them in the order they were committed, each to the end of its tries
+      before the next.
+    - Up to `retries` more tries after a connection error, a timeout or a 5xx, `backoff()` apart.
+      The target policy (replay's) is checked on every try; a refusal is final.
+    - Memory is bounded: past `max_waiting` captures waiting for one endpoint, or `max_bytes` of
+      bodies waiting in all, a capture is not queued and gets a `failed` delivery saying so.
+    - Best effort: what is still waiting at shutdown (`close`) is dropped, never resumed.
+    """
+
+    def __init__(self, record: Record, policy: TargetPolicy, *,
+                 max_waiting: int = MAX_FORWARD_WAITING, max_bytes: int = MAX_FORWARD_BYTES,
+                 pause: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._record = record
+        self._policy = policy
+        self._max_waiting = max_waiting
+        self._max_bytes = max_bytes
+        self._pause = pause
+        self._waiting: dict[int, deque[tuple[Capture, dict[str, Any]]]] = {}
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # workers and refusals being recorded
+        self._bytes = 0
+        self._closed = False
+
+    def open(self) -> None:
+        """Take captures (an app started again after a shutdown forwards again)."""
+        self._closed = False
+
+    def submit(self, capture: Capture, forward: dict[str, Any]) -> None:
+        """Queue a committed capture (with its body) for its endpoint's worker; never waits."""
+        if self._closed:
+            return
+        waiting = self._waiting.get(capture.endpoint_id)
+        size = len(capture.body or b"")
+        full = None
+        if waiting is not None and len(waiting) >= self._max_waiting:
+            full = f"{len(waiting)} captures of this endpoint are waiting to be forwarded"
+        elif self._bytes and self._bytes + size > self._max_bytes:
+            full = f"{self._bytes} bytes of captures are waiting to be forwarded"
+        if full is not None:
+            self._start(self._refuse(capture, forward, f"forwarding queue full: {full}; this "
+                                                       "capture was not sent"))
+            return
+        if waiting is None:
+            waiting = self._waiting[capture.endpoint_id] = deque()
+        # Without the parsed view, which can be larger than the body and is not sent.
+        waiting.append((dataclasses.replace(capture, parsed=None), forward))
+        self._bytes += size
+        if capture.endpoint_id not in self._workers:
+            self._workers[capture.endpoint_id] = self._start(self._work(capture.endpoint_id))
+
+    async def close(self) -> None:
+        """Stop: the attempts under way are cancelled and what waits is dropped."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._waiting.clear()
+        self._workers.clear()
+        self._bytes = 0
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _work(self, endpoint_id: int) -> None:
+        waiting = self._waiting[endpoint_id]
+        try:
+            while waiting:
+                capture, forward = waiting.popleft()
+                try:
+                    await self._forward(capture, forward)
+                except Exception:  # one capture's trouble must not stop the endpoint's forwarding
+                    log.exception("forwarding capture %s failed", capture.id)
+                finally:
+                    self._bytes -= len(capture.body or b"")
+        finally:
+            # Nothing was awaited since the queue was last seen empty, so no capture is left
+            # behind without a worker.
+            if self._workers.get(endpoint_id) is asyncio.current_task():
+                self._workers.pop(endpoint_id)
+                self._waiting.pop(endpoint_id, None)
+
+    async def _forward(self, capture: Capture, forward: dict[str, Any]) -> None:
+        retries = forward["retries"]
+        for number in range(1, retries + 2):
+            delivery = await attempt(capture, forward["url"], by=SERVER, number=number,
+                                     timeout=forward["timeout"], policy=self._policy,
+                                     retry_on_5xx=True, last=number > retries)
+            if not await self._record(capture, delivery) or delivery["outcome"] != "retrying":
+                return  # delivered, given up, or the capture was deleted meanwhile
+            await self._pause(backoff(number))
+
+    async def _refuse(self, capture: Capture, forward: dict[str, Any], reason: str) -> None:
+        delivery = delivery_record(capture, forward_url(forward["url"], capture.path,
+                                                        capture.query), by=SERVER, number=1)
+        delivery["error"] = reason[:MAX_ERROR]
+        try:
+            await self._record(capture, delivery)
+        except Exception:
+            log.exception("could not record that capture %s was not forwarded", capture.id)

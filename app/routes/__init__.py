@@ -19,6 +19,7 @@ from hookscope.formats import Validation
 from hookscope.ingest.limits import FailureThrottle, RateLimiter
 from hookscope.ingest.offload import Offload
 from hookscope.live import Publisher
+from hookscope.ops.forward import Forwarder
 from hookscope.routes import captures, endpoints, pages, service, stream
 from hookscope.routes.access import AccessMiddleware
 from hookscope.routes.capture import Admit, CaptureMiddleware
@@ -35,13 +36,14 @@ def build_middleware(settings: Settings, throttle: FailureThrottle,
 
 
 def build_front(store: Store, settings: Settings, validation: Validation, hub: Publisher,
-                limiter: RateLimiter, offload: Offload,
-                admit: Admit | None) -> Callable[[ASGIApp], ASGIApp]:
+                limiter: RateLimiter, offload: Offload, admit: Admit | None,
+                forwarder: Forwarder) -> Callable[[ASGIApp], ASGIApp]:
     """What takes capture URLs in front of the Starlette app it is given."""
 
     def front(app: ASGIApp) -> ASGIApp:
         return CaptureMiddleware(app, store=store, settings=settings, validation=validation,
-                                 hub=hub, limiter=limiter, offload=offload, admit=admit)
+                                 hub=hub, limiter=limiter, offload=offload, admit=admit,
+                                 forwarder=forwarder)
 
     return front
 

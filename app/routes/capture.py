@@ -8,7 +8,8 @@ path's CPU; docs/performance.md). So it answers an unexpected bug with the JSON 
 itself.
 
 Order matters: the reply is sent only after the store has committed the capture, so a 2xx is a
-promise that the request is on disk.
+promise that the request is on disk. An endpoint's `forward` is handed the capture after the
+commit and never waited for (hookscope.ops.forward.Forwarder).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from hookscope.ingest.offload import BUDGET_EXCEEDED, INLINE_BODY_BYTES, Offload
 from hookscope.ingest.protocol import HEAD_WITHIN
 from hookscope.live import Publisher
 from hookscope.models import Capture, Endpoint, now_us
+from hookscope.ops.forward import Forwarder
 from hookscope.settings import Settings
 from hookscope.storage import Gone, Store
 from hookscope.verify import check_signature
@@ -43,7 +45,7 @@ Admit = Callable[[int, "float | None"], Awaitable[int]]
 class CaptureMiddleware:
     def __init__(self, app: Any, store: Store, settings: Settings, validation: Validation,
                  hub: Publisher, limiter: RateLimiter, offload: Offload,
-                 admit: Admit | None = None) -> None:
+                 admit: Admit | None = None, forwarder: Forwarder | None = None) -> None:
         self.app = app
         self.store = store
         self.settings = settings
@@ -53,6 +55,7 @@ class CaptureMiddleware:
         self.offload = offload
         # On a shared store (PostgreSQL), the counts of every process are kept in the database.
         self.admit = admit or self._admit_here
+        self.forwarder = forwarder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and not scope.get(HEAD_WITHIN)
@@ -135,6 +138,10 @@ class CaptureMiddleware:
         # Published after the commit, never before; skipped when nobody is watching.
         if self.hub.wanted(endpoint.id):
             self.hub.publish(endpoint.id, capture.seq, json.dumps(capture.as_json(full=False)))
+        # Queued, not awaited: the sender's answer never waits for the target. Every stored
+        # capture goes, also one answered with an error (the target judges it for itself).
+        if endpoint.forward is not None and self.forwarder is not None:
+            self.forwarder.submit(capture, endpoint.forward)
         if refusal:
             await _error(scope, receive, send, *refusal, capture_id=capture.id)
             return

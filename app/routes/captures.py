@@ -14,8 +14,7 @@ from hookscope.errors import ApiError
 from hookscope.ingest.capture import signed_request
 from hookscope.ingest.offload import BUDGET_EXCEEDED
 from hookscope.ingest.parse import media_type
-from hookscope.live import delivery_frame
-from hookscope.models import Capture, delivery_summary, format_time, now_us
+from hookscope.models import Capture, format_time, now_us
 from hookscope.ops import diff, export
 from hookscope.ops.forward import check_delivery_fields, new_delivery_id
 from hookscope.ops.replay import check_replay_fields, replay
@@ -24,6 +23,7 @@ from hookscope.routes.common import (
     base_url,
     choice_param,
     hub_of,
+    keep_delivery,
     offload_of,
     read_json,
     store_of,
@@ -60,9 +60,8 @@ async def record_delivery(request: Request) -> Response:
     fields = check_delivery_fields(await read_json(request))
     delivery = {"id": new_delivery_id(), "capture": capture.id, "seq": capture.seq,
                 "at": format_time(now_us()), **fields}
-    if not await store_of(request).add_delivery(capture, delivery):
+    if not await keep_delivery(store_of(request), hub_of(request), capture, delivery):
         raise ApiError(404, f"capture {capture.id!r} was deleted meanwhile")
-    hub_of(request).publish_event(capture.endpoint_id, delivery_frame(delivery_summary(delivery)))
     return JSONResponse(delivery, status_code=201)
 
 

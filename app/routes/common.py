@@ -12,8 +12,8 @@ from starlette.types import Receive
 from hookscope.errors import ApiError
 from hookscope.ingest.offload import Offload
 from hookscope.ingest.parse import loads_strict
-from hookscope.live import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub
-from hookscope.models import Endpoint
+from hookscope.live import MAX_SUBSCRIBERS_PER_ENDPOINT, Hub, Publisher, delivery_frame
+from hookscope.models import Capture, Endpoint, delivery_summary
 from hookscope.settings import Settings
 from hookscope.storage import Conflict, Store
 
@@ -120,3 +120,13 @@ async def disconnected(receive: Receive) -> None:
 def offload_of(request: Request) -> Offload:
     offload: Offload = request.app.state.offload
     return offload
+
+
+async def keep_delivery(store: Store, hub: Publisher, capture: Capture,
+                        delivery: dict[str, Any]) -> bool:
+    """Store a forwarding attempt on its capture and offer it to the capture's viewers; False
+    when the capture is gone."""
+    if not await store.add_delivery(capture, delivery):
+        return False
+    hub.publish_event(capture.endpoint_id, delivery_frame(delivery_summary(delivery)))
+    return True

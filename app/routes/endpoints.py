@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from hookscope.errors import ApiError
 from hookscope.models import Capture, Endpoint, now_us
+from hookscope.ops.forward import refused_target
 from hookscope.responses import JSONResponse
 from hookscope.routes.common import (
     base_url,
@@ -40,6 +42,7 @@ async def create_endpoint(request: Request) -> Response:
     fields = check_endpoint_fields(await read_json(request),
                                    default_max_captures=settings.default_max_captures,
                                    default_max_bytes=settings.default_max_bytes)
+    await _check_forward_target(request, fields)
     fields["created_at"] = now_us()
     if settings.default_ttl and "expires_at" not in fields:
         fields["expires_at"] = fields["created_at"] + settings.default_ttl * 1_000_000
@@ -65,6 +68,7 @@ async def get_endpoint(request: Request) -> Response:
 async def update_endpoint(request: Request) -> Response:
     endpoint = await endpoint_or_404(request)
     fields = check_endpoint_fields(await read_json(request), current=endpoint)
+    await _check_forward_target(request, fields)
     try:
         updated = await store_of(request).update_endpoint(endpoint, fields)
     except Conflict as exc:
@@ -72,6 +76,17 @@ async def update_endpoint(request: Request) -> Response:
     except Gone:
         raise ApiError(404, "the endpoint was deleted meanwhile") from None
     return JSONResponse(updated.as_json(base_url(request)))
+
+
+async def _check_forward_target(request: Request, fields: dict[str, Any]) -> None:
+    """A 422 for a `forward` URL the target policy refuses outright: nothing could ever be
+    delivered there. Each attempt is checked again when it is made."""
+    forward = fields.get("forward")
+    if forward is None:
+        return
+    reason = await refused_target(forward["url"], request.app.state.replay_policy)
+    if reason is not None:
+        raise ApiError(422, reason, details=[{"field": "forward.url", "message": reason}])
 
 
 async def delete_endpoint(request: Request) -> Response:

@@ -31,6 +31,7 @@ from hookscope.models import (
     header_value_ok,
     mask_secret,
 )
+from hookscope.ops.forward import check_forward
 from hookscope.verify import COMMON_FIELDS, SCHEME_IDS, option_problems
 
 MAX_MAX_CAPTURES = 1_000_000
@@ -266,6 +267,12 @@ def _reject(value: Any, current: Endpoint | None, problems: Problems) -> dict[st
     return {**base, **value}
 
 
+def _forward(value: Any, current: Endpoint | None, problems: Problems) -> dict[str, Any] | None:
+    if isinstance(value, dict) and current is not None and current.forward is not None:
+        value = {**current.forward, **value}  # a patch keeps what it omits
+    return check_forward(value, problems)
+
+
 def _max_captures(value: Any, current: Endpoint | None, problems: Problems) -> int:
     if not _whole(value) or not 1 <= value <= MAX_MAX_CAPTURES:
         raise _fail(problems, "max_captures",
@@ -321,6 +328,7 @@ _CHECKERS: dict[str, Callable[[Any, Endpoint | None, Problems], Any]] = {
     "schema": _schema,
     "response": _response,
     "reject": _reject,
+    "forward": _forward,
     "max_captures": _max_captures,
     "max_bytes": _max_bytes,
     "rate_limit": _rate_limit,

@@ -106,6 +106,9 @@ export class Settings {
     f.max_captures.value = endpoint.max_captures;
     f.max_bytes.value = endpoint.max_bytes ?? "";
     f.rate_limit.value = endpoint.rate_limit ?? "";
+    f.forward_url.value = endpoint.forward?.url ?? "";
+    f.forward_timeout.value = endpoint.forward?.timeout ?? 10;
+    f.forward_retries.value = endpoint.forward?.retries ?? 3;
   }
 
   clearErrors() {
@@ -170,8 +173,21 @@ export class Settings {
       max_captures: Number(f.max_captures.value || 10000),
       max_bytes: optionalNumber(f.max_bytes.value),
       rate_limit: optionalNumber(f.rate_limit.value),
+      forward: this.forward(),
     };
     return { body, problems };
+  }
+
+  // No URL: forwarding off. An empty number is left out: the API keeps the current value, or
+  // takes its default.
+  forward() {
+    const f = this.form.elements;
+    const url = f.forward_url.value.trim();
+    if (!url) return null;
+    const forward = { url };
+    if (f.forward_timeout.value !== "") forward.timeout = Number(f.forward_timeout.value);
+    if (f.forward_retries.value !== "") forward.retries = Number(f.forward_retries.value);
+    return forward;
   }
 
   async save() {
