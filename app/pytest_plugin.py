@@ -24,8 +24,6 @@ test run in an environment where Hookscope is installed.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import inspect
 import io
 import json
@@ -421,6 +419,9 @@ async def _send_asgi(app: Any, request: httpx.Request, timeout: float) -> httpx.
 def _run(coroutine: Any) -> httpx.Response:
     """Run a coroutine to its end from synchronous code: on a new event loop, in this thread,
     or in another one when this thread's loop is running (a test that is async itself)."""
+    import asyncio  # here: pytest loads this module in every run, and few deliver to ASGI
+    import concurrent.futures
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -58,13 +58,15 @@ def test_fixture_files_hold_the_captures_byte_for_byte(server, tmp_path):
          "/orders?a=1&a=2"),
         (binary, [("Content-Type", "application/octet-stream"), ("X-Dup", "3"),
                   ("X-Dup", "4")], ""),
+        # Parsed, a lone surrogate: not UTF-8, so the file must escape it to stay readable.
+        (b'{"a": "\\ud800", "b": "\xe2\x9c\x93"}', [("Content-Type", "application/json")], ""),
     ]
     for body, headers, sub in sent:
         _send(endpoint, body, headers, sub)
     result = _snapshot(server, endpoint, tmp_path / "hooks", "--group-by", "none")
     assert result.code == 0, result.err
     files = sorted((tmp_path / "hooks").iterdir())
-    assert [f.name for f in files] == ["all-1.json", "all-2.json"]
+    assert [f.name for f in files] == ["all-1.json", "all-2.json", "all-3.json"]
     for file, (body, headers, sub) in zip(files, sent, strict=True):
         fixture = json.loads(file.read_bytes())
         export = httpx.get(f"{server.url}/api/captures/{fixture['id']}/export?as=json").json()

@@ -54,7 +54,9 @@ def recent(client: Client, key: str, limit: int) -> list[dict[str, Any]]:
 
 
 def render(export: dict[str, Any]) -> bytes:
-    return (json.dumps(export, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    # A lone surrogate (a JSON body may escape one: "\\ud800") goes back to that escape.
+    return (json.dumps(export, indent=2, ensure_ascii=False) + "\n").encode("utf-8",
+                                                                     "backslashreplace")
 
 
 @remote
