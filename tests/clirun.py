@@ -11,6 +11,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from unittest import mock
 
 from hookscope.cli import main
@@ -54,6 +55,18 @@ def hookscope_process(*args: str, server_url: str | None, timeout: float = 60
     """`python -m hookscope ARGS` as a real process, told the server by HOOKSCOPE_URL."""
     return subprocess.run([sys.executable, "-m", "hookscope", *args], capture_output=True,
                           text=True, timeout=timeout, env=cli_env(server_url))
+
+
+def run_pytest(directory: Path, *args: str, env: dict[str, str] | None = None,
+               ) -> subprocess.CompletedProcess[str]:
+    """pytest in a subprocess, on the test files in `directory`, as a user's project runs it:
+    the plugin comes from the installed entry point, HOOKSCOPE_* only as `env` gives them."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HOOKSCOPE_")}
+    clean.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         *args],
+        cwd=directory, env=clean, capture_output=True, text=True, timeout=120)
 
 
 @dataclass

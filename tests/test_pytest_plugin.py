@@ -3,29 +3,17 @@ in a subprocess, with the fixture coming from the installed entry point (no conf
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.clirun import run_pytest
 from tests.serverproc import ServerProcess
 
 TESTING_DOC = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
-
-
-def _run_pytest(directory: Path, *args: str, env: dict[str, str] | None = None,
-                ) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("HOOKSCOPE_")}
-    clean.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         *args],
-        cwd=directory, env=clean, capture_output=True, text=True, timeout=120)
 
 
 def _docs_example() -> dict[str, str]:
@@ -46,7 +34,7 @@ def test_the_docs_example_passes_as_written(tmp_path):
     assert set(files) == {"sender.py", "test_sender.py"}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    result = _run_pytest(tmp_path)
+    result = run_pytest(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
 
@@ -103,7 +91,7 @@ def test_wait_filters_order_and_timeout_message(tmp_path):
         def test_an_unmet_wait_fails_the_test(hookscope):
             hookscope.endpoint().wait(timeout=0.2)
     '''))
-    result = _run_pytest(tmp_path, "-rf")
+    result = run_pytest(tmp_path, "-rf")
     assert "1 failed, 4 passed" in result.stdout, result.stdout + result.stderr
     assert "FAILED test_waits.py::test_an_unmet_wait_fails_the_test" in result.stdout
     assert "WaitTimeout: no capture arrived at http://127.0.0.1:" in result.stdout
@@ -123,7 +111,7 @@ def test_hookscope_url_and_token_use_that_server_instead(tmp_path):
                            env={"HOOKSCOPE_TOKEN": "plugin-token"})
     server.start()
     try:
-        result = _run_pytest(tmp_path, env={"HOOKSCOPE_URL": server.url,
+        result = run_pytest(tmp_path, env={"HOOKSCOPE_URL": server.url,
                                             "HOOKSCOPE_TOKEN": "plugin-token"})
         assert result.returncode == 0, result.stdout + result.stderr
         listing = httpx.get(server.url + "/api/endpoints/from-the-plugin/captures",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hookscope import __version__
-from hookscope.cli import captures, copydata, endpoints, formats, replay
+from hookscope.cli import captures, copydata, endpoints, formats, replay, snapshot
 from hookscope.cli.client import DEFAULT_SERVER
 from hookscope.settings import SETTINGS, Settings, SettingsError
 
@@ -165,6 +165,28 @@ def _client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     export.add_argument("--as", dest="as_", required=True, choices=("curl", "har", "json"),
                         help="what to write")
     export.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+    snap = command("snapshot", snapshot.snapshot, "write an endpoint's captures as fixture files",
+                   "Write fixture files for a receiver's tests: the endpoint's captures, put in "
+                   "groups by event type (--group-by), one per distinct shape of body in each "
+                   "group (its key paths and value types; a body without structure, one per "
+                   "media type), each as `export --as json` writes it, named "
+                   "<group>-<seq>.json. Taken again, a snapshot of the same captures writes the "
+                   "same files. Captures cut at the size limit are left out. Exit 1 when there "
+                   "is nothing to write.")
+    snap.add_argument("key", metavar="KEY", help=KEY_HELP)
+    snap.add_argument("--out", required=True, metavar="DIR",
+                      help="the folder to write into (made when missing)")
+    snap.add_argument("--group-by", type=snapshot.group_by, default="auto", metavar="G",
+                      help="auto (default: a known event-type header or body field every "
+                           "capture has, else none), none, path, header:<Name> or "
+                           "pointer:</json/pointer>")
+    snap.add_argument("--per-group", type=snapshot.count, metavar="N",
+                      help="up to N fixtures per group: one of each shape first, then more "
+                           "captures in the order they arrived")
+    snap.add_argument("--limit", type=snapshot.count, default=snapshot.DEFAULT_LIMIT,
+                      metavar="N", help=f"read the newest N captures (default "
+                                        f"{snapshot.DEFAULT_LIMIT})")
 
     command("formats", formats.formats, "list the payload formats",
             "List the payload formats the server validates: id, vendor and title.")

@@ -71,8 +71,12 @@ def sub_path(capture_path: str) -> str:
 def forward_url(target: str, capture_path: str, query: str) -> str:
     """Where a capture goes: `target` with the capture's sub-path appended to its path and the
     capture's query after its own."""
+    return join_url(target, sub_path(capture_path), query)
+
+
+def join_url(target: str, tail: str, query: str) -> str:
+    """`target` with `tail` (a path, or '') appended to its path and `query` after its own."""
     url = httpx.URL(target)
-    tail = sub_path(capture_path)
     path = url.raw_path.split(b"?", 1)[0].decode("latin-1")
     if tail:
         path = path.rstrip("/") + tail

@@ -10,7 +10,15 @@ from typing import Any
 
 from hookscope.models import header_name_ok
 from hookscope.verify.avo import AVO
-from hookscope.verify.base import Context, Scheme, SignedRequest, Verdict, failed
+from hookscope.verify.base import (
+    CannotSign,
+    Context,
+    Scheme,
+    Signature,
+    SignedRequest,
+    Verdict,
+    failed,
+)
 from hookscope.verify.generic_hmac import HMAC
 from hookscope.verify.github import GITHUB
 from hookscope.verify.shopify import SHOPIFY
@@ -112,6 +120,28 @@ def check_signature(config: Mapping[str, Any] | None, request: SignedRequest,
     return _json(scheme.id, verdict, picked)
 
 
+def sign(scheme_id: str, secret: str, request: SignedRequest, now: float,
+         options: Mapping[str, Any] | None = None) -> Signature:
+    """`request` signed with `secret` at `now` as `scheme_id` signs (options as in a verify
+    config), with the code that checks it. `auto` signs with the scheme whose signature the
+    request carries. CannotSign says why not."""
+    options = dict(options or {})
+    scheme = _auto_scheme(request) if scheme_id == "auto" else SCHEMES.get(scheme_id)
+    if scheme is None:
+        raise CannotSign(
+            "auto: the request carries no signature of a known scheme, so name one"
+            if scheme_id == "auto" else
+            f"unknown scheme {scheme_id!r}; known: {', '.join(SCHEMES)}")
+    if scheme.sign is None:
+        raise CannotSign(f"scheme {scheme.id} cannot sign a request")
+    if not isinstance(secret, str) or not secret:
+        raise CannotSign("the secret to sign with must be a non-empty string")
+    problems = option_problems(scheme.id, options)
+    if problems:
+        raise CannotSign("; ".join(message for _, message in problems))
+    return scheme.sign(request, secret, int(now), options)
+
+
 def _auto_scheme(request: SignedRequest) -> Scheme | None:
     """The first scheme in _AUTO whose signature the request carries, or None."""
     first = len(_AUTO)
@@ -136,5 +166,5 @@ def _json(scheme_id: str, verdict: Verdict, picked: bool) -> dict[str, Any]:
     return data
 
 
-__all__ = ["COMMON_FIELDS", "SCHEMES", "SCHEME_IDS", "SignedRequest", "check_signature",
-           "option_problems", "scheme_list"]
+__all__ = ["COMMON_FIELDS", "SCHEMES", "SCHEME_IDS", "CannotSign", "Signature", "SignedRequest",
+           "check_signature", "option_problems", "scheme_list", "sign"]

@@ -10,13 +10,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from hookscope.verify.base import (
     Context,
     Scheme,
+    Signature,
     SignedRequest,
     Verdict,
+    digest,
     failed,
     match_hmac,
     missing,
@@ -28,6 +31,10 @@ from hookscope.verify.base import (
 
 def _b64url(part: str) -> bytes:
     return base64.b64decode(part + "=" * (-len(part) % 4), altchars=b"-_", validate=True)
+
+
+def _b64url_text(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def _json_part(part: str) -> Any:
@@ -75,6 +82,25 @@ def check(request: SignedRequest, ctx: Context) -> Verdict:
     return verified(index)
 
 
+def sign(request: SignedRequest, secret: str, now: int, options: Mapping[str, Any]) -> Signature:
+    """A new HS256 JWT issued at `now`, with the claims of the captured one (when it has any
+    that can be read) besides iat."""
+    claims: dict[str, Any] = {}
+    token = bearer_jwt(request)
+    if token is not None:
+        try:
+            claims = _json_part(token.split(".")[1])
+        except (ValueError, binascii.Error, RecursionError):
+            claims = {}
+    iat, exp = claims.get("iat"), claims.get("exp")
+    if isinstance(iat, int | float) and isinstance(exp, int | float):
+        claims["exp"] = now + (exp - iat)  # as long a life as the captured token had
+    head = _b64url_text(b'{"alg":"HS256","typ":"JWT"}')
+    payload = _b64url_text(json.dumps({**claims, "iat": now}, separators=(",", ":")).encode())
+    mac = digest("sha256", secret.encode("utf-8"), f"{head}.{payload}".encode("ascii"))
+    return Signature((("Authorization", f"Bearer {head}.{payload}.{_b64url_text(mac)}"),))
+
+
 AVO = Scheme(
     id="avo",
     title="Avo",
@@ -82,6 +108,7 @@ AVO = Scheme(
                 "tolerance; the JWT does not cover the body",
     headers=("authorization",),
     check=check,
+    sign=sign,
     timed=True,
     detect=lambda r: bearer_jwt(r) is not None,
 )

@@ -94,6 +94,23 @@ class Context(NamedTuple):
 Check = Callable[[SignedRequest, Context], Verdict]
 
 
+class Signature(NamedTuple):
+    """A request signed afresh (for a test secret, by `hookscope.verify.sign`): the headers to
+    set, each in place of every captured header of that name, and, for the scheme that signs in
+    the URL, the new query."""
+
+    headers: tuple[tuple[str, str], ...]
+    query: str | None = None
+
+
+class CannotSign(ValueError):
+    """The request cannot be signed as asked; the message says why."""
+
+
+# (request, secret, now in unix seconds, the scheme's options) -> the new signature
+Sign = Callable[[SignedRequest, str, int, Mapping[str, Any]], Signature]
+
+
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -117,6 +134,9 @@ class Scheme:
     detect: Callable[[SignedRequest], bool] | None = None
     # Extra checks of the options beyond their choices: (field, message) problems.
     check_options: Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None = None
+    # Signs a request as the sender would, for replaying a capture to a receiver that holds a
+    # test secret; None for a scheme that cannot.
+    sign: Sign | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "description": self.description,
@@ -142,6 +162,11 @@ def _keyed(algorithm: str, key: bytes) -> hmac.HMAC:
     was replaced stays here until 256 newer ones push it out: the process that verifies holds
     secrets in memory anyway.)"""
     return hmac.new(key, digestmod=algorithm)
+
+
+def encode(raw: bytes, encoding: str) -> str:
+    """A digest as a signature header writes it: the inverse of decode_signature."""
+    return raw.hex() if encoding == "hex" else base64.b64encode(raw).decode("ascii")
 
 
 def decode_signature(text: str, encoding: str) -> bytes | None:

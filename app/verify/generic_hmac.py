@@ -6,18 +6,22 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
 from hookscope.verify.base import (
     ALGORITHMS,
+    CannotSign,
     Context,
     Option,
     Scheme,
+    Signature,
     SignedRequest,
     Verdict,
     after_match,
     digest,
+    encode,
     failed,
     match,
     no_match,
@@ -113,6 +117,25 @@ def check(request: SignedRequest, ctx: Context) -> Verdict:
     return no_match(ctx.secrets) if index is None else verified(index)
 
 
+def sign(request: SignedRequest, secret: str, now: int, options: Mapping[str, Any]) -> Signature:
+    """The signature header, the timestamp header set to `now` and the id header (the captured
+    id kept, or a new one), as the options say."""
+    options = {**DEFAULTS, **options}
+    key = _key(secret, options["secret_encoding"])
+    if key is None:
+        raise CannotSign("secret_encoding is base64, and the secret is not base64")
+    headers, values = [], {}
+    if options["timestamp_header"]:
+        values["timestamp"] = str(now)
+        headers.append((options["timestamp_header"], values["timestamp"]))
+    if options["id_header"]:
+        values["id"] = request.header(options["id_header"]) or f"msg_{secrets.token_hex(12)}"
+        headers.append((options["id_header"], values["id"]))
+    mac = digest(options["algorithm"], key, _signed_content(options["template"], request, values))
+    headers.insert(0, (options["header"], options["prefix"] + encode(mac, options["encoding"])))
+    return Signature(tuple(headers))
+
+
 HMAC = Scheme(
     id="hmac",
     title="Generic HMAC",
@@ -120,6 +143,7 @@ HMAC = Scheme(
                 "template are options",
     headers=(),
     check=check,
+    sign=sign,
     options=OPTIONS,
     check_options=check_options,
 )

@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import secrets
+from collections.abc import Mapping
+from typing import Any
 
 from hookscope.verify.base import (
+    CannotSign,
     Check,
     Context,
     Scheme,
+    Sign,
+    Signature,
     SignedRequest,
     Verdict,
     after_match,
     decode_signature,
     digest,
+    encode,
     failed,
     match,
     missing,
@@ -34,9 +41,16 @@ def _key(secret: str) -> bytes | None:
         return None
 
 
+def _signed(msg_id: str, stamp: str, body: bytes) -> bytes:
+    return f"{msg_id}.{stamp}.".encode("latin-1") + body
+
+
+def _names(prefix: str) -> tuple[str, str, str]:
+    return f"{prefix}-id", f"{prefix}-timestamp", f"{prefix}-signature"
+
+
 def _checker(prefix: str) -> Check:
-    id_header, ts_header, sig_header = (f"{prefix}-id", f"{prefix}-timestamp",
-                                        f"{prefix}-signature")
+    id_header, ts_header, sig_header = _names(prefix)
 
     def check(request: SignedRequest, ctx: Context) -> Verdict:
         header = request.header(sig_header)
@@ -58,7 +72,7 @@ def _checker(prefix: str) -> Check:
                           "supported)")
         if not any(_key(s) for s in ctx.secrets):
             return failed("no secret is valid base64 (expected whsec_ followed by base64)")
-        signed = f"{msg_id}.{stamp}.".encode("latin-1") + request.body
+        signed = _signed(msg_id, stamp, request.body)
 
         def expected(secret: str) -> bytes | None:
             key = _key(secret)
@@ -69,6 +83,25 @@ def _checker(prefix: str) -> Check:
     return check
 
 
+def _signer(prefix: str, title: str) -> Sign:
+    id_header, ts_header, sig_header = _names(prefix)
+
+    def sign(request: SignedRequest, secret: str, now: int,
+             options: Mapping[str, Any]) -> Signature:
+        """The captured message id is kept (receivers deduplicate on it); a capture without
+        one gets a new id."""
+        key = _key(secret)
+        if key is None:
+            raise CannotSign(f"{title} secrets are whsec_ followed by base64, and this one is "
+                             "not")
+        msg_id = request.header(id_header) or f"msg_{secrets.token_hex(12)}"
+        mac = digest("sha256", key, _signed(msg_id, str(now), request.body))
+        return Signature(((id_header, msg_id), (ts_header, str(now)),
+                          (sig_header, f"v1,{encode(mac, 'base64')}")))
+
+    return sign
+
+
 STANDARD_WEBHOOKS = Scheme(
     id="standard-webhooks",
     title="Standard Webhooks",
@@ -76,6 +109,7 @@ STANDARD_WEBHOOKS = Scheme(
                 "base64, v1 list; secret whsec_<base64>",
     headers=("webhook-id", "webhook-timestamp", "webhook-signature"),
     check=_checker("webhook"),
+    sign=_signer("webhook", "Standard Webhooks"),
     timed=True,
     detect_headers=("webhook-signature",),
 )
@@ -86,6 +120,7 @@ SVIX = Scheme(
     description="svix-id/-timestamp/-signature, signed exactly like Standard Webhooks",
     headers=("svix-id", "svix-timestamp", "svix-signature"),
     check=_checker("svix"),
+    sign=_signer("svix", "Svix"),
     timed=True,
     detect_headers=("svix-signature",),
 )

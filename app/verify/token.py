@@ -3,10 +3,14 @@ Bearer token, Flows' "Secret" when sent as a header). Compared in constant time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from hookscope.verify.base import (
     Context,
     Option,
     Scheme,
+    Signature,
     SignedRequest,
     Verdict,
     match,
@@ -37,6 +41,13 @@ def check(request: SignedRequest, ctx: Context) -> Verdict:
     return no_match(ctx.secrets) if index is None else verified(index)
 
 
+def sign(request: SignedRequest, secret: str, now: int, options: Mapping[str, Any]) -> Signature:
+    """The token itself in its header; in Authorization without a prefix, as a Bearer token."""
+    header = options.get("header") or "authorization"
+    prefix = options.get("prefix") or ("Bearer " if header.lower() == "authorization" else "")
+    return Signature(((header, prefix + secret),))
+
+
 TOKEN = Scheme(
     id="token",
     title="Shared token",
@@ -44,5 +55,6 @@ TOKEN = Scheme(
                 "compared in constant time",
     headers=(),
     check=check,
+    sign=sign,
     options=OPTIONS,
 )

@@ -7,17 +7,22 @@ single field).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from hookscope.ingest.parse import media_type
 from hookscope.verify.base import (
     Context,
     Scheme,
+    Signature,
     SignedRequest,
     Verdict,
+    digest,
     match_hmac,
     no_match,
     signature_from,
+    utf8,
     verified,
 )
 
@@ -46,6 +51,12 @@ def check(request: SignedRequest, ctx: Context) -> Verdict:
     return no_match(ctx.secrets)
 
 
+def sign(request: SignedRequest, secret: str, now: int, options: Mapping[str, Any]) -> Signature:
+    """Of the raw body, the one content whose signing is documented."""
+    mac = digest("sha1", utf8(secret), request.body).hex()
+    return Signature((("X-Virtuoso-Signature", f"sha1={mac}"),))
+
+
 VIRTUOSO = Scheme(
     id="virtuoso",
     title="Virtuoso",
@@ -53,5 +64,6 @@ VIRTUOSO = Scheme(
                 "try the payload field",
     headers=("x-virtuoso-signature",),
     check=check,
+    sign=sign,
     detect_headers=("x-virtuoso-signature",),
 )
