@@ -262,6 +262,7 @@ async def test_q_finds_text_in_path_query_headers_and_body(store, where, text):
     found = _capture(endpoint, text.encode() if where == "body" else b"other", **fields)
     await store.add_capture(found)
     assert await _seqs(store, endpoint, q=text) == [2]
+    assert await _seqs(store, endpoint, q=text.replace("needle", "NeEdLe")) == [2]  # ASCII case
     assert await _seqs(store, endpoint, q="%") == ([2] if "%" in text else [])
 
 

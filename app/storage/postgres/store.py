@@ -472,9 +472,12 @@ class PostgresStore(EndpointCopies):
         if query.q:
             pattern = param("%" + query.q.replace("\\", "\\\\").replace("%", "\\%")
                             .replace("_", "\\_") + "%")
-            needle = param(query.q.encode())
+            # The body byte for byte, ASCII letters in either case, as SQLite's LIKE finds it:
+            # lowered through the escape format, whose text is ASCII (C: ASCII letters only).
+            needle = param(query.q.encode().lower())
             where.append(f"(c.path ILIKE {pattern} OR c.query ILIKE {pattern} OR c.headers "
-                         f"ILIKE {pattern} OR position({needle}::bytea in c.body) > 0)")
+                         f"ILIKE {pattern} OR position({needle}::bytea in decode(lower("
+                         "encode(c.body, 'escape') COLLATE \"C\"), 'escape')) > 0)")
         if query.before is not None:
             where.append(f"c.seq < {param(query.before)}")
         order = "DESC"
