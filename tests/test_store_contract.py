@@ -326,3 +326,15 @@ async def test_a_capture_is_found_by_its_sequence_number(store):
     found = await store.capture_at(endpoint.id, 1)
     assert found is not None and (found.id, found.seq, found.body) == (first.id, 1, None)
     assert await store.capture_at(endpoint.id, 3) is None
+
+
+async def test_a_key_or_a_filter_holding_a_nul_finds_nothing(store):
+    endpoint = await _endpoint(store)
+    await store.add_capture(_capture(endpoint, b"a\x00b"))
+    assert await store.get_endpoint("\x00") is None
+    assert await store.capture_target("to\x00ken") is None
+    assert await store.get_capture("c_\x00") is None
+    assert await store.delete_capture("c_\x00") is False
+    assert await _seqs(store, endpoint, method="PO\x00ST") == []
+    assert await _seqs(store, endpoint, format="\x00") == []
+    assert await _seqs(store, endpoint, q="a\x00b") == [1]  # a body may hold one
