@@ -206,6 +206,7 @@ def _deep(leaf: dict, depth: int) -> dict:
 BAD_FIELDS = [
     ({"name": 5}, "name"),
     ({"name": "x" * 201}, "name"),
+    ({"name": "a\x00b"}, "name"),
     ({"alias": "A-Upper"}, "alias"),
     ({"alias": "ab"}, "alias"),
     ({"alias": "-starts-with-dash"}, "alias"),
