@@ -18,6 +18,8 @@ import pytest
 from tests.pg import drop_database, fresh_database
 from tests.serverproc import ServerProcess
 
+pytestmark = pytest.mark.postgresql
+
 
 @pytest.fixture
 def database() -> Iterator[str]:

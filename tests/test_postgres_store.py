@@ -13,7 +13,7 @@ from hookscope.models import Capture, Endpoint, new_capture_id, now_us
 from hookscope.storage.postgres.store import PostgresStore
 from tests.pg import drop_database, fresh_database
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.postgresql]
 
 
 @pytest.fixture
