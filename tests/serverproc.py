@@ -61,7 +61,7 @@ def split_reply(reply: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 class ServerProcess:
-    def __init__(self, db: Path, log: Path, *, env: dict[str, str] | None = None,
+    def __init__(self, db: Path | str, log: Path, *, env: dict[str, str] | None = None,
                  args: tuple[str, ...] = (), command: tuple[str, ...] = (),
                  cwd: Path | None = None) -> None:
         self.db = db

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +13,7 @@ from hookscope.cli import startup_warning
 from hookscope.main import create_app
 from hookscope.routes.access import COOKIE, session_value, valid_session
 from hookscope.settings import Settings
-from hookscope.storage.sqlite.store import SQLiteStore
+from hookscope.storage import StorageSettings, build_store
 from tests.conftest import BASE
 from tests.serverproc import ServerProcess
 
@@ -23,10 +22,9 @@ TOKEN = "correct-horse-battery-staple"
 
 
 @asynccontextmanager
-async def _client(tmp_path: Path, **overrides):
-    settings = Settings(**{"db": str(tmp_path / "access.db"), "allowed_hosts": "hookscope.test",
-                           **overrides})
-    store = SQLiteStore(settings.db)
+async def _client(database: str, **overrides):
+    settings = Settings(**{"db": database, "allowed_hosts": "hookscope.test", **overrides})
+    store = build_store(StorageSettings.of(settings))
     await store.open()
     try:
         app = create_app(settings, store=store)
@@ -76,8 +74,8 @@ async def test_the_browser_saying_same_origin_is_believed_even_with_a_null_origi
     assert (await client.post("/api/endpoints", json={}, headers=headers)).status_code == 201
 
 
-async def test_the_public_url_counts_as_this_server(tmp_path):
-    async with _client(tmp_path, public_url="https://hooks.example.com") as client:
+async def test_the_public_url_counts_as_this_server(database):
+    async with _client(database, public_url="https://hooks.example.com") as client:
         response = await client.post("/api/endpoints", json={},
                                      headers={"Origin": "https://hooks.example.com"})
         assert response.status_code == 201
@@ -85,8 +83,8 @@ async def test_the_public_url_counts_as_this_server(tmp_path):
 
 # -- HOOKSCOPE_TOKEN ----------------------------------------------------------------------------
 
-async def test_without_the_token_the_api_is_401_and_pages_go_to_login(tmp_path):
-    async with _client(tmp_path, token=TOKEN) as client:
+async def test_without_the_token_the_api_is_401_and_pages_go_to_login(database):
+    async with _client(database, token=TOKEN) as client:
         for method, path in (("GET", "/api/endpoints"), ("POST", "/api/endpoints"),
                              ("GET", "/api/formats"), ("GET", "/api/endpoints/x/stream")):
             response = await client.request(method, path)
@@ -106,8 +104,8 @@ async def test_without_the_token_the_api_is_401_and_pages_go_to_login(tmp_path):
         assert login.status_code == 200 and 'value="/e/k"' in login.text
 
 
-async def test_bearer_token_opens_the_api_and_capture_urls_stay_open(tmp_path):
-    async with _client(tmp_path, token=TOKEN) as client:
+async def test_bearer_token_opens_the_api_and_capture_urls_stay_open(database):
+    async with _client(database, token=TOKEN) as client:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         token = (await client.post("/api/endpoints", json={}, headers=auth)).json()["token"]
         assert (await client.post(f"/h/{token}", content=b"no token needed")).status_code == 200
@@ -116,8 +114,8 @@ async def test_bearer_token_opens_the_api_and_capture_urls_stay_open(tmp_path):
         assert (await client.get("/", headers=auth)).status_code == 200
 
 
-async def test_login_sets_a_cookie_that_is_not_the_token_and_logout_ends_it(tmp_path):
-    async with _client(tmp_path, token=TOKEN) as client:
+async def test_login_sets_a_cookie_that_is_not_the_token_and_logout_ends_it(database):
+    async with _client(database, token=TOKEN) as client:
         refused = await client.post("/login", content=b"token=guess&next=%2F",
                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert refused.status_code == 401 and "That is not the token." in refused.text
@@ -142,9 +140,8 @@ async def test_login_sets_a_cookie_that_is_not_the_token_and_logout_ends_it(tmp_
         assert (await client.get("/api/endpoints")).status_code == 401
 
 
-async def test_logout_revokes_the_session_so_a_copy_of_its_cookie_signs_in_no_more(tmp_path):
-    # Across processes on one PostgreSQL database: test_postgres_shared.py.
-    async with _client(tmp_path, token=TOKEN) as client:
+async def test_logout_revokes_the_session_so_a_copy_of_its_cookie_signs_in_no_more(database):
+    async with _client(database, token=TOKEN) as client:
         response = await client.post(
             "/login", content=f"token={TOKEN}&next=%2F".encode(),
             headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": BASE})
@@ -161,8 +158,8 @@ async def test_logout_revokes_the_session_so_a_copy_of_its_cookie_signs_in_no_mo
         assert (await client.get("/api/endpoints", headers=other_browser)).status_code == 200
 
 
-async def test_a_forged_or_stale_cookie_is_no_session(tmp_path):
-    async with _client(tmp_path, token=TOKEN) as client:
+async def test_a_forged_or_stale_cookie_is_no_session(database):
+    async with _client(database, token=TOKEN) as client:
         month_ago = int(time.time()) - 31 * 24 * 3600
         for value in (TOKEN, session_value("an-old-token"), session_value(TOKEN, month_ago),
                       session_value(TOKEN, int(time.time()) + 3600), "", '"unbalanced',
@@ -172,8 +169,8 @@ async def test_a_forged_or_stale_cookie_is_no_session(tmp_path):
             assert response.status_code == 401, value
 
 
-async def test_wrong_tokens_from_one_address_are_throttled(tmp_path):
-    async with _client(tmp_path, token=TOKEN) as client:
+async def test_wrong_tokens_from_one_address_are_throttled(database):
+    async with _client(database, token=TOKEN) as client:
         throttle = client._transport.app.state.auth_throttle
         clock = [1000.0]
         throttle._clock = lambda: clock[0]
@@ -201,8 +198,8 @@ async def test_wrong_tokens_from_one_address_are_throttled(tmp_path):
         assert (await client.get("/api/endpoints", headers=right)).status_code == 429
 
 
-async def test_only_guesses_count_and_a_stale_cookie_is_cleared(tmp_path):
-    async with _client(tmp_path, token=TOKEN) as client:
+async def test_only_guesses_count_and_a_stale_cookie_is_cleared(database):
+    async with _client(database, token=TOKEN) as client:
         throttle = client._transport.app.state.auth_throttle
         throttle._clock = lambda: 1000.0  # no refill while this runs
         for _ in range(20):  # another scheme's credentials (an auth proxy's, say): no guess
@@ -242,8 +239,8 @@ async def test_websockets_are_refused(tmp_path):
     ("//evil.example/", "/"), ("https://evil.example/", "/"), ("/\\evil.example", "/"),
     ("/e/ok?x=1", "/e/ok?x=1"),
 ])
-async def test_login_only_returns_to_a_page_of_this_server(tmp_path, target, landing):
-    async with _client(tmp_path, token=TOKEN) as client:
+async def test_login_only_returns_to_a_page_of_this_server(database, target, landing):
+    async with _client(database, token=TOKEN) as client:
         response = await client.post(
             "/login", data={"token": TOKEN, "next": target})
         assert response.headers["location"] == landing
@@ -258,8 +255,9 @@ def test_binding_beyond_loopback_without_a_token_warns():
     assert warning and "without HOOKSCOPE_TOKEN" in warning and "0.0.0.0" in warning
 
 
-def test_the_stream_needs_the_token_on_a_real_server(tmp_path):
-    server = ServerProcess(tmp_path / "s.db", tmp_path / "s.log", env={"HOOKSCOPE_TOKEN": TOKEN})
+@pytest.mark.sqlite_only("the token guards the stream before any storage: one backend is enough")
+def test_the_stream_needs_the_token_on_a_real_server(server_database, tmp_path):
+    server = ServerProcess(server_database, tmp_path / "s.log", env={"HOOKSCOPE_TOKEN": TOKEN})
     server.start()
     try:
         auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -287,8 +285,8 @@ def test_the_stream_needs_the_token_on_a_real_server(tmp_path):
         server.stop()
 
 
-async def test_without_a_token_only_known_hosts_reach_the_api(tmp_path):
-    async with _client(tmp_path) as client:  # allowed_hosts: hookscope.test
+async def test_without_a_token_only_known_hosts_reach_the_api(database):
+    async with _client(database) as client:  # allowed_hosts: hookscope.test
         for host in ("evil.example", "evil.example:8000", "localhost.evil.example"):
             response = await client.get("/api/endpoints", headers={"Host": host})
             assert response.status_code == 403, host
@@ -302,14 +300,13 @@ async def test_without_a_token_only_known_hosts_reach_the_api(tmp_path):
         assert (await client.post(f"/h/{token}", headers={"Host": "evil.example"})
                 ).status_code == 200
         assert (await client.get("/healthz", headers={"Host": "evil.example"})).status_code == 200
-    (tmp_path / "any").mkdir()
-    async with _client(tmp_path / "any", allowed_hosts="*") as client:
+    async with _client(database, allowed_hosts="*") as client:
         assert (await client.get("/api/endpoints", headers={"Host": "anything.example"})
                 ).status_code == 200
 
 
-async def test_another_apps_odd_cookie_does_not_hide_the_session(tmp_path):
-    async with _client(tmp_path, token=TOKEN) as client:
+async def test_another_apps_odd_cookie_does_not_hide_the_session(database):
+    async with _client(database, token=TOKEN) as client:
         for other in ("theme=dark mode", 'prefs={"a":1}', "x=\"unbalanced"):
             header = f"{other}; {COOKIE}={session_value(TOKEN)}"
             response = await client.get("/api/endpoints", headers={"Cookie": header})

@@ -112,9 +112,9 @@ async def test_duplicate_alias_is_409(client):
     assert (await client.get(f"/api/endpoints/{other['token']}")).json()["alias"] is None
 
 
-async def test_alias_cannot_shadow_another_endpoints_token(client, monkeypatch):
+async def test_alias_cannot_shadow_another_endpoints_token(client, store, monkeypatch):
     tokens = iter(["lowercase-token-aaaaaaaa", "second-token-bbbbbbbbbbb"])
-    monkeypatch.setattr("hookscope.storage.sqlite.store.new_token", lambda: next(tokens))
+    monkeypatch.setattr(f"{type(store).__module__}.new_token", lambda: next(tokens))
     first = (await client.post("/api/endpoints")).json()
     assert first["token"] == "lowercase-token-aaaaaaaa"
     response = await client.post("/api/endpoints", json={"alias": first["token"]})
@@ -206,6 +206,7 @@ def _deep(leaf: dict, depth: int) -> dict:
 BAD_FIELDS = [
     ({"name": 5}, "name"),
     ({"name": "x" * 201}, "name"),
+    ({"name": "a\x00b"}, "name"),
     ({"alias": "A-Upper"}, "alias"),
     ({"alias": "ab"}, "alias"),
     ({"alias": "-starts-with-dash"}, "alias"),

@@ -22,7 +22,7 @@ from hookscope.storage.sqlite.bodyfiles import BodyFiles
 from hookscope.storage.sqlite.store import SQLiteStore
 from tests.conftest import stored_bytes
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.sqlite_only("files beside the SQLite database")]
 
 THRESHOLD = 1000
 BIG = bytes(range(256)) * 20  # 5,120 bytes: over the threshold, and every byte value

@@ -7,12 +7,18 @@ import base64
 import dataclasses
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 
 from hookscope.ingest.capture import build_capture
 from hookscope.models import Capture
+from hookscope.storage import Store
+from hookscope.storage.postgres.store import PostgresStore
+from hookscope.storage.sqlite.store import SQLiteStore
+from tests.conftest import rows
 
 pytestmark = pytest.mark.anyio
 
@@ -141,8 +147,7 @@ async def test_unknown_key_is_404_and_stores_nothing(client, endpoint, store):
     assert response.json()["error"]["code"] == "not_found"
     assert "no-such-key" in response.json()["error"]["message"]
     assert "x-hookscope-capture" not in response.headers
-    rows = await store._rows("SELECT COUNT(*) FROM captures")
-    assert rows[0][0] == 0
+    assert await rows(store, "SELECT COUNT(*) FROM captures") == [(0,)]
 
 
 async def test_alias_is_a_capture_url_too(client):
@@ -318,16 +323,37 @@ async def test_lone_surrogate_in_a_captured_body_is_shown_escaped(client, endpoi
     assert capture.json()["body_text"] == body.decode()
 
 
+@asynccontextmanager
+async def _full(store: Store) -> AsyncIterator[None]:
+    """The database takes no more large captures, as on a full disk: SQLite's file may not grow
+    (the writer's own connection); PostgreSQL's captures table refuses a body of 100 kB or more,
+    a write failing inside the capture writer's commit as a full disk fails it."""
+    if isinstance(store, SQLiteStore):
+        pages = (await rows(store, "PRAGMA page_count"))[0][0]
+        await store._writer.run(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"))
+        try:
+            yield
+        finally:
+            await store._writer.run(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+        return
+    assert isinstance(store, PostgresStore)
+    async with store._reads().acquire() as conn:
+        await conn.execute("ALTER TABLE captures ADD CONSTRAINT full_disk "
+                           "CHECK (octet_length(body) < 100000) NOT VALID")
+        try:
+            yield
+        finally:
+            await conn.execute("ALTER TABLE captures DROP CONSTRAINT full_disk")
+
+
 async def test_a_full_disk_answers_503_and_acknowledges_nothing_it_lost(client, endpoint, store):
     token = endpoint["token"]
     stored = [(await client.post(f"/h/{token}", content=b"fits")).headers["x-hookscope-capture"]
               for _ in range(3)]
-    pages = (await store._rows("PRAGMA page_count"))[0][0]
-    # The writer's own connection: the database may not grow, as on a full disk.
-    await store._writer.run(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"))
-    big = b"x" * 200_000
-    responses = await asyncio.gather(*(client.post(f"/h/{token}", content=big)
-                                       for _ in range(10)))
+    async with _full(store):
+        big = b"x" * 200_000
+        responses = await asyncio.gather(*(client.post(f"/h/{token}", content=big)
+                                           for _ in range(10)))
     refused = [r for r in responses if r.status_code == 503]
     assert refused, "a full database must refuse captures"
     for r in refused:
@@ -335,7 +361,6 @@ async def test_a_full_disk_answers_503_and_acknowledges_nothing_it_lost(client, 
         assert "NOT captured" in r.json()["error"]["message"]
         assert "x-hookscope-capture" not in r.headers
     stored += [r.headers["x-hookscope-capture"] for r in responses if r.status_code == 200]
-    await store._writer.run(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
     after = await client.post(f"/h/{token}", content=b"room again")
     assert after.status_code == 200
     stored.append(after.headers["x-hookscope-capture"])

@@ -463,8 +463,9 @@ def test_hookscope_url_names_the_server_and_the_flag_wins(shared_server):
     assert flag_wins.returncode == 0, flag_wins.stderr
 
 
-def test_the_token_of_a_server_that_needs_one_comes_from_hookscope_token(tmp_path, monkeypatch):
-    proc = ServerProcess(tmp_path / "t.db", tmp_path / "t.log",
+def test_the_token_of_a_server_that_needs_one_comes_from_hookscope_token(server_database,
+                                                                          tmp_path, monkeypatch):
+    proc = ServerProcess(server_database, tmp_path / "t.log",
                          env={"HOOKSCOPE_TOKEN": "cli-token"})
     proc.start()
     try:

@@ -33,8 +33,8 @@ MAX_BODY = 2 * 1024 * 1024
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(db=str(tmp_path / "hookscope.db"), max_body_bytes=MAX_BODY,
+def settings(database: str) -> Settings:
+    return Settings(db=database, max_body_bytes=MAX_BODY,
                     allowed_hosts="hookscope.test")
 
 
@@ -361,6 +361,9 @@ async def _asgi(app: Any, method: str, raw_path: bytes, query: bytes,
     return start["status"], {k.decode(): v.decode("latin-1") for k, v in start["headers"]}
 
 
+@pytest.mark.sqlite_only("PostgreSQL's text cannot hold a NUL: there such a capture is refused "
+                         "(503). Only another ASGI server could hand one over: uvicorn answers "
+                         "400 to a raw NUL in a request line or header")
 async def test_nul_bytes_in_path_query_and_headers_are_stored_when_they_arrive(app, client,
                                                                                endpoint):
     raw_path = f"/h/{endpoint['token']}/a\x00b/%00".encode()

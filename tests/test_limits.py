@@ -6,15 +6,16 @@ import asyncio
 import json
 import sqlite3
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
 from hookscope.main import create_app
 from hookscope.settings import Settings
+from hookscope.storage import StorageSettings, build_store
 from hookscope.storage.sqlite.migrations import migrate
 from hookscope.storage.sqlite.store import SQLiteStore
 from tests.conftest import BASE, stored_bytes
@@ -24,10 +25,9 @@ pytestmark = pytest.mark.anyio
 
 
 @asynccontextmanager
-async def _client(tmp_path: Path, name: str = "limits", **overrides):
-    settings = Settings(db=str(tmp_path / f"{name}.db"), allowed_hosts="hookscope.test",
-                        **overrides)
-    store = SQLiteStore(settings.db, max_total_bytes=settings.max_total_bytes)
+async def _client(database: str, **overrides):
+    settings = Settings(db=database, allowed_hosts="hookscope.test", **overrides)
+    store = build_store(StorageSettings.of(settings))
     await store.open()
     try:
         app = create_app(settings, store=store)
@@ -107,10 +107,10 @@ async def test_lowering_max_bytes_prunes_at_once_and_delete_and_clear_count_byte
     assert patched["max_bytes"] is None
 
 
-async def test_max_total_bytes_prunes_the_oldest_of_any_endpoint(tmp_path):
-    async with _client(tmp_path, "probe") as client:
+async def test_max_total_bytes_prunes_the_oldest_of_any_endpoint(database):
+    async with _client(database) as client:
         size = await _size_of(client, b"a" * 100)
-    async with _client(tmp_path, max_total_bytes=5 * size) as client:
+    async with _client(database, max_total_bytes=5 * size) as client:
         a = (await client.post("/api/endpoints")).json()["token"]
         b = (await client.post("/api/endpoints")).json()["token"]
         for _ in range(4):
@@ -129,10 +129,10 @@ async def test_max_total_bytes_prunes_the_oldest_of_any_endpoint(tmp_path):
         assert await _seqs(client, a) == [3, 4, 5, 6, 7]
 
 
-async def test_the_global_limit_keeps_every_endpoints_newest_capture(tmp_path):
-    async with _client(tmp_path, "probe") as client:
+async def test_the_global_limit_keeps_every_endpoints_newest_capture(database):
+    async with _client(database) as client:
         size = await _size_of(client, b"a" * 100)
-    async with _client(tmp_path, max_total_bytes=size + size // 2) as client:
+    async with _client(database, max_total_bytes=size + size // 2) as client:
         a = (await client.post("/api/endpoints")).json()["token"]
         b = (await client.post("/api/endpoints")).json()["token"]
         await client.post(f"/h/{a}", content=b"a" * 100)
@@ -154,6 +154,7 @@ async def test_lowering_max_bytes_keeps_the_newest_remaining_capture(client):
     assert (patched["capture_count"], patched["stored_bytes"]) == (1, size)
 
 
+@pytest.mark.sqlite_only("a migration of an SQLite file written before byte limits")
 async def test_a_database_from_before_byte_limits_counts_its_bytes_on_upgrade(tmp_path):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -192,6 +193,8 @@ async def test_rate_limit_answers_429_with_retry_after_and_stores_nothing(client
     assert (await client.post(f"/h/{other}", content=b"free")).status_code == 200
 
 
+@pytest.mark.sqlite_only("drives the in-memory limiter's clock; on PostgreSQL the buckets are "
+                         "on the database's clock (test_postgres_shared.py)")
 async def test_rate_limit_allows_a_second_of_burst_then_refills(app, client):
     # The limiter's clock moves only when the test says (real time made this flaky on a slow
     # machine: three requests outlasting 0.15 s earned a third token).
@@ -208,8 +211,8 @@ async def test_rate_limit_allows_a_second_of_burst_then_refills(app, client):
     assert (await client.post(f"/h/{token}")).status_code == 200
 
 
-async def test_the_global_rate_limit_covers_all_capture_urls(tmp_path):
-    async with _client(tmp_path, rate_limit=3) as client:
+async def test_the_global_rate_limit_covers_all_capture_urls(database):
+    async with _client(database, rate_limit=3) as client:
         tokens = [(await client.post("/api/endpoints")).json()["token"] for _ in range(2)]
         statuses = [(await client.post(f"/h/{tokens[i % 2]}")).status_code for i in range(5)]
         assert statuses == [200, 200, 200, 429, 429]
@@ -228,8 +231,8 @@ async def test_bad_limits_are_422_naming_the_field(client, field, value):
     assert response.json()["error"]["details"][0]["field"] == field
 
 
-async def test_default_ttl_and_default_max_bytes_apply_to_new_endpoints(tmp_path):
-    async with _client(tmp_path, default_ttl=3600, default_max_bytes=1000) as client:
+async def test_default_ttl_and_default_max_bytes_apply_to_new_endpoints(database):
+    async with _client(database, default_ttl=3600, default_max_bytes=1000) as client:
         endpoint = (await client.post("/api/endpoints")).json()
         created = datetime.fromisoformat(endpoint["created_at"])
         expires = datetime.fromisoformat(endpoint["expires_at"])
@@ -253,8 +256,8 @@ async def test_delete_expired_removes_endpoints_and_their_captures(client, store
     assert (await client.get(f"/api/endpoints/{kept}")).status_code == 200
 
 
-def test_the_server_sweeps_expired_endpoints_by_itself(tmp_path):
-    server = ServerProcess(tmp_path / "sweep.db", tmp_path / "sweep.log",
+def test_the_server_sweeps_expired_endpoints_by_itself(server_database, tmp_path):
+    server = ServerProcess(server_database, tmp_path / "sweep.log",
                            env={"HOOKSCOPE_SWEEP_INTERVAL": "1"})
     server.start()
     try:
@@ -270,11 +273,35 @@ def test_the_server_sweeps_expired_endpoints_by_itself(tmp_path):
         server.stop()
 
 
-async def test_counters_match_the_rows_after_a_random_mix_of_operations(tmp_path):
+# Each endpoint's token, and "<bytes>/<captures>" of the rows it has, counted from the rows.
+_ROW_TOTALS = {
+    "sqlite": "SELECT e.token, COALESCE(SUM(length(c.body) + c.file_bytes + "
+              "length(CAST(c.path AS BLOB)) + length(CAST(c.query AS BLOB)) + "
+              "length(CAST(c.headers AS BLOB))), 0) || '/' || COUNT(c.id) FROM endpoints e "
+              "LEFT JOIN captures c ON c.endpoint_id = e.id GROUP BY e.id",
+    "postgresql": "SELECT e.token, COALESCE(SUM(octet_length(c.body) + octet_length(c.path) + "
+                  "octet_length(c.query) + octet_length(c.headers)), 0) || '/' || COUNT(c.id) "
+                  "FROM endpoints e LEFT JOIN captures c ON c.endpoint_id = e.id "
+                  "GROUP BY e.id, e.token",
+}
+
+
+async def _row_totals(backend: str, database: str) -> dict[str, str]:
+    if backend == "sqlite":
+        with closing(sqlite3.connect(database)) as db:
+            return dict(db.execute(_ROW_TOTALS[backend]))
+    conn = await asyncpg.connect(database)
+    try:
+        return {row[0]: row[1] for row in await conn.fetch(_ROW_TOTALS[backend])}
+    finally:
+        await conn.close()
+
+
+async def test_counters_match_the_rows_after_a_random_mix_of_operations(backend, database):
     import random
 
     rng = random.Random(7)
-    async with _client(tmp_path, max_total_bytes=3000) as client:
+    async with _client(database, max_total_bytes=3000) as client:
         tokens = [(await client.post("/api/endpoints", json={"max_bytes": 1200,
                                                             "max_captures": 8})).json()["token"]
                   for _ in range(3)]
@@ -293,13 +320,7 @@ async def test_counters_match_the_rows_after_a_random_mix_of_operations(tmp_path
                     "max_captures": rng.randint(1, 10)})
             else:
                 await client.delete(f"/api/endpoints/{token}/captures")
-        db = sqlite3.connect(tmp_path / "limits.db")
-        rows = dict(db.execute(
-            "SELECT e.token, COALESCE(SUM(length(c.body) + c.file_bytes + "
-            "length(CAST(c.path AS BLOB)) + length(CAST(c.query AS BLOB)) + "
-            "length(CAST(c.headers AS BLOB))), 0) || '/' || COUNT(c.id) FROM endpoints e "
-            "LEFT JOIN captures c ON c.endpoint_id = e.id GROUP BY e.id"))
-        db.close()
+        rows = await _row_totals(backend, database)
         total = 0
         for token in tokens:
             endpoint = await _endpoint(client, token)

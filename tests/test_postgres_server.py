@@ -29,6 +29,8 @@ from tests.serverproc import ServerProcess, local_tls
 SENDERS = 32
 CLIENT_TIMEOUT_S = 10  # a capture request unanswered by then counts as a hang
 
+pytestmark = pytest.mark.postgresql
+
 
 @pytest.fixture
 def database() -> Iterator[str]:

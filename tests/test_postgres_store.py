@@ -15,7 +15,7 @@ from hookscope.storage.postgres import store as postgres_store
 from hookscope.storage.postgres.store import PostgresStore
 from tests.pg import drop_database, fresh_database
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.postgresql]
 
 
 @pytest.fixture

@@ -57,8 +57,9 @@ def test_methods_llhttp_knows_are_captured_with_httptools(shared_server):
         "PURGE", "QUERY", "MKCOL", "LINK"]
 
 
-def test_h11_parser_captures_any_method_token(tmp_path: Path):
-    proc = ServerProcess(tmp_path / "h11.db", tmp_path / "h11.log", args=("--http", "h11"))
+@pytest.mark.sqlite_only("uvicorn's HTTP parsers: the store plays no part")
+def test_h11_parser_captures_any_method_token(server_database, tmp_path: Path):
+    proc = ServerProcess(server_database, tmp_path / "h11.log", args=("--http", "h11"))
     proc.start()
     try:
         token = _new_endpoint(proc.url)
@@ -70,8 +71,9 @@ def test_h11_parser_captures_any_method_token(tmp_path: Path):
         proc.stop()
 
 
-def test_forwarded_for_is_trusted_only_from_named_proxies(tmp_path: Path):
-    proc = ServerProcess(tmp_path / "p.db", tmp_path / "p.log",
+@pytest.mark.sqlite_only("uvicorn's proxy headers: the store only keeps the address")
+def test_forwarded_for_is_trusted_only_from_named_proxies(server_database, tmp_path: Path):
+    proc = ServerProcess(server_database, tmp_path / "p.log",
                          env={"HOOKSCOPE_FORWARDED_ALLOW_IPS": "127.0.0.1"})
     proc.start()
     try:
@@ -83,6 +85,7 @@ def test_forwarded_for_is_trusted_only_from_named_proxies(tmp_path: Path):
         proc.stop()
 
 
+@pytest.mark.sqlite_only("the lock file: any number of processes share a PostgreSQL database")
 def test_second_server_on_the_same_database_refuses_to_start(server, tmp_path: Path):
     second = ServerProcess(server.db, tmp_path / "second.log")
     with pytest.raises(RuntimeError, match="already in use by another Hookscope process"):
@@ -109,7 +112,7 @@ def test_sigterm_shuts_down_cleanly_and_data_survives(server, tmp_path: Path):
 
 
 def test_sigterm_answers_in_flight_captures_ends_streams_and_closes_the_database(
-        server, tmp_path: Path):
+        server, backend, tmp_path: Path):
     token = _new_endpoint(server.url)
     slow = _new_endpoint(server.url, response={"status": 202, "delay_ms": 1500})
     parts = urlsplit(server.url)
@@ -153,8 +156,9 @@ def test_sigterm_answers_in_flight_captures_ends_streams_and_closes_the_database
     assert stream_ended.wait(10), "the live stream held on through shutdown"
     assert server.proc.wait(20) in (0, -15)
     assert "Application shutdown complete" in server.output()
-    wal = Path(str(server.db) + "-wal")
-    assert not wal.exists() or wal.stat().st_size == 0, "the database was not closed cleanly"
+    if backend == "sqlite":
+        wal = Path(str(server.db) + "-wal")
+        assert not wal.exists() or wal.stat().st_size == 0, "the database was not closed cleanly"
 
     again = ServerProcess(server.db, tmp_path / "again.log")
     again.start()

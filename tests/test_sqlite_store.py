@@ -27,7 +27,8 @@ from hookscope.storage.sqlite.migrations import LATEST, MIGRATIONS, migrate
 from hookscope.storage.sqlite.retention import Retention
 from hookscope.storage.sqlite.store import SQLiteStore
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio,
+              pytest.mark.sqlite_only("the SQLite store's own writer, files, lock and migrations")]
 
 
 def test_random_pool_hands_out_each_byte_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,16 +1,16 @@
 """What every store promises (the Store protocol, hookscope.storage), through the protocol only.
 
-Every test runs on each backend: SQLite in a temporary folder, and PostgreSQL in a fresh database
-of the server HOOKSCOPE_TEST_POSTGRES names (tests/pg.py says when that is skipped). A backend
-joins by adding its name to `open_store`'s params and a branch in `_settings`. What only SQLite
-does (its writer, checkpointer, lock file, migrations) is tested in test_sqlite_store.py.
+Every test runs on each backend (conftest.py's `database`): SQLite in a temporary folder, and
+PostgreSQL in its test process's database of the server HOOKSCOPE_TEST_POSTGRES names (tests/pg.py
+says when that is skipped). What only SQLite does (its writer, checkpointer, lock file,
+migrations) is tested in test_sqlite_store.py; what only PostgreSQL does, in
+test_postgres_store.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
@@ -23,32 +23,19 @@ from hookscope.storage import (
     Store,
     build_store,
 )
-from tests.pg import drop_database, fresh_database
 
 pytestmark = pytest.mark.anyio
 
 OpenStore = Callable[..., Awaitable[Store]]
 
 
-def _settings(backend: str, where: str, **options: int) -> StorageSettings:
-    if backend == "sqlite":
-        return StorageSettings(db=str(Path(where) / "contract.db"), **options)
-    if backend == "postgresql":
-        return StorageSettings(db=where, **options)
-    raise AssertionError(f"no settings for backend {backend!r}")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def open_store(request: pytest.FixtureRequest, tmp_path: Path
-                     ) -> AsyncIterator[OpenStore]:
+@pytest.fixture
+async def open_store(database: str) -> AsyncIterator[OpenStore]:
     """Opens a store of the backend on one database (again, after a close: a restart)."""
     opened: list[Store] = []
-    where = str(tmp_path)
-    if request.param == "postgresql":
-        where = await fresh_database()
 
     async def open_(**options: int) -> Store:
-        store = build_store(_settings(request.param, where, **options))
+        store = build_store(StorageSettings(db=database, **options))
         await store.open()
         opened.append(store)
         return store
@@ -56,8 +43,6 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path
     yield open_
     for store in opened:
         await store.close()
-    if request.param == "postgresql":
-        await drop_database(where)
 
 
 @pytest.fixture
@@ -262,6 +247,7 @@ async def test_q_finds_text_in_path_query_headers_and_body(store, where, text):
     found = _capture(endpoint, text.encode() if where == "body" else b"other", **fields)
     await store.add_capture(found)
     assert await _seqs(store, endpoint, q=text) == [2]
+    assert await _seqs(store, endpoint, q=text.replace("needle", "NeEdLe")) == [2]  # ASCII case
     assert await _seqs(store, endpoint, q="%") == ([2] if "%" in text else [])
 
 
@@ -332,3 +318,15 @@ async def test_deliveries_are_kept_in_order_and_go_with_their_capture(store):
     await store.add_capture(_capture(endpoint, b"two"))  # max_captures 1: the first is pruned
     assert await store.list_deliveries(first.id) == []
     assert await store.add_delivery(first, {"id": "d_late", "capture": first.id}) is False
+
+
+async def test_a_key_or_a_filter_holding_a_nul_finds_nothing(store):
+    endpoint = await _endpoint(store)
+    await store.add_capture(_capture(endpoint, b"a\x00b"))
+    assert await store.get_endpoint("\x00") is None
+    assert await store.capture_target("to\x00ken") is None
+    assert await store.get_capture("c_\x00") is None
+    assert await store.delete_capture("c_\x00") is False
+    assert await _seqs(store, endpoint, method="PO\x00ST") == []
+    assert await _seqs(store, endpoint, format="\x00") == []
+    assert await _seqs(store, endpoint, q="a\x00b") == [1]  # a body may hold one

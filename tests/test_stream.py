@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -54,8 +53,8 @@ class ThreadedServer:
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[ThreadedServer]:
-    app = create_app(Settings(db=str(tmp_path / "stream.db")))
+def live(database: str) -> Iterator[ThreadedServer]:
+    app = create_app(Settings(db=database))
     with ThreadedServer(app) as server:
         yield server
 
@@ -218,68 +217,54 @@ async def test_a_quiet_stream_is_never_silent_longer_than_the_keep_alive_limit()
 
 
 @pytest.mark.anyio
-async def test_a_stream_of_an_endpoint_deleted_before_it_subscribed_ends_at_once(tmp_path):
+async def test_a_stream_of_an_endpoint_deleted_before_it_subscribed_ends_at_once(store):
     """The request looked the endpoint up, then it was deleted before the stream subscribed:
     nothing would ever end that stream, so it must see the deletion itself."""
     from hookscope.models import now_us
     from hookscope.routes.stream import _last_seq
-    from hookscope.storage.sqlite.store import SQLiteStore
 
-    store = SQLiteStore(tmp_path / "gone.db")
-    await store.open()
-    try:
-        endpoint = await store.create_endpoint({"created_at": now_us(), "max_captures": 10})
-        assert await _last_seq(store, endpoint) == 0
-        await store.delete_endpoint(endpoint)
-        assert await _last_seq(store, endpoint) is None
-    finally:
-        await store.close()
+    endpoint = await store.create_endpoint({"created_at": now_us(), "max_captures": 10})
+    assert await _last_seq(store, endpoint) == 0
+    await store.delete_endpoint(endpoint)
+    assert await _last_seq(store, endpoint) is None
 
 
 @pytest.mark.anyio
-async def test_a_slow_subscriber_is_dropped_without_touching_captures(tmp_path):
-    from hookscope.storage.sqlite.store import SQLiteStore
-
-    settings = Settings(db=str(tmp_path / "slow.db"), allowed_hosts="hookscope.test")
-    store = SQLiteStore(settings.db)
-    await store.open()
+async def test_a_slow_subscriber_is_dropped_without_touching_captures(settings, store):
     hub = LocalHub(queue_size=3)
     app = create_app(settings, store=store, hub=hub)
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url=BASE) as client:
-            token = (await client.post("/api/endpoints")).json()["token"]
-            endpoint = await store.get_endpoint(token)
-            slow = hub.subscribe(endpoint.id)  # never reads
-            fast = hub.subscribe(endpoint.id)
-            seen = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url=BASE) as client:
+        token = (await client.post("/api/endpoints")).json()["token"]
+        endpoint = await store.get_endpoint(token)
+        slow = hub.subscribe(endpoint.id)  # never reads
+        fast = hub.subscribe(endpoint.id)
+        seen = []
 
-            async def read_fast() -> None:
-                async for seq, _ in fast:
-                    seen.append(seq)
-                    if seq == 10:
-                        return
+        async def read_fast() -> None:
+            async for seq, _ in fast:
+                seen.append(seq)
+                if seq == 10:
+                    return
 
-            reader = asyncio.create_task(read_fast())
-            statuses = []
-            for i in range(10):
-                statuses.append((await client.post(f"/h/{token}", content=str(i))).status_code)
-                await asyncio.sleep(0)
-            await asyncio.wait_for(reader, 5)
-            assert statuses == [200] * 10
-            assert slow.dropped and not fast.dropped
-            # What the slow one had waiting is discarded: its stream ends, nothing more comes.
-            assert [item async for item in slow] == []
-            assert seen == list(range(1, 11))
-            assert hub.count(endpoint.id) == 1
-            listing = (await client.get(f"/api/endpoints/{token}/captures?limit=100")).json()
-            assert listing["total"] == 10
-    finally:
-        await store.close()
+        reader = asyncio.create_task(read_fast())
+        statuses = []
+        for i in range(10):
+            statuses.append((await client.post(f"/h/{token}", content=str(i))).status_code)
+            await asyncio.sleep(0)
+        await asyncio.wait_for(reader, 5)
+        assert statuses == [200] * 10
+        assert slow.dropped and not fast.dropped
+        # What the slow one had waiting is discarded: its stream ends, nothing more comes.
+        assert [item async for item in slow] == []
+        assert seen == list(range(1, 11))
+        assert hub.count(endpoint.id) == 1
+        listing = (await client.get(f"/api/endpoints/{token}/captures?limit=100")).json()
+        assert listing["total"] == 10
 
 
-def test_open_streams_do_not_hold_up_shutdown(tmp_path):
-    proc = ServerProcess(tmp_path / "shut.db", tmp_path / "shut.log")
+def test_open_streams_do_not_hold_up_shutdown(server_database, tmp_path):
+    proc = ServerProcess(server_database, tmp_path / "shut.log")
     url = proc.start()
     token = _endpoint(url)
     opened = threading.Event()

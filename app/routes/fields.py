@@ -93,8 +93,10 @@ def _whole(value: Any) -> bool:
 def _name(value: Any, current: Endpoint | None, problems: Problems) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > MAX_NAME:
-        raise _fail(problems, "name", f"name must be a string of at most {MAX_NAME} characters")
+    # A NUL too is refused: PostgreSQL's text cannot hold one, and both stores answer alike.
+    if not isinstance(value, str) or len(value) > MAX_NAME or "\x00" in value:
+        raise _fail(problems, "name",
+                    f"name must be a string of at most {MAX_NAME} characters, without NUL")
     return value
 
 

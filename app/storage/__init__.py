@@ -6,8 +6,8 @@ so a caller never imports a backend. `build_store` is the one place that picks a
 settings: SQLite (storage.sqlite), one database file, or PostgreSQL (storage.postgres), a server
 database that any number of processes share.
 
-The promises every backend keeps (tests/test_store_contract.py holds them, and a second backend
-runs that suite by adding one fixture parameter):
+The promises every backend keeps (tests/test_store_contract.py holds them; it runs on every
+backend tests/conftest.py names, as do the capture, API, stream and CLI tests):
 
 - `add_capture` returns only once the capture is committed; a 2xx is only ever sent after it.
 - `seq` is one gap-free increasing sequence per endpoint, never reused, even across clears,

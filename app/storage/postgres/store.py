@@ -285,6 +285,8 @@ class PostgresStore(EndpointCopies):
         return endpoint
 
     async def get_endpoint(self, key: str) -> Endpoint | None:
+        if "\x00" in key:  # no text in PostgreSQL holds a NUL (the server would refuse it)
+            return None
         row = await self._reads().fetchrow(
             f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE token = $1 OR alias = $1 "
             "ORDER BY token = $1 DESC LIMIT 1", key)
@@ -516,6 +518,8 @@ class PostgresStore(EndpointCopies):
                 [(key, count, size) for key, (count, size) in freed.items()])
 
     async def get_capture(self, capture_id: str, *, body: bool = True) -> Capture | None:
+        if "\x00" in capture_id:
+            return None
         columns = SUMMARY_COLUMNS + (", c.body" if body else "")
         row = await self._reads().fetchrow(
             f"SELECT {columns} FROM captures c JOIN endpoints e ON e.id = c.endpoint_id "
@@ -541,13 +545,21 @@ class PostgresStore(EndpointCopies):
                               ("c.validation_status", query.validation),
                               ("c.format", query.format)):
             if value is not None:
+                if "\x00" in value:  # no stored text holds a NUL
+                    return []
                 where.append(f"{column} = {param(value)}")
         if query.q:
-            pattern = param("%" + query.q.replace("\\", "\\\\").replace("%", "\\%")
-                            .replace("_", "\\_") + "%")
-            needle = param(query.q.encode())
-            where.append(f"(c.path ILIKE {pattern} OR c.query ILIKE {pattern} OR c.headers "
-                         f"ILIKE {pattern} OR position({needle}::bytea in c.body) > 0)")
+            # The body byte for byte, ASCII letters in either case, as SQLite's LIKE finds it:
+            # lowered through the escape format, whose text is ASCII (C: ASCII letters only).
+            needle = param(query.q.encode().lower())
+            found = [f"position({needle}::bytea in decode(lower(encode(c.body, 'escape') "
+                     "COLLATE \"C\"), 'escape')) > 0"]
+            if "\x00" not in query.q:  # text holds no NUL: only a body can have one
+                pattern = param("%" + query.q.replace("\\", "\\\\").replace("%", "\\%")
+                                .replace("_", "\\_") + "%")
+                found += [f"{column} ILIKE {pattern}"
+                          for column in ("c.path", "c.query", "c.headers")]
+            where.append(f"({' OR '.join(found)})")
         if query.before is not None:
             where.append(f"c.seq < {param(query.before)}")
         order = "DESC"
@@ -561,6 +573,8 @@ class PostgresStore(EndpointCopies):
         return [_capture(row) for row in rows]
 
     async def delete_capture(self, capture_id: str) -> bool:
+        if "\x00" in capture_id:
+            return False
         async with self._reads().acquire() as conn, conn.transaction():
             await self._lock_total(conn)
             # The endpoint's row before its capture's, in the writer's order.
