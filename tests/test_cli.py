@@ -502,7 +502,7 @@ def test_bad_usage_exits_2_with_the_usage(args):
 
 
 @pytest.mark.parametrize("command", ["new", "list", "show", "tail", "wait", "validate",
-                                     "replay", "export", "diff", "formats", "serve"])
+                                     "replay", "export", "diff", "formats", "serve", "listen"])
 def test_every_command_has_help(command):
     result = hookscope(command, "--help")
     assert result.code == 0
@@ -514,7 +514,7 @@ def test_top_level_help_lists_commands_and_exit_codes():
     result = hookscope("--help")
     assert result.code == 0
     for command in ("serve", "new", "list", "show", "tail", "wait", "validate", "replay",
-                    "export", "formats"):
+                    "export", "formats", "listen"):
         assert re.search(rf"^    {command}\s", result.out, re.M), command
     assert "4 server unreachable" in " ".join(result.out.split())
 
