@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -75,24 +76,31 @@ class Received:
     path: str
     headers: list[tuple[str, str]]
     body: bytes
+    status: int  # what it was answered
 
 
 class Receiver:
-    """A local HTTP server that records every request and answers `status` with `body`."""
+    """A local HTTP server that records every request (once its whole body is read) and answers
+    `status` (which may be changed while it runs) with `body`, after `delay` seconds. `port`
+    0 picks a free one; a given one lets a test bring up a target that was down."""
 
-    def __init__(self, status: int = 201, body: bytes = b'{"received": true}') -> None:
+    def __init__(self, status: int = 201, body: bytes = b'{"received": true}', *,
+                 port: int = 0, delay: float = 0.0) -> None:
         self.requests: list[Received] = []
         self.status = status
         self.body = body
+        self.delay = delay
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def _any(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
+                status = receiver.status
                 receiver.requests.append(Received(self.command, self.path,
                                                   list(self.headers.items()),
-                                                  self.rfile.read(length)))
-                self.send_response(receiver.status)
+                                                  self.rfile.read(length), status))
+                time.sleep(receiver.delay)
+                self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(receiver.body)))
                 self.end_headers()
@@ -103,7 +111,7 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -114,6 +122,10 @@ class Receiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def bodies(self, status: int | None = None) -> list[bytes]:
+        """The bodies received, in order; with `status`, of those answered with it."""
+        return [r.body for r in self.requests if status is None or r.status == status]
 
 
 def unused_port_url() -> str:

@@ -506,7 +506,7 @@ def test_bad_usage_exits_2_with_the_usage(args):
 
 @pytest.mark.parametrize("command", ["new", "list", "show", "tail", "wait", "validate",
                                      "replay", "export", "diff", "formats", "serve",
-                                     "copy-data"])
+                                     "copy-data", "listen"])
 def test_every_command_has_help(command):
     result = hookscope(command, "--help")
     assert result.code == 0
@@ -518,7 +518,7 @@ def test_top_level_help_lists_commands_and_exit_codes():
     result = hookscope("--help")
     assert result.code == 0
     for command in ("serve", "new", "list", "show", "tail", "wait", "validate", "replay",
-                    "export", "formats", "copy-data"):
+                    "export", "formats", "copy-data", "listen"):
         assert re.search(rf"^    {command}\s", result.out, re.M), command
     assert "4 server unreachable" in " ".join(result.out.split())
 

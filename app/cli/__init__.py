@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hookscope import __version__
-from hookscope.cli import captures, copydata, endpoints, formats, replay, snapshot
+from hookscope.cli import captures, copydata, endpoints, formats, listen, replay, snapshot
 from hookscope.cli.client import DEFAULT_SERVER
 from hookscope.settings import SETTINGS, Settings, SettingsError
 
@@ -150,6 +150,48 @@ def _client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
                         help="leave this header out (repeatable)")
     resend.add_argument("--timeout", type=_seconds, metavar="S",
                         help="seconds to wait for the target (at most 60, default 10)")
+
+    follow = command("listen", listen.listen, "forward an endpoint's captures to a URL, live",
+                     "Follow an endpoint's live stream and send each capture on to every "
+                     "--forward-to URL as it arrives: the captured method, the path after "
+                     "/h/KEY appended to the URL's path, the query, the headers in order with "
+                     "duplicates (minus hop-by-hop ones and Host) and the exact body, so "
+                     "signatures still verify. Every attempt is recorded on the capture as a "
+                     "delivery. Each target gets its captures in order, with its own retries; "
+                     "where it stopped is kept under --state, so a restarted listener carries "
+                     "on (--from overrides). --json prints each delivery as one line of JSON. "
+                     "Ctrl-C or SIGTERM stops (exit 0).")
+    follow.add_argument("key", metavar="KEY", help=KEY_HELP)
+    follow.add_argument("--forward-to", action="append", required=True, metavar="URL",
+                        help="where to send each capture, e.g. http://localhost:3000/hooks "
+                             "(repeatable: each target gets every capture)")
+    follow.add_argument("--from", dest="start", type=listen.start_point, metavar="now|first|SEQ",
+                        help="where to start: now (new captures only: the default without a "
+                             "saved cursor), first (every capture), or after sequence number "
+                             "SEQ; overrides the saved cursor")
+    follow.add_argument("--method", action="append", default=[], metavar="METHOD",
+                        help="forward only captures with this method (repeatable)")
+    follow.add_argument("--path", action="append", default=[], metavar="GLOB",
+                        help="forward only captures whose path after /h/KEY matches this glob, "
+                             "e.g. '/github/*' (* matches / too; repeatable)")
+    follow.add_argument("--retry-on", choices=("5xx",),
+                        help="also retry when the target answers 5xx (no answer at all, "
+                             "refused or timed out, is always retried)")
+    follow.add_argument("--max-tries", type=listen.tries, default=listen.DEFAULT_MAX_TRIES,
+                        metavar="N",
+                        help=f"tries per capture and target, waiting 1, 2, 4... s between "
+                             f"them, before it is marked failed and the next one goes "
+                             f"(1..{listen.MAX_TRIES}, default {listen.DEFAULT_MAX_TRIES})")
+    follow.add_argument("--timeout", type=listen.timeout, default=listen.DEFAULT_TIMEOUT_S,
+                        metavar="S",
+                        help=f"seconds to wait for the target's answer (at most "
+                             f"{listen.MAX_TIMEOUT_S:g}, default {listen.DEFAULT_TIMEOUT_S:g})")
+    follow.add_argument("--name", metavar="NAME",
+                        help="who forwards, as each delivery shows it (default user@hostname)")
+    follow.add_argument("--state", metavar="DIR",
+                        help="where the cursors are kept (default "
+                             "$XDG_STATE_HOME/hookscope/listen, else "
+                             "~/.local/state/hookscope/listen)")
 
     compare = command("diff", captures.diff, "show what differs between two captures",
                       "Compare two captures: method, path, query, headers, and the parsed body "
