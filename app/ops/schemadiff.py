@@ -5,9 +5,10 @@ GET /api/endpoints/{key}/schema?against=pinned (the pinned contract against what
 A change is breaking when a payload that OLD accepts may be refused by NEW, or when NEW no longer
 promises what OLD did: a required property removed, a type changed or narrowed, an enum value
 removed, a property made required, a new required property, an optional property removed from
-an object that refuses other properties, a constraint added or changed. It is additive when NEW
-accepts more: a new optional property, a type widened, an enum value added, a constraint
-removed. Annotations (title, description, examples, ...) are not compared.
+an object that refuses other properties, a constraint added or changed, a format that no longer
+holds. It is additive when NEW accepts or promises more: a new optional property, a type
+widened, an enum value added, a constraint removed, a format added. Annotations (title,
+description, examples, ...) are not compared.
 
 Paths are data paths, what a user thinks in: `/data/object/amount`, an array's items as `*`
 (`/items/*/sku`). Contracts grouped by event type (hookscope.ops.infer's `x-hookscope`) are
@@ -213,15 +214,18 @@ def _scalar_changes(a: dict[str, Any], b: dict[str, Any], change: Any) -> Iterat
             yield change(BREAKING, "const-changed" if "const" in a else "const-added",
                          f"const {_shown(a['const']) + ' → ' if 'const' in a else ''}"
                          f"{_shown(b['const'])}", a.get("const"), b["const"])
+    # A format is an annotation in 2020-12 (no validator refuses on it), so it is judged as a
+    # promise: one that OLD made and NEW no longer does (a value that stopped being a date-time)
+    # breaks, one that NEW adds does not.
     was_format, now_format = a.get("format"), b.get("format")
     if was_format != now_format:
-        if now_format is None:
-            yield change(ADDITIVE, "format-removed", f"format {was_format} no longer said",
-                         was_format, None)
+        if was_format is None:
+            yield change(ADDITIVE, "format-added", f"format {now_format} added", None,
+                         now_format)
         else:
-            yield change(BREAKING, "format-changed" if was_format else "format-added",
-                         f"format {was_format + ' → ' if was_format else ''}{now_format}",
-                         was_format, now_format)
+            yield change(BREAKING, "format-changed" if now_format else "format-removed",
+                         f"format {was_format} → {now_format}" if now_format
+                         else f"format {was_format} no longer holds", was_format, now_format)
     for keyword in CONSTRAINTS:
         if keyword in ("anyOf", "oneOf", "allOf", "if", "then", "else", "not") and (
                 "x-hookscope" in a or "x-hookscope" in b):
