@@ -51,7 +51,7 @@ def _summary(reply: dict[str, Any]) -> str:
     groups = ", ".join(f"{safe(g['key'])} {g['samples']}" for g in reply["groups"][:10])
     more = f", and {len(reply['groups']) - 10} more" if len(reply["groups"]) > 10 else ""
     grouped = "" if reply["group_by"] == "none" else f", grouped by {safe(reply['group_by'])}"
-    return (f"{reply['samples']} samples from {reply['captures']} captures{grouped}"
+    return (f"{reply['samples']} samples ({reply['captures']} captures){grouped}"
             + (f": {groups}{more}" if grouped else ""))
 
 
@@ -96,7 +96,7 @@ def pin(args: argparse.Namespace, client: Client) -> int:
     if out.as_json:
         out.json({**reply, "endpoint": endpoint["token"], "pinned": True})
     else:
-        out.line(f"pinned {said} on {endpoint['alias'] or endpoint['token']}: every capture "
+        out.line(f"pinned on {endpoint['alias'] or endpoint['token']}: {said}; every capture "
                  "from now on is validated against it")
     return OK
 
