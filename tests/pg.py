@@ -56,21 +56,31 @@ def _unavailable(message: str) -> NoReturn:
 
 @cache
 def _unreachable() -> BaseException | None:
-    """Why the server cannot be reached, asked once per test process."""
+    """Why the server cannot be reached, asked once per test process: on a thread of its own,
+    since the caller's thread may be running an event loop already (Playwright's sync API keeps
+    one running while a module's browser is open)."""
+    found: list[BaseException | None] = []
 
     async def connect() -> None:
         await (await asyncpg.connect(SERVER, timeout=5)).close()
 
-    try:
-        asyncio.run(connect())
-    except (OSError, asyncpg.PostgresError) as exc:
-        return exc
-    return None
+    def check() -> None:
+        try:
+            asyncio.run(connect())
+        except (OSError, asyncpg.PostgresError) as exc:
+            found.append(exc)
+            return
+        found.append(None)
+
+    thread = threading.Thread(target=check, name="hookscope-test-pg-check")
+    thread.start()
+    thread.join()
+    return found[0] if found else RuntimeError("the check of the server did not finish")
 
 
 def require_server() -> None:
     """Skip the calling test without a reachable server (fail it with
-    HOOKSCOPE_REQUIRE_POSTGRES). Called outside any event loop, before the test's fixtures."""
+    HOOKSCOPE_REQUIRE_POSTGRES), before the test's fixtures."""
     if (exc := _unreachable()) is not None:
         _unusable(exc)
 

@@ -4,6 +4,7 @@ uses only the CLI, runs as written."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -45,10 +46,20 @@ def test_a_page_without_the_markers_is_refused(tmp_path):
     assert BEGIN in CLI_DOC and END in CLI_DOC
 
 
-@pytest.mark.parametrize("name", sorted(subcommands(build_parser())))
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    """Every command, and every command of a command (`schema infer`)."""
+    found = {}
+    for name, parser in subcommands(build_parser()).items():
+        found[name] = parser
+        found.update({f"{name} {inner}": sub for inner, sub in subcommands(parser).items()})
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(_commands()))
 def test_every_command_and_option_is_in_docs_cli(name):
     assert re.search(rf"^\| `{name}[ `]", CLI_DOC, re.M), f"{name} is not in a command table"
-    for action in subcommands(build_parser())[name]._actions:
+    assert f"### `hookscope {name}`" in CLI_DOC
+    for action in _commands()[name]._actions:
         for flag in action.option_strings:
             if flag.startswith("--") and flag != "--help":
                 assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", CLI_DOC), (

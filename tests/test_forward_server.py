@@ -287,28 +287,29 @@ async def test_a_server_others_can_reach_forwards_to_loopback_only_when_allowed(
 
     async with serving(app_on("0.0.0.0")) as client:
         token = (await client.post("/api/endpoints", json={})).json()["token"]
+        guarded = f"/guarded-{token}"  # the receiver serves the whole module, on each backend
         refused = await client.patch(f"/api/endpoints/{token}", json={"forward": {
-            "url": receiver.url + "/guarded"}})
+            "url": receiver.url + guarded}})
         assert refused.status_code == 422
         assert refused.json()["error"]["details"][0]["field"] == "forward.url"
         assert "private and loopback" in refused.json()["error"]["message"]
-        await _plant(store, token, receiver.url + "/guarded")
+        await _plant(store, token, receiver.url + guarded)
         capture_id = (await client.post(f"/h/{token}", content=b"x")).headers[
             "x-hookscope-capture"]
         deliveries = await _deliveries_async(client, capture_id, 1)
     assert _brief(deliveries) == [("server", 1, None, "failed")]
     assert "HOOKSCOPE_REPLAY_ALLOW can admit it" in deliveries[0]["error"]
-    assert receiver.to("/guarded") == []  # never contacted
+    assert receiver.to(guarded) == []  # never contacted
 
     async with serving(app_on("0.0.0.0", allow="127.0.0.0/8")) as client:
         allowed = await client.patch(f"/api/endpoints/{token}", json={"forward": {
-            "url": receiver.url + "/guarded"}})
+            "url": receiver.url + guarded}})
         assert allowed.status_code == 200, allowed.text
         capture_id = (await client.post(f"/h/{token}", content=b"y")).headers[
             "x-hookscope-capture"]
         deliveries = await _deliveries_async(client, capture_id, 1)
     assert _brief(deliveries) == [("server", 1, 200, "delivered")]
-    assert [body for _, _, _, body in receiver.to("/guarded")] == [b"y"]
+    assert [body for _, _, _, body in receiver.to(guarded)] == [b"y"]
 
 
 # -- the forwarder's own bounds --------------------------------------------------------------------

@@ -747,3 +747,24 @@ def test_at_200_percent_zoom_nothing_is_cut_off(web_server, open_page):
     shot(page, "zoom-200")
     assert accessibility_problems(page) == []
     assert page.problems == []
+
+
+def test_pin_as_contract_in_the_settings(web_server, page):
+    from tests.test_contracts import TRAFFIC
+
+    endpoint = _endpoint(web_server, name="pin in the page")
+    for body in TRAFFIC[:3] + TRAFFIC[-3:]:
+        _send(web_server, endpoint["token"], body)
+    page.goto(f"{web_server.url}/e/{endpoint['token']}")
+    page.wait_for_selector("#conn[data-state='live']")
+    page.locator("#settings-button").click()
+    page.get_by_role("button", name="Pin as contract…").click()
+    expect(page.locator("#contract-status")).to_contain_text("Inferred from 6 samples")
+    assert '"pointer:/type"' in page.locator("textarea[name='schema']").input_value()
+    page.locator("#contract-status").scroll_into_view_if_needed()
+    shot(page, "contract-pin")
+    page.get_by_role("button", name="Pin this contract").click()
+    expect(page.locator("#contract-status")).to_contain_text("Pinned")
+    pinned = httpx.get(f"{web_server.url}/api/endpoints/{endpoint['token']}").json()["schema"]
+    assert pinned["x-hookscope"]["group_by"] == "pointer:/type"
+    assert page.problems == []

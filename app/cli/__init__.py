@@ -16,7 +16,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from hookscope import __version__
-from hookscope.cli import captures, copydata, endpoints, formats, listen, replay, snapshot
+from hookscope.cli import (
+    captures,
+    copydata,
+    endpoints,
+    formats,
+    listen,
+    replay,
+    schema,
+    snapshot,
+)
 from hookscope.cli.client import DEFAULT_SERVER
 from hookscope.settings import SETTINGS, Settings, SettingsError
 
@@ -233,6 +242,8 @@ def _client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     command("formats", formats.formats, "list the payload formats",
             "List the payload formats the server validates: id, vendor and title.")
 
+    _schema_commands(commands, remote, as_json)
+
     copy = command("copy-data", copydata.copy_data, "copy a database into another (offline)",
                    "Copy every endpoint (with its secrets, settings and counters) and every "
                    "capture (its bytes, seq and verdicts) from one database into another, an "
@@ -251,6 +262,65 @@ def _client_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
                       help="captures per transaction (default 500)")
     copy.add_argument("--verify-only", action="store_true",
                       help="copy nothing: only compare the destination with the source")
+
+
+def _schema_commands(commands: argparse._SubParsersAction[_Parser], remote: _Parser,
+                     as_json: _Parser) -> None:
+    group = commands.add_parser(
+        "schema", help="contracts from real traffic: infer, pin, drift, diff",
+        description="Contracts from real traffic: a JSON Schema inferred from an endpoint's "
+                    "captures, one sub-schema per event type; pinned as the endpoint's schema, "
+                    "every later capture is validated against it. docs/contracts.md walks "
+                    "through it.")
+    group.set_defaults(run=lambda args: _usage(group))
+    sub = group.add_subparsers(dest="schema_command", metavar="COMMAND")
+
+    def from_traffic(name: str, run: Any, summary: str, description: str
+                     ) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, parents=[remote, as_json], help=summary,
+                                description=description)
+        parser.add_argument("key", metavar="KEY", help=KEY_HELP)
+        schema.add_inference_options(parser)
+        parser.set_defaults(run=run)
+        return parser
+
+    infer = from_traffic(
+        "infer", schema.infer, "print the contract inferred from traffic",
+        "Infer a JSON Schema (2020-12) from the endpoint's newest captures and print it "
+        "(--json: with the samples and groups it came from). What it was inferred from goes "
+        "to stderr.")
+    infer.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    pin = from_traffic(
+        "pin", schema.pin, "make the inferred contract the endpoint's schema",
+        "Infer the contract as `schema infer` does (or read --from FILE) and set it as the "
+        "endpoint's schema: every capture from then on is validated against it, a deviation "
+        "`invalid` with errors at the fields that changed. Exit 1 when no capture has a JSON "
+        "document to infer from.")
+    pin.add_argument("--from", dest="schema_file", metavar="FILE",
+                     help="pin this JSON Schema file (- for stdin) instead of inferring")
+    from_traffic(
+        "drift", schema.drift, "compare the pinned contract with what traffic shows now",
+        "Infer the contract from the endpoint's captures now (grouped as the pinned one is, "
+        "unless --group-by says otherwise) and list what changed from the pinned contract, as "
+        "`schema diff` does. Exit 0 when nothing breaks, 1 when something does, 2 when the "
+        "endpoint has no pinned schema.")
+
+    compare = sub.add_parser(
+        "diff", parents=[as_json], help="list the changes between two schemas (offline)",
+        description="Compare two JSON Schema files, offline, and list each change as breaking "
+                    "(a payload OLD accepts may be refused by NEW: a required property removed, "
+                    "a type changed or narrowed, an enum value removed, a property made "
+                    "required) or additive (a new optional property, a type widened), at the "
+                    "JSON pointer into the payload. Exit 0 when nothing breaks, 1 when "
+                    "something does, 2 when a file cannot be read or is not a JSON Schema.")
+    compare.add_argument("old", metavar="OLD", help="the schema before: a file, or - for stdin")
+    compare.add_argument("new", metavar="NEW", help="the schema after: a file, or - for stdin")
+    compare.set_defaults(run=schema.diff)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
 
 
 def _seconds(text: str) -> float:

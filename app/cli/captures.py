@@ -87,8 +87,12 @@ def _because(signature: dict[str, Any]) -> str:
 
 
 def error_line(error: dict[str, Any]) -> str:
-    """A validation error as `pointer: message` (the root is shown as `(root)`)."""
-    return f"{safe(error.get('path') or '(root)')}: {safe(error.get('message', ''))}"
+    """A validation error as `pointer: message` (the root is shown as `(root)`), or the message
+    alone when it ends with the pointer already ("unexpected property /data/foo")."""
+    path, message = error.get("path") or "", str(error.get("message", ""))
+    if path and message.endswith(f" {path}"):
+        return safe(message)
+    return f"{safe(path or '(root)')}: {safe(message)}"
 
 
 def endpoint_key(text: str) -> str:

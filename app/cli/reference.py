@@ -30,6 +30,10 @@ def render(parser: argparse.ArgumentParser) -> str:
         lines += ["", parser.epilog]
     for name, sub in commands.items():
         lines += ["", *_section(f"{parser.prog} {name}", sub, with_description=True)]
+        # A command of commands (`schema infer`): each of them in a section of its own.
+        for inner, command in subcommands(sub).items():
+            lines += ["", *_section(f"{parser.prog} {name} {inner}", command,
+                                    with_description=True)]
     return "\n".join(lines) + "\n"
 
 
@@ -70,7 +74,18 @@ def _section(prog: str, parser: argparse.ArgumentParser, *, with_description: bo
     lines = [f"### `{prog}`", "", *_usage(prog, parser), ""]
     if with_description and parser.description:
         lines += [parser.description, ""]
+    # The top level's commands are the page's first table; a command's own commands go here.
+    inner = subcommands(parser) if " " in prog else {}
+    if inner:
+        name = prog.split(" ", 1)[1]
+        lines += ["| Command | What it does |", "|---|---|"]
+        lines += [f"| `{name} {command}` | {_cell(_summary(parser, command))} |"
+                  for command in inner]
     actions = _documented(parser)
+    if not actions:
+        return lines
+    if inner:
+        lines.append("")
     ordered = ([a for a in actions if not a.option_strings]
                + [a for a in actions if a.option_strings])
     lines += ["| Argument | Meaning |", "|---|---|"]

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jsonschema_rs
 from jsonschema import Draft7Validator
@@ -26,6 +27,7 @@ from jsonschema.validators import validator_for
 from hookscope.formats.cost import schema_cost
 from hookscope.ingest.parse import STRICT_JSON
 from hookscope.ingest.parsed import Parsed
+from hookscope.ops import groups
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 MAX_ERRORS = 100
@@ -115,11 +117,10 @@ class Checker:
                 try:
                     self.rust.validate(document)
                 except jsonschema_rs.ValidationError as error:
-                    found = [_error(prefix, error.instance_path, error.message),
-                             _error(prefix, (), FIRST_ERROR_ONLY)]
+                    found = [*_rust_errors(prefix, error), _error(prefix, (), FIRST_ERROR_ONLY)]
             elif not found:
-                found = [_error(prefix, e.instance_path, e.message)
-                         for e in islice(self.rust.iter_errors(document), MAX_ERRORS)]
+                found = [e for error in islice(self.rust.iter_errors(document), MAX_ERRORS)
+                         for e in _rust_errors(prefix, error)][:MAX_ERRORS]
         except RecursionError:
             return [_error(prefix, (), "document is nested too deeply to validate")]
         except (ValueError, TypeError, OverflowError) as exc:
@@ -141,6 +142,52 @@ def _small(document: Any, limit: int) -> bool:
 
 def _error(prefix: str, path: Iterable[Any], message: str) -> dict[str, str]:
     return {"path": prefix + pointer(path), "message": _short(message)}
+
+
+# JSON's names for a value's type, in the order a message lists them.
+_TYPE_ORDER = ("object", "array", "string", "integer", "number", "boolean", "null")
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _rust_errors(prefix: str, error: Any) -> list[dict[str, str]]:
+    """A jsonschema-rs error as the verdict reports it. The three a contract's drift mostly is
+    (docs/contracts.md) say what changed, at the pointer of the field concerned: "unexpected
+    property /data/foo", "expected integer, got string", "missing required /id". jsonschema-rs's
+    own words name the object rather than the field, and quote the whole object."""
+    kind = error.kind
+    path = list(error.instance_path)
+    try:
+        name = kind.name
+        if name == "type":
+            types = sorted(kind.types, key=lambda t: _TYPE_ORDER.index(t)
+                           if t in _TYPE_ORDER else len(_TYPE_ORDER))
+            return [_error(prefix, path, f"expected {' or '.join(types)}, "
+                                         f"got {json_type(error.instance)}")]
+        if name == "required" and isinstance(kind.property, str):
+            where = prefix + pointer([*path, kind.property])
+            return [{"path": where, "message": _short(f"missing required {where}")}]
+        if name == "additionalProperties" and kind.unexpected:
+            found = []
+            for extra in kind.unexpected:
+                where = prefix + pointer([*path, extra])
+                found.append({"path": where, "message": _short(f"unexpected property {where}")})
+            return found
+    except (AttributeError, TypeError, ValueError):
+        pass  # an error kind of another shape: its own message says it
+    return [_error(prefix, path, error.message)]
 
 
 def _short(text: str) -> str:
@@ -380,6 +427,42 @@ def verdict(format_id: str | None, detected: bool, errors: list[dict[str, str]] 
             "status": status or ("invalid" if errors else "valid"), "errors": errors or []}
 
 
+def documents_of(parsed: Parsed) -> list[tuple[str, Any]] | None:
+    """The JSON values an endpoint's own schema applies to (and a contract is inferred from), each
+    with the pointer its errors start with: the document of `document_of`; each line of NDJSON,
+    at /<row> (its index in the parsed view, blank lines not counted); a form's fields as an
+    object of strings (a repeated name keeps its last value). None when the body has none."""
+    found, document = document_of(parsed)
+    if found:
+        return [("", document)]
+    if parsed.error is not None or parsed.value is None:
+        return None
+    if parsed.kind == "ndjson":
+        return [(f"/{row}", line) for row, line in enumerate(parsed.value)]
+    if parsed.kind == "form":
+        return [("", {name: value for name, value in parsed.value})]
+    return None
+
+
+def contract_groups(schema: Mapping[str, Any]) -> tuple[str, dict[str, str]] | None:
+    """(group_by, {event type: name in $defs}) of a contract whose event types only the request
+    can tell apart (a header, the sub-path), as hookscope.ops.infer writes it; None otherwise.
+    A body field names its own group within the schema (if/then), so needs nothing here."""
+    meta = schema.get("x-hookscope")
+    if not isinstance(meta, dict):
+        return None
+    group_by, names = meta.get("group_by"), meta.get("groups")
+    if (not isinstance(group_by, str) or not group_by.startswith(("header:", "path"))
+            or not isinstance(names, dict)
+            or not all(isinstance(v, str) for v in names.values())):
+        return None
+    return group_by, names
+
+
+def _group_ref(name: str) -> str:
+    return "#/$defs/" + quote(name.replace("~", "~0").replace("/", "~1"), safe="")
+
+
 class Validation:
     """Decides a capture's validation verdict from the endpoint's `format` and `schema`."""
 
@@ -387,11 +470,15 @@ class Validation:
         self.registry = registry
         # Keyed by the schema object (held here, so its id cannot be reused while cached): the
         # capture path sees the same Endpoint object until it changes, and serialising the
-        # schema for a key on every capture would cost more than validating.
-        self._custom: dict[int, tuple[Mapping[str, Any], Checker]] = {}
+        # schema for a key on every capture would cost more than validating. Each schema's
+        # checkers: the whole (None), and one per event type of a contract grouped by request.
+        self._custom: dict[int, tuple[Mapping[str, Any], dict[str | None, Checker]]] = {}
 
-    def check(self, parsed: Parsed, mode: str, schema: Mapping[str, Any] | None
+    def check(self, parsed: Parsed, mode: str, schema: Mapping[str, Any] | None, *,
+              headers: Sequence[Sequence[str]] | None = None, path: str | None = None
               ) -> dict[str, Any] | None:
+        """`headers` and `path` are the request's, for a contract whose event types a header or
+        the sub-path names; without them such a contract is checked whole (its anyOf)."""
         if schema is None and mode == "none":
             return None
         if parsed.partial is not None:
@@ -399,9 +486,9 @@ class Validation:
             format_id = "custom" if schema is not None else (None if mode == "auto" else mode)
             return verdict(format_id, False, [{"path": "", "message": "not validated: "
                                                f"{parsed.partial}"}], status="unknown")
-        found, document = document_of(parsed)
         if schema is not None:
-            return self._custom_verdict(parsed, found, document, schema)
+            return self._custom_verdict(parsed, schema, headers, path)
+        found, document = document_of(parsed)
         if mode == "auto":
             fmt = self.registry.detect(document) if found else None
             if fmt is None:
@@ -414,23 +501,50 @@ class Validation:
             return verdict(fmt.id, False, [{"path": "", "message": _no_document(parsed)}])
         return verdict(fmt.id, fmt.recognises(document), self.registry.errors(fmt, document))
 
-    def _custom_verdict(self, parsed: Parsed, found: bool, document: Any,
-                        schema: Mapping[str, Any]) -> dict[str, Any]:
-        if not found:
+    def _custom_verdict(self, parsed: Parsed, schema: Mapping[str, Any],
+                        headers: Sequence[Sequence[str]] | None,
+                        path: str | None) -> dict[str, Any]:
+        documents = documents_of(parsed)
+        if documents is None:
             return verdict("custom", False, [{"path": "", "message": _no_document(parsed)}])
+        group: str | None = None
+        grouped = contract_groups(schema) if headers is not None and path is not None else None
+        if grouped is not None:
+            group_by, names = grouped
+            event = groups.key(groups.Sample(headers or [], path or "", None), group_by)
+            if event not in names:
+                known = ", ".join(repr(name) for name in names) or "none"
+                return verdict("custom", False, [{"path": "", "message": _short(
+                    f"no event type {event!r} in the contract ({group_by}); it has {known}")}])
+            group = names[event]
+        try:
+            checker = self._checker(schema, group)
+        except SchemaUnusable as exc:
+            return verdict("custom", False, [{"path": "", "message": f"the endpoint's "
+                                              f"schema cannot be used: {exc}"}])
+        errors: list[dict[str, str]] = []
+        for prefix, document in documents:
+            if len(errors) >= MAX_ERRORS:
+                break
+            errors += checker.errors(document, prefix)
+        return verdict("custom", False, errors[:MAX_ERRORS])
+
+    def _checker(self, schema: Mapping[str, Any], group: str | None) -> Checker:
         cached = self._custom.get(id(schema))
-        if cached is not None and cached[0] is schema:
-            checker = cached[1]
-        else:
-            try:
-                checker = Checker.compile_custom(schema)
-            except SchemaUnusable as exc:
-                return verdict("custom", False, [{"path": "", "message": f"the endpoint's "
-                                                  f"schema cannot be used: {exc}"}])
+        if cached is None or cached[0] is not schema:
             if len(self._custom) > 256:
                 self._custom.clear()
-            self._custom[id(schema)] = (schema, checker)
-        return verdict("custom", False, checker.errors(document))
+            cached = self._custom[id(schema)] = (schema, {})
+        checkers = cached[1]
+        if group not in checkers:
+            if group is None:
+                checkers[group] = Checker.compile_custom(schema)
+            else:
+                below = {"$defs": schema.get("$defs", {}), "$ref": _group_ref(group)}
+                if "$schema" in schema:
+                    below["$schema"] = schema["$schema"]
+                checkers[group] = Checker.compile_custom(below)
+        return checkers[group]
 
 
 def _no_document(parsed: Parsed) -> str:

@@ -58,6 +58,7 @@ def build_routes() -> list[BaseRoute]:
         Route("/api/endpoints/{key}/captures", endpoints.list_captures, methods=["GET"]),
         Route("/api/endpoints/{key}/captures", endpoints.clear_captures, methods=["DELETE"]),
         Route("/api/endpoints/{key}/stream", stream.StreamEndpoint(), methods=["GET"]),
+        Route("/api/endpoints/{key}/schema", endpoints.endpoint_schema, methods=["GET"]),
         Route("/api/captures/{id}", captures.get_capture, methods=["GET"]),
         Route("/api/captures/{id}", captures.delete_capture, methods=["DELETE"]),
         Route("/api/captures/{id}/body", captures.capture_body, methods=["GET"]),

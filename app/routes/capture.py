@@ -172,7 +172,8 @@ class CaptureMiddleware:
     def _validate(self, endpoint: Endpoint, capture: Capture) -> dict[str, Any] | None:
         assert capture.parsed is not None  # parsed on the capture path before this
         try:
-            return self.validation.check(capture.parsed, endpoint.format, endpoint.schema)
+            return self.validation.check(capture.parsed, endpoint.format, endpoint.schema,
+                                         headers=capture.headers, path=capture.path)
         except Exception as exc:  # a validator bug must never cost a capture
             log.exception("validation failed for endpoint %s", endpoint.token)
             message = f"could not validate ({type(exc).__name__})"

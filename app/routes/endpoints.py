@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from hookscope.errors import ApiError
+from hookscope.formats import documents_of
+from hookscope.ingest.parse import MAX_JSON_BYTES, parse_body
 from hookscope.models import Capture, Endpoint, now_us
-from hookscope.ops.forward import refused_target
+from hookscope.ops import groups
+from hookscope.ops.forward import refused_target, sub_path
+from hookscope.ops.infer import DEFAULT_LIMIT, MAX_LIMIT, Options, infer
+from hookscope.ops.schemadiff import diff_schemas
 from hookscope.responses import JSONResponse
 from hookscope.routes.common import (
     base_url,
@@ -31,6 +37,10 @@ from hookscope.routes.fields import check_endpoint_fields
 from hookscope.storage import CaptureQuery, Conflict, Gone
 
 SIGNATURE_STATUSES = ("verified", "failed", "missing", "unchecked")
+SCHEMA_PARAMS = ("limit", "path", "since", "group_by", "enum", "additional_properties",
+                 "against")
+# What inference reads of bodies in all: past it, the captures read so far are the samples.
+MAX_SAMPLE_BYTES = 64 * 1024 * 1024
 VALIDATION_STATUSES = ("valid", "invalid", "unknown")
 CAPTURE_LIST_PARAMS = ("method", "signature", "validation", "format", "q", "before", "after",
                        "limit", "wait")
@@ -98,12 +108,7 @@ async def delete_endpoint(request: Request) -> Response:
 
 async def list_captures(request: Request) -> Response:
     endpoint = await endpoint_or_404(request)
-    unknown = [name for name in request.query_params if name not in CAPTURE_LIST_PARAMS]
-    if unknown:
-        raise ApiError(400, f"unknown parameter {unknown[0]!r}; known: "
-                            f"{', '.join(CAPTURE_LIST_PARAMS)}",
-                       details=[{"field": name, "message": "unknown parameter"}
-                                for name in unknown])
+    _known_params(request, CAPTURE_LIST_PARAMS)
     method = request.query_params.get("method") or None
     wait = number_param(request, "wait", None, 0, MAX_WAIT_S, kind=float,
                          what="a number of seconds")
@@ -177,3 +182,131 @@ async def clear_captures(request: Request) -> Response:
     endpoint = await endpoint_or_404(request)
     deleted = await store_of(request).clear_captures(endpoint)
     return JSONResponse({"ok": True, "captures_deleted": deleted})
+
+
+async def endpoint_schema(request: Request) -> Response:
+    """A contract (JSON Schema) inferred from the endpoint's newest captures, one sub-schema per
+    event type (hookscope.ops.infer); with `against=pinned`, what changed between the
+    endpoint's own schema and it (hookscope.ops.schemadiff)."""
+    endpoint = await endpoint_or_404(request)
+    _known_params(request, SCHEMA_PARAMS)
+    limit = number_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT) or DEFAULT_LIMIT
+    path = request.query_params.get("path") or None
+    if path is not None and not path.startswith("/"):
+        raise ApiError(400, f"path must be a sub-path starting with '/', got {path!r}",
+                       details=[{"field": "path", "message": "a sub-path such as /github"}])
+    since = _moment_param(request, "since")
+    against = choice_param(request, "against", ("pinned",))
+    group_by = request.query_params.get("group_by") or None
+    if against and endpoint.schema is None:
+        raise ApiError(409, "the endpoint has no schema pinned to compare with; pin one first "
+                            "(hookscope schema pin, or PATCH its schema)")
+    if group_by is None and against and endpoint.schema is not None:
+        meta = endpoint.schema.get("x-hookscope")
+        pinned_by = meta.get("group_by") if isinstance(meta, dict) else None
+        group_by = pinned_by if isinstance(pinned_by, str) else None  # pair the same groups
+    try:
+        group_by = groups.check(group_by or "auto")
+    except ValueError as exc:
+        raise ApiError(400, str(exc), details=[{"field": "group_by", "message": str(exc)}]
+                       ) from None
+    options = Options(group_by=group_by, enums=_flag_param(request, "enum"),
+                      additional_properties=_flag_param(request, "additional_properties"))
+    captures, notes = await _newest_bodies(request, endpoint, limit, path, since)
+    result = await asyncio.to_thread(_infer_from, captures, options)
+    result["notes"] = notes + result.pop("notes")
+    if against:
+        if result["samples"] == 0:
+            result["notes"].append("no capture read had a JSON document: nothing to compare")
+            compared = diff_schemas({}, {})
+        else:
+            compared = diff_schemas(endpoint.schema, result["schema"])
+        result = {"against": against, **compared, **result}
+    return JSONResponse(result)
+
+
+def _known_params(request: Request, known: tuple[str, ...]) -> None:
+    unknown = [name for name in request.query_params if name not in known]
+    if unknown:
+        raise ApiError(400, f"unknown parameter {unknown[0]!r}; known: {', '.join(known)}",
+                       details=[{"field": name, "message": "unknown parameter"}
+                                for name in unknown])
+
+
+def _flag_param(request: Request, name: str) -> bool:
+    return choice_param(request, name, ("true", "false")) == "true"
+
+
+def _moment_param(request: Request, name: str) -> int | None:
+    """An ISO 8601 date-time parameter as microseconds (UTC when it has no offset)."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an ISO 8601 date-time such as "
+                            f"'2026-11-22T10:00:00Z', got {raw!r}",
+                       details=[{"field": name, "message": "an ISO 8601 date-time"}]) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+async def _newest_bodies(request: Request, endpoint: Endpoint, limit: int, path: str | None,
+                         since: int | None) -> tuple[list[Capture], list[str]]:
+    """The newest `limit` captures (received at or after `since`), those under the sub-path
+    `path` kept, with their bodies. Read a page of summaries at a time, newest first; a body
+    too large to be parsed is not loaded."""
+    store = store_of(request)
+    found: list[Capture] = []
+    notes: list[str] = []
+    read = loaded = 0
+    before: int | None = None
+    while read < limit:
+        page = await store.list_captures(endpoint, CaptureQuery(before=before,
+                                                                limit=min(500, limit - read)))
+        if not page:
+            break
+        before = page[-1].seq
+        for summary in page:
+            if since is not None and summary.received_at < since:
+                return found, notes
+            read += 1
+            tail = sub_path(summary.path) or "/"
+            if path is not None and tail != path and not tail.startswith(path.rstrip("/") + "/"):
+                continue
+            if summary.body_size == 0 or summary.body_size > MAX_JSON_BYTES:
+                found.append(summary)  # counted, without a document
+                continue
+            if loaded + summary.body_size > MAX_SAMPLE_BYTES:
+                notes.append(f"stopped after {len(found)} captures: their bodies reached "
+                             f"{MAX_SAMPLE_BYTES >> 20} MiB")
+                return found, notes
+            capture = await store.get_capture(summary.id)
+            if capture is not None:
+                loaded += summary.body_size
+                found.append(capture)
+    return found, notes
+
+
+def _infer_from(captures: list[Capture], options: Options) -> dict[str, Any]:
+    """Parse each capture's body as the capture path does and infer from its documents (run in
+    a thread: parsing and merging grow with the samples)."""
+    samples: list[groups.Sample] = []
+    without = 0
+    for capture in captures:
+        documents = None
+        if capture.body:
+            documents = documents_of(parse_body(capture.body, capture.content_type))
+        if not documents:
+            without += 1
+            continue
+        samples += [groups.Sample(capture.headers, capture.path, document)
+                    for _, document in documents]
+    result = infer(samples, options)
+    result["captures"] = len(captures)
+    result["notes"] = ([f"{without} of {len(captures)} captures had no JSON document (an empty, "
+                        "text, binary or unparsable body) and are not among the samples"]
+                       if without else [])
+    return result

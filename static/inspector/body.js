@@ -12,6 +12,10 @@ const RAW_CAP = 1024 * 1024;
 const HEX_CAP = 64 * 1024;
 const XML_PRETTY_CAP = 2 * 1024 * 1024;
 
+function isMissing(error) {
+  return error.path !== "" && error.message === `missing required ${error.path}`;
+}
+
 export function pointerOf(parent, key) {
   return `${parent}/${String(key).replace(/~/g, "~0").replace(/\//g, "~1")}`;
 }
@@ -119,12 +123,16 @@ class JsonView {
     for (const error of this.errors) {
       const match = /^'(.*)' is a required property$/.exec(error.message);
       if (match && error.path === pointer) keys.push(match[1]);
+      // An endpoint's own schema names the missing field's own pointer: "missing required /a/b".
+      if (isMissing(error) && error.path.slice(0, error.path.lastIndexOf("/")) === pointer) {
+        keys.push(error.path.slice(error.path.lastIndexOf("/") + 1).replace(/~1/g, "/").replace(/~0/g, "~"));
+      }
     }
     return keys;
   }
 
   notes(pointer, depth) {
-    const here = this.errors.filter((e) => e.path === pointer && !/is a required property$/.test(e.message));
+    const here = this.errors.filter((e) => e.path === pointer && !/is a required property$/.test(e.message) && !isMissing(e));
     return here.map((e) => el("div", { class: "j-error", role: "note", dataset: { pointer } },
       "  ".repeat(depth), el("span", { class: "j-error-text" }, `⚠ ${e.message}`)));
   }

@@ -1,5 +1,7 @@
 // The settings sheet: every endpoint field the API has, saved with one PATCH; the API's 422
 // details are shown at the fields they name.
+import { ContractPin } from "./contract.js";
+
 const { el, api, toast } = HS;
 
 function localInput(iso) {
@@ -34,6 +36,7 @@ export class Settings {
     $("settings-scheme").addEventListener("change", () => this.showSchemeOptions({}));
     $("delete-endpoint").addEventListener("click", () => this.deleteEndpoint());
     this.form.addEventListener("submit", (event) => { event.preventDefault(); this.save(); });
+    this.contract = new ContractPin(this);
   }
 
   setSchemes(schemes) {
