@@ -56,12 +56,11 @@ SUMMARY_COLUMNS = (
     "c.id, c.endpoint_id, e.token, c.seq, c.received_at, c.method, c.path, c.query, c.headers, "
     "c.remote_addr, c.content_type, c.body_size, c.truncated, c.response_status, c.parsed_kind, "
     "c.parsed_error, c.signature, c.validation")
-_INSERT = (
-    "INSERT INTO captures (id, endpoint_id, seq, received_at, method, path, query, headers, "
-    "remote_addr, content_type, body_size, truncated, response_status, parsed_kind, "
-    "parsed_error, signature_status, signature, validation_status, validation, format, stored, "
-    "body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
-    "$18, $19, $20, $21, $22)")
+_CAPTURE_COLUMNS = (
+    "id", "endpoint_id", "seq", "received_at", "method", "path", "query", "headers",
+    "remote_addr", "content_type", "body_size", "truncated", "response_status", "parsed_kind",
+    "parsed_error", "signature_status", "signature", "validation_status", "validation", "format",
+    "stored", "body")
 # The key of the advisory lock that serialises pruning to the total limit across processes.
 TOTAL_LOCK = 0x546F74  # "Tot"
 CHANNEL = "hookscope"
@@ -312,12 +311,12 @@ class PostgresStore(EndpointCopies):
                     await _check_alias_free(conn, fields["alias"], endpoint.id)
                 for name, value in fields.items():
                     setattr(current, name, value)
-                await conn.execute(
+                await self._prune(conn, await conn.fetch(
                     "UPDATE endpoints SET alias = $1, name = $2, expires_at = $3, "
-                    "max_captures = $4, max_bytes = $5, config = $6 WHERE id = $7",
+                    "max_captures = $4, max_bytes = $5, config = $6 WHERE id = $7 RETURNING id, "
+                    "capture_count, max_captures, stored_bytes, max_bytes",
                     current.alias, current.name, current.expires_at, current.max_captures,
-                    current.max_bytes, json.dumps(current.config()), endpoint.id)
-                await self._prune(conn, [endpoint.id])
+                    current.max_bytes, json.dumps(current.config()), endpoint.id))
                 await conn.execute(NOTIFY, "e")
                 row = await conn.fetchrow(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints "
                                           "WHERE id = $1", endpoint.id)
@@ -416,46 +415,54 @@ class PostgresStore(EndpointCopies):
         outcomes: dict[int, Any] = {}
         async with conn.transaction():
             await self._lock_total(conn)
-            ids = sorted({job.capture.endpoint_id for job in group})
-            rows = await conn.fetch("SELECT id, last_seq, last_capture_at FROM endpoints "
-                                    "WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", ids)
-            counters = {row["id"]: [row["last_seq"], row["last_capture_at"], 0, 0]
-                        for row in rows}
+            # Per endpoint: how many captures, the newest's time, their stored bytes.
+            totals: dict[int, list[int]] = {}
+            for job in group:
+                total = totals.setdefault(job.capture.endpoint_id, [0, 0, 0])
+                total[0] += 1
+                total[1] = max(total[1], job.capture.received_at)
+                total[2] += job.size
+            keys = sorted(totals)
+            # One statement locks the endpoints (in id order, as every writer does), takes the
+            # group's sequence numbers, counts its captures in, tells the other processes of
+            # them (NOTIFY, delivered at the commit) and returns what pruning looks at: each
+            # statement is a round trip while the transaction holds the rows.
+            updated = await conn.fetch(
+                "WITH locked AS (SELECT id FROM endpoints WHERE id = ANY($1::bigint[]) "
+                "ORDER BY id FOR UPDATE) "
+                "UPDATE endpoints e SET last_seq = e.last_seq + u.n, "
+                "last_capture_at = GREATEST(e.last_capture_at, u.last_at), "
+                "capture_count = e.capture_count + u.n, stored_bytes = e.stored_bytes + u.size "
+                "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) "
+                "AS u(id, n, last_at, size), locked WHERE e.id = u.id AND locked.id = u.id "
+                "RETURNING e.id, e.last_seq, e.capture_count, e.max_captures, e.stored_bytes, "
+                f"e.max_bytes, pg_notify('{CHANNEL}', 'c ' || e.id || ' ' || e.last_seq)",
+                keys, [totals[k][0] for k in keys], [totals[k][1] for k in keys],
+                [totals[k][2] for k in keys])
+            next_seq = {row["id"]: row["last_seq"] - totals[row["id"]][0] + 1 for row in updated}
             records = []
             for job in group:
-                counter = counters.get(job.capture.endpoint_id)
-                if counter is None:
-                    outcomes[id(job)] = Gone(f"endpoint {job.capture.endpoint_id} no longer "
-                                             "exists")
+                endpoint_id = job.capture.endpoint_id
+                seq = next_seq.get(endpoint_id)
+                if seq is None:
+                    outcomes[id(job)] = Gone(f"endpoint {endpoint_id} no longer exists")
                     continue
-                counter[0] += 1
-                counter[1] = max(counter[1] or 0, job.capture.received_at)
-                counter[2] += 1
-                counter[3] += job.size
-                outcomes[id(job)] = counter[0]
-                records.append((job.capture.id, job.capture.endpoint_id, counter[0],
-                                *job.values))
+                next_seq[endpoint_id] = seq + 1
+                outcomes[id(job)] = seq
+                records.append((job.capture.id, endpoint_id, seq, *job.values))
             if records:
-                await conn.executemany(_INSERT, records)
-                await conn.executemany(
-                    "UPDATE endpoints SET last_seq = $2, last_capture_at = $3, "
-                    "capture_count = capture_count + $4, stored_bytes = stored_bytes + $5 "
-                    "WHERE id = $1", [(key, *values) for key, values in counters.items()])
-                await self._prune(conn, list(counters))
-                await conn.execute(
-                    f"SELECT pg_notify('{CHANNEL}', n) FROM unnest($1::text[]) AS n",
-                    [f"c {key} {values[0]}" for key, values in counters.items() if values[2]])
+                # COPY: one message for the whole group, where INSERT binds every row apart.
+                await conn.copy_records_to_table("captures", records=records,
+                                                 columns=_CAPTURE_COLUMNS)
+                await self._prune(conn, updated)
         return outcomes
 
-    async def _prune(self, conn: Any, endpoint_ids: list[int]) -> None:
-        """Hold the endpoints, and all of them together, to their limits: oldest first, an
-        endpoint's newest capture never."""
-        for endpoint_id in endpoint_ids:
-            row = await conn.fetchrow("SELECT capture_count, max_captures, stored_bytes, "
-                                      "max_bytes FROM endpoints WHERE id = $1",
-                                      endpoint_id)
-            if row is None:
-                continue
+    async def _prune(self, conn: Any, endpoints: list[Any]) -> None:
+        """Hold the endpoints (rows of id, capture_count, max_captures, stored_bytes, max_bytes
+        as this transaction left them), and all of them together, to their limits: oldest
+        first, an endpoint's newest capture never."""
+        for row in endpoints:
+            endpoint_id = row["id"]
             if row["capture_count"] > row["max_captures"]:
                 await self._delete(conn, "DELETE FROM captures WHERE pk IN (SELECT pk FROM "
                                    "captures WHERE endpoint_id = $1 ORDER BY seq LIMIT $2) "
