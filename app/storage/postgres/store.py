@@ -30,7 +30,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,7 +196,8 @@ class PostgresStore(EndpointCopies):
             endpoint_id, _, summary = rest.partition(" ")
             if (origin != self._origin and endpoint_id.isdigit() and summary
                     and self.deliveries_elsewhere is not None):
-                self.deliveries_elsewhere(int(endpoint_id), json.loads(summary))
+                self._pass_on(self._delivery_after(list(self._heard), self.deliveries_elsewhere,
+                                                   int(endpoint_id), json.loads(summary)))
             return
         if payload.startswith("f "):
             _, _, rest = payload.partition(" ")
@@ -216,10 +217,23 @@ class PostgresStore(EndpointCopies):
         if self.captures_elsewhere is None or (
                 writer is not None and pid == writer.get_server_pid()):
             return  # this process's own captures reach its viewers directly
-        task = asyncio.ensure_future(self.captures_elsewhere(int(parts[1]), int(parts[2])))
+        self._pass_on(self.captures_elsewhere(int(parts[1]), int(parts[2])))
+
+    def _pass_on(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
         self._heard.add(task)
         task.add_done_callback(_heard_done)
         task.add_done_callback(self._heard.discard)
+
+    @staticmethod
+    async def _delivery_after(earlier: list[asyncio.Future[None]],
+                              deliver: Callable[[int, dict[str, Any]], None], endpoint_id: int,
+                              summary: dict[str, Any]) -> None:
+        """A delivery reaches viewers after the captures heard of before it, which are read
+        from the database first: its capture's event comes before it, as in the process that
+        took both."""
+        await asyncio.gather(*earlier, return_exceptions=True)
+        deliver(endpoint_id, summary)
 
     async def close(self) -> None:
         if self._task is not None:
