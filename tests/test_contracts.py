@@ -421,3 +421,19 @@ def test_array_items_are_compared_at_a_star():
 def test_a_recursive_schema_is_compared_without_looping():
     tree = {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#"}}}}
     assert diff_schemas(tree, copy.deepcopy(tree))["changes"] == []
+
+
+def test_a_diff_compares_every_property_that_refers_to_a_definition_with_siblings():
+    """Each `$ref` with a sibling resolves to a new schema: none may pass for one compared."""
+    from hookscope.ops.schemadiff import diff_schemas
+
+    def contract(first_type: str) -> dict[str, Any]:
+        return {"type": "object",
+                "properties": {f"p{n}": {"$ref": f"#/$defs/T{n}", "description": "d"}
+                               for n in range(6)},
+                "$defs": {f"T{n}": {"type": first_type if n == 0 else "string"}
+                          for n in range(6)}}
+
+    changed = diff_schemas(contract("string"), contract("integer"))
+    assert changed["breaking"] is True
+    assert [c["path"] for c in changed["changes"]] == ["/p0"]

@@ -226,6 +226,8 @@ def test_the_sender_is_answered_before_a_slow_target_finishes(live, receiver):
     ({"url": "http://127.0.0.1:9/", "retries": 1.5}, "forward.retries"),
     ({"url": "http://127.0.0.1:9/", "every": 1}, "forward.every"),
     ({"url": METADATA}, "forward.url"),
+    ({"url": "http://[::ffff:169.254.169.254]/"}, "forward.url"),
+    ({"url": "http://user:secret@127.0.0.1:9/"}, "forward.url"),
 ])
 @pytest.mark.anyio
 async def test_a_bad_forward_is_a_422_naming_the_field(client, endpoint, forward, field):

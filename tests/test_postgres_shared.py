@@ -108,3 +108,17 @@ async def test_the_server_wide_rate_limit_holds_across_processes():
         other = await second.post(f"/h/{tokens[1]}", content=b"x")
         assert (one.status_code, other.status_code) == (200, 429)
         assert other.headers["retry-after"] == "1"
+
+
+async def test_a_delivery_of_any_size_is_recorded_and_shared():
+    # Its text fields at their limits, in characters of three bytes each: more than NOTIFY's
+    # 8000 bytes, which must not matter.
+    async with _processes() as (first, second):
+        token = (await first.post("/api/endpoints", json={})).json()["token"]
+        capture = (await first.post(f"/h/{token}", content=b"x")).headers["x-hookscope-capture"]
+        report = {"target": "http://localhost/" + "€" * 2000, "by": "€" * 200,
+                  "status": None, "error": "€" * 1000, "outcome": "failed"}
+        recorded = await first.post(f"/api/captures/{capture}/deliveries", json=report)
+        assert recorded.status_code == 201, recorded.text
+        listed = (await second.get(f"/api/captures/{capture}")).json()["deliveries"]
+        assert [d["by"] for d in listed] == ["€" * 200]

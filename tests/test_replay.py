@@ -335,6 +335,9 @@ async def test_a_loopback_server_replays_into_its_own_network_but_not_to_metadat
     with pytest.raises(ApiError, match="link-local and cloud metadata") as refused:
         await policy.address("metadata.test", 80)
     assert refused.value.status == 403
+    for mapped in ("::ffff:169.254.169.254", "[::ffff:a9fe:a9fe]"):  # the same, written in IPv6
+        with pytest.raises(ApiError, match="link-local and cloud metadata"):
+            await policy.address(mapped, 80)
 
 
 async def test_replay_allow_admits_networks_and_host_names():

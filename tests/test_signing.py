@@ -175,6 +175,13 @@ def test_a_jwts_expiry_moves_with_its_issue_time():
     assert claims == {"iat": NOW, "exp": NOW + 600}
 
 
+def test_a_jwt_whose_payload_is_not_an_object_is_signed_anew_without_its_claims():
+    token = jwt.api_jws.encode(b"[1, 2]", LIVE, algorithm="HS256")
+    sent, _ = resign({"scheme": "avo"}, [("authorization", f"Bearer {token}")])
+    claims = jwt.decode(named(sent)["authorization"][7:], TEST, algorithms=["HS256"])
+    assert claims == {"iat": NOW}
+
+
 def test_auto_signs_with_the_scheme_the_capture_carries():
     sent, _ = resign({"scheme": "auto"}, CASES["slack"][1])
     assert verdict({"scheme": "slack"}, sent)["status"] == "verified"

@@ -90,6 +90,12 @@ def backoff(attempt: int) -> float:
     return min(BACKOFF_MAX_S, 2.0 ** (attempt - 1))
 
 
+def shown(url: str) -> str:
+    """A URL as a delivery shows it to the team: without a user name or password in it."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(userinfo=b"")) if parsed.userinfo else url
+
+
 def new_delivery_id() -> str:
     return "d_" + new_capture_id(now_us())[2:]
 
@@ -99,7 +105,7 @@ def delivery_record(capture: Capture, url: str, *, by: str, number: int) -> dict
     without an answer: `failed` until one says otherwise."""
     return {
         "id": new_delivery_id(), "capture": capture.id, "seq": capture.seq,
-        "at": format_time(now_us()), "target": url[:MAX_TARGET], "by": by[:MAX_BY],
+        "at": format_time(now_us()), "target": shown(url)[:MAX_TARGET], "by": by[:MAX_BY],
         "attempt": number, "status": None, "error": None, "elapsed_ms": None,
         "outcome": "failed", "response": None}
 
@@ -116,7 +122,7 @@ async def attempt(capture: Capture, target: str, *, by: str, number: int, timeou
                               timeout=timeout, policy=policy, body_limit=MAX_DELIVERY_BODY,
                               action="forwarding")
     except ApiError as exc:
-        record["error"] = exc.message[:MAX_ERROR]
+        record["error"] = exc.message.replace(url, record["target"])[:MAX_ERROR]
         record["outcome"] = "failed" if last or exc.status == 403 else "retrying"
         return record
     record.update(status=sent.status, elapsed_ms=sent.elapsed_ms, response={
@@ -269,6 +275,9 @@ def _url_problem(value: Any) -> str | None:
         return f"url must be an absolute http:// or https:// URL, {example}"
     if port is not None and not 0 < port < 65536:
         return f"url's port must be from 1 to 65535, got {port}"
+    if url.userinfo:
+        return ("url must not hold a user name or password: it would be shown to everyone who "
+                "can read the endpoint and its deliveries")
     return None
 
 

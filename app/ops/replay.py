@@ -94,6 +94,8 @@ class TargetPolicy:
         return addresses[0]
 
     def _refused(self, name: str, address: IPAddress) -> str | None:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
         if name in self.allow or any(address in ipaddress.ip_network(item, strict=False)
                                      for item in self.allow if _is_network(item)):
             return None

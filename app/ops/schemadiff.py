@@ -156,9 +156,13 @@ def _compare(old_root: Any, new_root: Any, old: Any, new: Any,
              group: str | None) -> Iterator[Change]:
     pending = [(old, new, "")]
     seen: set[tuple[int, int]] = set()
+    # A $ref with siblings resolves to a new dict each time: kept here for the whole walk, so
+    # its id() is not reused by another schema and taken for a pair already compared.
+    resolved: list[Any] = []
     while pending:
         a, b, path = pending.pop()
         a, b = _resolve(old_root, a), _resolve(new_root, b)
+        resolved.extend((a, b))
         if (id(a), id(b)) in seen or len(path.split("/")) > MAX_DEPTH:
             continue  # a recursive schema: this pair is being compared already
         seen.add((id(a), id(b)))

@@ -89,9 +89,10 @@ def sign(request: SignedRequest, secret: str, now: int, options: Mapping[str, An
     token = bearer_jwt(request)
     if token is not None:
         try:
-            claims = _json_part(token.split(".")[1])
+            read = _json_part(token.split(".")[1])
         except (ValueError, binascii.Error, RecursionError):
-            claims = {}
+            read = None
+        claims = read if isinstance(read, dict) else {}  # claims are an object, or none
     iat, exp = claims.get("iat"), claims.get("exp")
     if isinstance(iat, int | float) and isinstance(exp, int | float):
         claims["exp"] = now + (exp - iat)  # as long a life as the captured token had

@@ -87,10 +87,12 @@ MIGRATIONS: tuple[str, ...] = (
         bucket RECORD;
     BEGIN
         FOR i IN 1 .. cardinality(names) LOOP
-            INSERT INTO rate_buckets (name, rate, tokens, stamp)
+            -- Made full when missing, locked either way, and read in the same statement: a
+            -- sweep that deletes a full bucket cannot slip in between.
+            INSERT INTO rate_buckets AS b (name, rate, tokens, stamp)
                 VALUES (names[i], rates[i], greatest(1, rates[i]), now)
-                ON CONFLICT (name) DO NOTHING;
-            SELECT tokens, stamp INTO bucket FROM rate_buckets WHERE name = names[i] FOR UPDATE;
+                ON CONFLICT (name) DO UPDATE SET rate = b.rate
+                RETURNING b.tokens, b.stamp INTO bucket;
             level := least(greatest(1, rates[i]),
                            bucket.tokens + greatest(0, now - bucket.stamp) * rates[i]);
             levels := levels || level;

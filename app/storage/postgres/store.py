@@ -193,11 +193,11 @@ class PostgresStore(EndpointCopies):
             return
         if payload.startswith("v "):
             origin, _, rest = payload[2:].partition(" ")
-            endpoint_id, _, summary = rest.partition(" ")
-            if (origin != self._origin and endpoint_id.isdigit() and summary
+            endpoint_id, _, delivery_id = rest.partition(" ")
+            if (origin != self._origin and endpoint_id.isdigit() and delivery_id
                     and self.deliveries_elsewhere is not None):
                 self._pass_on(self._delivery_after(list(self._heard), self.deliveries_elsewhere,
-                                                   int(endpoint_id), json.loads(summary)))
+                                                   int(endpoint_id), delivery_id))
             return
         if payload.startswith("f "):
             _, _, rest = payload.partition(" ")
@@ -225,15 +225,17 @@ class PostgresStore(EndpointCopies):
         task.add_done_callback(_heard_done)
         task.add_done_callback(self._heard.discard)
 
-    @staticmethod
-    async def _delivery_after(earlier: list[asyncio.Future[None]],
+    async def _delivery_after(self, earlier: list[asyncio.Future[None]],
                               deliver: Callable[[int, dict[str, Any]], None], endpoint_id: int,
-                              summary: dict[str, Any]) -> None:
+                              delivery_id: str) -> None:
         """A delivery reaches viewers after the captures heard of before it, which are read
         from the database first: its capture's event comes before it, as in the process that
         took both."""
         await asyncio.gather(*earlier, return_exceptions=True)
-        deliver(endpoint_id, summary)
+        record = await self._reads().fetchval(
+            "SELECT record FROM deliveries WHERE id = $1", delivery_id)
+        if record is not None:  # else deleted meanwhile, with its capture
+            deliver(endpoint_id, delivery_summary(json.loads(record)))
 
     async def close(self) -> None:
         if self._task is not None:
@@ -259,13 +261,16 @@ class PostgresStore(EndpointCopies):
             await self._writer.close()
             self._writer = None
         pool, self._pool = self._pool, None  # first: a closed listener must not listen again
-        if self._listening is not None:
-            self._listening.cancel()
+        # What is still passing on captures, deliveries or notes goes first: none may outlive
+        # the store, or use its pool while it closes.
+        leftovers: list[asyncio.Future[None]] = [
+            *self._heard, *self._notes, *([self._listening] if self._listening else [])]
+        for leftover in leftovers:
+            leftover.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
-        for heard in list(self._heard):
-            heard.cancel()
         if pool is not None:
             await pool.close()
 
@@ -353,16 +358,20 @@ class PostgresStore(EndpointCopies):
         try:
             async with self._reads().acquire() as conn, conn.transaction():
                 await self._lock_total(conn)
+                # Locked in id order first, as every writer locks endpoints, so a sweep and a
+                # commit never wait for each other in a circle.
                 rows = await conn.fetch(
-                    "DELETE FROM endpoints WHERE expires_at <= $1 RETURNING id", now)
+                    "DELETE FROM endpoints WHERE id IN (SELECT id FROM endpoints WHERE "
+                    "expires_at <= $1 ORDER BY id FOR UPDATE) RETURNING id", now)
                 for row in rows:
                     await conn.execute(NOTIFY, f"d {row[0]}")
-                # A full bucket is what a missing one starts as: those of idle (or deleted)
-                # endpoints go.
-                await conn.execute(
-                    "DELETE FROM rate_buckets WHERE tokens + (extract(epoch FROM "
-                    "clock_timestamp()) - stamp) * rate >= greatest(1, rate)")
-                return [row[0] for row in rows]
+            # A full bucket is what a missing one starts as: those of idle (or deleted)
+            # endpoints go, apart from the sweep above, and never one a request holds.
+            await self._reads().execute(
+                "DELETE FROM rate_buckets WHERE name IN (SELECT name FROM rate_buckets WHERE "
+                "tokens + (extract(epoch FROM clock_timestamp()) - stamp) * rate >= "
+                "greatest(1, rate) ORDER BY name FOR UPDATE SKIP LOCKED)")
+            return [row[0] for row in rows]
         finally:
             self.forget_targets()
 
@@ -641,8 +650,10 @@ class PostgresStore(EndpointCopies):
                 "FROM captures WHERE id = $4 RETURNING 1",
                 delivery["id"], time.time_ns() // 1000, json_column(delivery), capture.id)
             if added:
-                summary = json_column(delivery_summary(delivery))
-                await conn.execute(NOTIFY, f"v {self._origin} {capture.endpoint_id} {summary}")
+                # Its id, not the delivery: a NOTIFY payload is capped at 8000 bytes, which a
+                # delivery's text fields can pass.
+                await conn.execute(NOTIFY, f"v {self._origin} {capture.endpoint_id} "
+                                           f"{delivery['id']}")
         return bool(added)
 
     async def list_deliveries(self, capture_id: str) -> list[dict[str, Any]]:
