@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import shutil
 import socket
+import ssl
+import subprocess
+import threading
 import time
 from dataclasses import dataclass
 
@@ -13,7 +18,7 @@ import pytest
 
 from hookscope.errors import ApiError
 from hookscope.models import Capture
-from hookscope.ops.replay import MAX_RESPONSE_BODY, TargetPolicy, replay_headers
+from hookscope.ops.replay import MAX_RESPONSE_BODY, TargetPolicy, exchange, replay_headers
 from hookscope.settings import Settings, SettingsError
 
 pytestmark = pytest.mark.anyio
@@ -386,3 +391,35 @@ def test_replay_allow_refuses_what_is_neither_a_network_nor_a_host():
     with pytest.raises(SettingsError, match="HOOKSCOPE_REPLAY_ALLOW: 'http://x' is neither"):
         Settings(replay_allow="10.0.0.0/8, http://x").check()
     Settings(replay_allow="10.0.0.0/8, fd00::/8, hooks.internal").check()
+
+
+async def test_an_https_target_is_sent_to_the_address_that_was_checked(tmp_path):
+    """The name is not looked up again when connecting (it could resolve elsewhere by then):
+    the connection goes to the checked address, with the host's name sent for TLS."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl to make the test server's certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=receiver.test", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    context.sni_callback = lambda _, name, __: names.append(name)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def accept() -> None:
+            conn, _ = server.accept()
+            with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True):
+                pass
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        policy = TargetPolicy(server_on_loopback=True, resolver=StubResolver())
+        with pytest.raises(ApiError, match="TLS failed"):  # a certificate nobody vouches for
+            await exchange("GET", f"https://receiver.test:{port}/", [], b"", timeout=5,
+                           policy=policy)
+        thread.join(5)
+    assert names == ["receiver.test"]

@@ -13,9 +13,9 @@ Deliberate choices, so nobody "fixes" them:
   trickles a byte a second still ends in a 504 on time.
 - What the target does is never a 500: unreachable is a 502, too slow a 504.
 - Where it may go is a policy (TargetPolicy), checked on the addresses the host name resolves
-  to, and then kept to: an http:// target is connected to at the address that was checked (its
-  Host header still names the host), so a name that resolves elsewhere a moment later changes
-  nothing. Link-local addresses (cloud metadata services among them) are always refused, and
+  to, and then kept to: a target is connected to at the address that was checked (its Host
+  header still names the host, and over TLS so do SNI and the certificate check), so a name that
+  resolves elsewhere a moment later changes nothing. Link-local addresses (cloud metadata services among them) are always refused, and
   private and loopback ones too when the server listens on an address others can reach, unless
   HOOKSCOPE_REPLAY_ALLOW names them; a Hookscope on loopback replays into the developer's own
   machine and network. (Redirects are not followed, so there is no other hop to check.)
@@ -181,15 +181,20 @@ async def exchange(method: str, target: str, headers: list[list[str]], body: byt
     raw_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
     started = time.perf_counter()
     address = url.host
+    extensions: dict[str, Any] = {}
     if policy is not None:
         port = url.port or (443 if url.scheme == "https" else 80)
         address = await policy.address(url.host, port, action)
-        if url.scheme == "http" and address != url.host:
-            # Connect to the address that was checked; the Host header names the host.
+        if address != url.host:
+            # Connect to the address that was checked; the Host header names the host, and
+            # over TLS so does the name sent and the certificate is checked against.
             if not any(name.lower() == b"host" for name, _ in raw_headers):
                 raw_headers.insert(0, (b"host", url.netloc))
+            if url.scheme == "https":
+                extensions["sni_hostname"] = url.host
             url = url.copy_with(host=address)
-    request = httpx.Request(method, url, content=body, headers=raw_headers)
+    request = httpx.Request(method, url, content=body, headers=raw_headers,
+                            extensions=extensions)
     try:
         with anyio.fail_after(timeout):
             async with httpx.AsyncClient(follow_redirects=False, trust_env=False,
