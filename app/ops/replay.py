@@ -12,13 +12,14 @@ Deliberate choices, so nobody "fixes" them:
 - `timeout` bounds the whole exchange, connect to last byte, not each read: a target that
   trickles a byte a second still ends in a 504 on time.
 - What the target does is never a 500: unreachable is a 502, too slow a 504.
-- Where it may go is a policy (TargetPolicy), checked on the addresses the host name resolves
-  to, and then kept to: a target is connected to at the address that was checked (its Host
-  header still names the host, and over TLS so do SNI and the certificate check), so a name that
-  resolves elsewhere a moment later changes nothing. Link-local addresses (cloud metadata services among them) are always refused, and
-  private and loopback ones too when the server listens on an address others can reach, unless
-  HOOKSCOPE_REPLAY_ALLOW names them; a Hookscope on loopback replays into the developer's own
-  machine and network. (Redirects are not followed, so there is no other hop to check.)
+- Where it may go is a policy (TargetPolicy), checked on the addresses the host name resolves to,
+  and then kept to: a target is connected to at the address that was checked (its Host header
+  still names the host, and over TLS so do SNI and the certificate check), so a name that resolves
+  elsewhere a moment later changes nothing. Link-local addresses (cloud metadata services among
+  them) are always refused, and private and loopback ones too when the server listens on an
+  address others can reach, unless HOOKSCOPE_REPLAY_ALLOW names them; a Hookscope on loopback
+  replays into the developer's own machine and network. (Redirects are not followed, so there is
+  no other hop to check.)
 """
 
 from __future__ import annotations
