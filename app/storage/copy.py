@@ -150,8 +150,9 @@ class Side(Protocol):
         """Add revoked sessions, keeping those already there."""
         ...
 
-    async def deliveries(self) -> list[tuple[str, str, int, str]]:
-        """Every delivery: (id, capture id, created_at, record JSON)."""
+    async def deliveries(self, after: int, limit: int) -> list[tuple[int, str, str, int, str]]:
+        """The next `limit` deliveries after the one at position `after` (0: from the first):
+        (position, id, capture id, created_at, record JSON)."""
         ...
 
     async def put_deliveries(self, rows: list[tuple[str, str, int, str]]) -> int:
@@ -284,7 +285,10 @@ async def copy_data(source_db: str, destination_db: str, *, verify_only: bool = 
             revoked = await source.sessions()
             await destination.put_sessions(revoked)
             sessions = len(revoked)
-            await destination.put_deliveries(await source.deliveries())
+            after = 0  # in batches: a delivery holds up to 64 KiB of its target's reply
+            while rows := await source.deliveries(after, batch):
+                await destination.put_deliveries([row[1:] for row in rows])
+                after = rows[-1][0]
         copies = {row.token: row for row in await destination.endpoints()}
         for row in endpoints:
             await _verify(source, destination, row, copies.get(row.token), reports[row.token],

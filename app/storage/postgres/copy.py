@@ -105,11 +105,12 @@ class PostgresSide:
             rows = await self._conn.fetch("SELECT nonce, expires_at FROM revoked_sessions")
         return [(row[0], row[1]) for row in rows]
 
-    async def deliveries(self) -> list[tuple[str, str, int, str]]:
+    async def deliveries(self, after: int, limit: int) -> list[tuple[int, str, str, int, str]]:
         async with self._failures("read the deliveries"):
             rows = await self._conn.fetch(
-                "SELECT id, capture_id, created_at, record FROM deliveries ORDER BY pk")
-        return [(row[0], row[1], row[2], row[3]) for row in rows]
+                "SELECT pk, id, capture_id, created_at, record FROM deliveries WHERE pk > $1 "
+                "ORDER BY pk LIMIT $2", after, limit)
+        return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -161,10 +162,12 @@ class PostgresSide:
 
     async def put_deliveries(self, rows: list[tuple[str, str, int, str]]) -> int:
         async with self._failures("write the deliveries"), self._conn.transaction():
-            added = 0
-            for did, capture, created, record in rows:
-                added += len(await self._conn.fetch(
-                    "INSERT INTO deliveries (id, capture_id, created_at, record) SELECT $1, id, "
-                    "$2, $3 FROM captures WHERE id = $4 ON CONFLICT DO NOTHING RETURNING 1",
-                    did, created, record, capture))
-            return added
+            added = await self._conn.fetch(
+                "INSERT INTO deliveries (id, capture_id, created_at, record) SELECT d.id, c.id, "
+                "d.created_at, d.record FROM unnest($1::text[], $2::text[], $3::bigint[], "
+                "$4::text[]) WITH ORDINALITY AS d(id, capture_id, created_at, record, n) JOIN "
+                "captures c ON c.id = d.capture_id ORDER BY d.n ON CONFLICT DO NOTHING "
+                "RETURNING 1",
+                [row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows],
+                [row[3] for row in rows])
+            return len(added)

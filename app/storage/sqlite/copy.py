@@ -144,10 +144,11 @@ class SQLiteSide:
             return [(nonce, expires) for nonce, expires in
                     conn.execute("SELECT nonce, expires_at FROM revoked_sessions")]
 
-    async def deliveries(self) -> list[tuple[str, str, int, str]]:
+    async def deliveries(self, after: int, limit: int) -> list[tuple[int, str, str, int, str]]:
         with self._failures("read the deliveries") as conn:
             return [tuple(row) for row in conn.execute(
-                "SELECT id, capture_id, created_at, record FROM deliveries ORDER BY rowid")]
+                "SELECT rowid, id, capture_id, created_at, record FROM deliveries "
+                "WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, limit))]
 
     # -- writing -----------------------------------------------------------------------------
 
