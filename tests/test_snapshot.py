@@ -169,6 +169,12 @@ def test_what_cannot_be_snapshot_is_said(server, tmp_path):
     assert result.code == 0, result.err
     assert "holds the endpoint's shared token in clear" in result.err
 
+    unchecked = _endpoint(server)  # no verify config: the header is still a credential
+    _send(unchecked, b"{}", [("Authorization", "Bearer live"), ("X-Gitlab-Token", "live")])
+    result = _snapshot(server, unchecked, tmp_path / "unchecked")
+    assert result.code == 0, result.err
+    assert "holds authorization, x-gitlab-token, which may be a live credential" in result.err
+
 
 def _capture(body, content_type="application/json", seq=1, headers=(), path="/h/k"):
     from hookscope.ingest.parse import parse_body

@@ -96,6 +96,9 @@ def snapshot(args: argparse.Namespace, client: Client) -> int:
         if signature.get("scheme") == "token" and signature.get("status") == "verified":
             warn(f"{path} holds the endpoint's shared token in clear (scheme token): replace it "
                  "before committing the file, and re-sign with a test token when delivering")
+        elif held := _credentials(item.capture["headers"]):
+            warn(f"{path} holds {', '.join(held)}, which may be a live credential: look before "
+                 "committing the file")
         written.append({"file": str(path), "group": item.group, "seq": item.capture["seq"],
                         "id": item.capture["id"], "changed": changed})
     out = Printer(as_json=args.json)
@@ -111,3 +114,14 @@ def snapshot(args: argparse.Namespace, client: Client) -> int:
              f"capture{'s' * (len(exports) != 1)} in {groups_seen} "
              f"group{'s' * (groups_seen != 1)} (grouped by {grouping})")
     return OK
+
+
+# Headers that carry a credential itself rather than a signature made with one.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key",
+                                 "api-key", "x-auth-token", "x-gitlab-token", "x-webhook-token"})
+
+
+def _credentials(headers: list[list[str]]) -> list[str]:
+    """The names of `headers` that may hold a credential in clear, as sent."""
+    return sorted({name for name, _ in headers
+                   if name.lower() in _CREDENTIAL_HEADERS or name.lower().endswith("-token")})
