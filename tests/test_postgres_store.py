@@ -133,3 +133,23 @@ async def test_pruning_to_the_total_reads_the_oldest_in_batches(database, monkey
         assert kept == [[11, 10, 9], [10, 9]]
     finally:
         await limited.close()
+
+
+async def test_pruning_to_max_bytes_reads_the_oldest_in_batches(database, monkeypatch):
+    monkeypatch.setattr(postgres_store, "PRUNE_BATCH", 3)
+    store = PostgresStore(database)
+    await store.open()
+    try:
+        endpoint = await _endpoint(store)
+        for n in range(10):
+            await store.add_capture(_capture(endpoint, b"%02d" % n + b"." * 98))
+        each = (await store.get_endpoint(endpoint.token)).stored_bytes // 10
+        # Room for 4: the 6 oldest go in one commit, over two batches, the newest never.
+        await store.update_endpoint(endpoint, {"max_bytes": each * 4})
+        kept = [c.seq for c in await store.list_captures(endpoint, CaptureQuery(limit=100))]
+        assert kept == [10, 9, 8, 7]
+        await store.update_endpoint(endpoint, {"max_bytes": 1})  # less than any one capture
+        kept = [c.seq for c in await store.list_captures(endpoint, CaptureQuery(limit=100))]
+        assert kept == [10]
+    finally:
+        await store.close()

@@ -494,15 +494,33 @@ class PostgresStore(EndpointCopies):
                 row = await conn.fetchrow("SELECT stored_bytes, max_bytes FROM endpoints "
                                           "WHERE id = $1", endpoint_id)
             if row["max_bytes"] is not None and row["stored_bytes"] > row["max_bytes"]:
-                await self._delete(
-                    conn, "DELETE FROM captures WHERE pk IN (SELECT pk FROM (SELECT pk, "
-                    "sum(stored) OVER (ORDER BY seq) - stored AS before FROM captures "
-                    "WHERE endpoint_id = $1 AND seq < (SELECT max(seq) FROM captures WHERE "
-                    "endpoint_id = $1)) older WHERE before < $2) RETURNING endpoint_id, stored",
-                    endpoint_id, row["stored_bytes"] - row["max_bytes"])
+                await self._prune_bytes(conn, endpoint_id, row["stored_bytes"] - row["max_bytes"])
         if self.max_total_bytes:
             total = await conn.fetchval("SELECT COALESCE(sum(stored_bytes), 0) FROM endpoints")
             await self._prune_total(conn, total - self.max_total_bytes)
+
+    async def _prune_bytes(self, conn: Any, endpoint_id: int, excess: int) -> None:
+        """Delete an endpoint's oldest captures, never its newest, until `excess` stored bytes
+        are gone: read in batches from the oldest, as `_prune_total` does, since an endpoint
+        held at its max_bytes prunes a little at nearly every commit."""
+        newest = await conn.fetchval("SELECT max(seq) FROM captures WHERE endpoint_id = $1",
+                                     endpoint_id)
+        after = 0
+        while excess > 0 and newest is not None:
+            rows = await conn.fetch(
+                "SELECT pk, seq, stored FROM captures WHERE endpoint_id = $1 AND seq > $2 "
+                "AND seq < $3 ORDER BY seq LIMIT $4", endpoint_id, after, newest, PRUNE_BATCH)
+            if not rows:
+                return
+            doomed = []
+            for pk, _, stored in rows:
+                if excess <= 0:
+                    break
+                doomed.append(pk)
+                excess -= stored
+            after = rows[-1][1]
+            await self._delete(conn, "DELETE FROM captures WHERE pk = ANY($1::bigint[]) "
+                               "RETURNING endpoint_id, stored", doomed)
 
     async def _prune_total(self, conn: Any, excess: int) -> None:
         """Delete the oldest captures of all endpoints, none an endpoint's newest, until `excess`
