@@ -501,41 +501,33 @@ class PostgresStore(EndpointCopies):
 
     async def _prune_bytes(self, conn: Any, endpoint_id: int, excess: int) -> None:
         """Delete an endpoint's oldest captures, never its newest, until `excess` stored bytes
-        are gone: read in batches from the oldest, as `_prune_total` does, since an endpoint
-        held at its max_bytes prunes a little at nearly every commit."""
+        are gone. An endpoint held at its max_bytes prunes a little at nearly every commit."""
         newest = await conn.fetchval("SELECT max(seq) FROM captures WHERE endpoint_id = $1",
                                      endpoint_id)
-        after = 0
-        while excess > 0 and newest is not None:
-            rows = await conn.fetch(
-                "SELECT pk, seq, stored FROM captures WHERE endpoint_id = $1 AND seq > $2 "
-                "AND seq < $3 ORDER BY seq LIMIT $4", endpoint_id, after, newest, PRUNE_BATCH)
-            if not rows:
-                return
-            doomed = []
-            for pk, _, stored in rows:
-                if excess <= 0:
-                    break
-                doomed.append(pk)
-                excess -= stored
-            after = rows[-1][1]
-            await self._delete(conn, "DELETE FROM captures WHERE pk = ANY($1::bigint[]) "
-                               "RETURNING endpoint_id, stored", doomed)
+        if newest is not None:
+            await self._prune_oldest(
+                conn, excess, "SELECT seq, pk, stored FROM captures WHERE endpoint_id = $2 AND "
+                "seq > $1 AND seq < $3 ORDER BY seq LIMIT $4", endpoint_id, newest)
 
     async def _prune_total(self, conn: Any, excess: int) -> None:
         """Delete the oldest captures of all endpoints, none an endpoint's newest, until `excess`
-        stored bytes are gone: read in batches from the oldest, so a large table is not read
-        whole for the few captures one commit pushes out."""
+        stored bytes are gone."""
+        await self._prune_oldest(
+            conn, excess, "SELECT c.pk, c.pk, c.stored FROM captures c WHERE c.pk > $1 AND "
+            "EXISTS (SELECT 1 FROM captures n WHERE n.endpoint_id = c.endpoint_id AND "
+            "n.seq > c.seq) ORDER BY c.pk LIMIT $2")
+
+    async def _prune_oldest(self, conn: Any, excess: int, oldest: str, *args: Any) -> None:
+        """Delete what `oldest` lists (cursor, pk, stored; $1 the cursor to go on after, the
+        batch size last) until `excess` stored bytes are gone: read in batches, so a large
+        table is not read whole for the few captures one commit pushes out."""
         after = 0
         while excess > 0:
-            rows = await conn.fetch(
-                "SELECT c.pk, c.stored FROM captures c WHERE c.pk > $1 AND EXISTS (SELECT 1 "
-                "FROM captures n WHERE n.endpoint_id = c.endpoint_id AND n.seq > c.seq) "
-                "ORDER BY c.pk LIMIT $2", after, PRUNE_BATCH)
+            rows = await conn.fetch(oldest, after, *args, PRUNE_BATCH)
             if not rows:
                 return
             doomed = []
-            for pk, stored in rows:
+            for _, pk, stored in rows:
                 if excess <= 0:
                     break
                 doomed.append(pk)
