@@ -26,9 +26,12 @@ $(VENV)/.test-deps: requirements/test.txt pyproject.toml | $(BIN)/python
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@ $(VENV)/.run-deps
 
+# `make run PORT=8001` when 8000 is taken.
+PORT ?= 8000
+
 run: $(VENV)/.run-deps
 	mkdir -p data
-	$(BIN)/hookscope serve --host 127.0.0.1 --port 8000 --db data/hookscope.db
+	$(BIN)/hookscope serve --host 127.0.0.1 --port $(PORT) --db data/hookscope.db
 
 # Three workers, each taking whole test files (their module servers and browsers stay theirs):
 # most tests wait on real servers, browsers and databases rather than on the CPU.

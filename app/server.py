@@ -54,23 +54,24 @@ def build_server(settings: Settings, app: Starlette | None = None) -> HookscopeS
 
 
 def listen(config: uvicorn.Config, *, reuse_port: bool = False) -> socket.socket:
-    """The listening socket: uvicorn's, or with `reuse_port` one that other Hookscope processes
-    on the same database bind too, so they share the port and the kernel spreads connections
-    among them (SO_REUSEPORT)."""
-    if not reuse_port:
-        sock = config.bind_socket()
-    else:
-        if not hasattr(socket, "SO_REUSEPORT"):
-            raise OSError("--reuse-port needs SO_REUSEPORT, which this system lacks")
-        sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """The listening socket, bound here rather than by uvicorn (which exits the process when a
+    port is taken), so a failure is an OSError the command reports. With `reuse_port`, other
+    Hookscope processes on the same database bind it too: they share the port and the kernel
+    spreads connections among them (SO_REUSEPORT)."""
+    if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("--reuse-port needs SO_REUSEPORT, which this system lacks")
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((config.host, config.port))
-        except OSError:
-            sock.close()
-            raise
-    sock.listen(config.backlog)
+        sock.bind((config.host, config.port))
+        sock.listen(config.backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
     return sock
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,13 @@ def test_serve_with_a_bad_setting_exits_1_with_a_message(tmp_path):
     assert result.returncode == 1
     assert "HOOKSCOPE_MAX_BODY_BYTES must be a whole number" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_port_in_use_exits_1_naming_it(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = _cli("serve", "--port", str(port), "--db", str(tmp_path / "x.db"),
+                      env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    assert f"hookscope: cannot listen on 127.0.0.1:{port}: " in result.stderr
+    assert "Address already in use" in result.stderr and "Traceback" not in result.stderr
