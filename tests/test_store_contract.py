@@ -249,6 +249,8 @@ async def test_q_finds_text_in_path_query_headers_and_body(store, where, text):
     assert await _seqs(store, endpoint, q=text) == [2]
     assert await _seqs(store, endpoint, q=text.replace("needle", "NeEdLe")) == [2]  # ASCII case
     assert await _seqs(store, endpoint, q="%") == ([2] if "%" in text else [])
+    if "\xe9" in text:  # only ASCII letters match in either case, on every backend
+        assert await _seqs(store, endpoint, q="CAF\xc9") == []
 
 
 async def test_a_signature_verdict_can_be_replaced(store):

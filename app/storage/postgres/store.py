@@ -597,7 +597,9 @@ class PostgresStore(EndpointCopies):
             if "\x00" not in query.q:  # text holds no NUL: only a body can have one
                 pattern = param("%" + query.q.replace("\\", "\\\\").replace("%", "\\%")
                                 .replace("_", "\\_") + "%")
-                found += [f"{column} ILIKE {pattern}"
+                # ASCII letters in either case and no others, as SQLite's LIKE: lower() under
+                # the C collation folds only those (ILIKE would fold é and É too).
+                found += [f"lower({column} COLLATE \"C\") LIKE lower({pattern} COLLATE \"C\")"
                           for column in ("c.path", "c.query", "c.headers")]
             where.append(f"({' OR '.join(found)})")
         if query.before is not None:
