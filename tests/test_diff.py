@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from hookscope.ops.diff import pointer_token
+from hookscope.ops.pointer import token
 
 pytestmark = pytest.mark.anyio
 
@@ -164,6 +164,6 @@ async def test_diff_with_an_unknown_capture_is_404_naming_it(client, endpoint):
 
 
 def test_pointer_tokens_escape_tilde_before_slash():
-    assert pointer_token("a~/b") == "a~0~1b"
-    assert pointer_token("~1") == "~01"
-    assert pointer_token(3) == "3"
+    assert token("a~/b") == "a~0~1b"
+    assert token("~1") == "~01"
+    assert token(3) == "3"

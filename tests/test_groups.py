@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from hookscope.ops.groups import MISSING, Sample, check, choose, key, resolve
+from hookscope.ops.groups import MISSING, Sample, check, choose, key
+from hookscope.ops.pointer import resolve
 
 
 def _sample(body=None, headers=(), path="/h/key"):

@@ -28,6 +28,7 @@ from hookscope.formats.cost import schema_cost
 from hookscope.ingest.parse import STRICT_JSON
 from hookscope.ingest.parsed import Parsed
 from hookscope.ops import groups
+from hookscope.ops.pointer import token
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 MAX_ERRORS = 100
@@ -200,7 +201,7 @@ def _short(text: str) -> str:
 
 def pointer(parts: Iterable[Any]) -> str:
     """JSON pointer (RFC 6901) of a path."""
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+    return "".join("/" + token(p) for p in parts)
 
 
 @dataclass(frozen=True)

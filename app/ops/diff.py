@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 from hookscope.ingest.parse import parse_body
 from hookscope.models import Capture, body_fields
+from hookscope.ops.pointer import token
 
 STRUCTURED = ("json", "ndjson", "form", "xml")
 
@@ -96,11 +97,6 @@ def diff_bodies(a: Capture, b: Capture) -> dict[str, Any]:
     return result
 
 
-def pointer_token(key: str | int) -> str:
-    """One RFC 6901 reference token: "~" as "~0", then "/" as "~1"."""
-    return str(key).replace("~", "~0").replace("/", "~1")
-
-
 def _same(a: Any, b: Any) -> bool:
     # True == 1 == 1.0 in Python; in a payload they are different values.
     return type(a) is type(b) and a == b
@@ -114,12 +110,12 @@ def diff_values(a: Any, b: Any, out: dict[str, list[Any]]) -> None:
         children: list[tuple[Any, Any, str]] = []
         if isinstance(old, dict) and isinstance(new, dict):
             for key, value in old.items():
-                where = f"{path}/{pointer_token(key)}"
+                where = f"{path}/{token(key)}"
                 if key in new:
                     children.append((value, new[key], where))
                 else:
                     out["removed"].append({"path": where, "value": value})
-            out["added"].extend({"path": f"{path}/{pointer_token(key)}", "value": value}
+            out["added"].extend({"path": f"{path}/{token(key)}", "value": value}
                                 for key, value in new.items() if key not in old)
         elif isinstance(old, list) and isinstance(new, list):
             children = [(old[i], new[i], f"{path}/{i}") for i in range(min(len(old), len(new)))]

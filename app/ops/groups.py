@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hookscope.ops.forward import sub_path
+from hookscope.ops.pointer import resolve
 
 MISSING = "(missing)"
 MAX_GROUPS = 50
@@ -90,20 +91,3 @@ def choose(samples: Iterable[Sample]) -> str:
         if MISSING not in keys and len(keys) <= MAX_GROUPS:
             return candidate
     return "none"
-
-
-def resolve(value: Any, pointer: str) -> Any:
-    """The value at a JSON pointer (RFC 6901), or None when there is none."""
-    if pointer == "":
-        return value
-    for token in pointer[1:].split("/"):
-        token = token.replace("~1", "/").replace("~0", "~")
-        if isinstance(value, dict):
-            if token not in value:
-                return None
-            value = value[token]
-        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
-            value = value[int(token)]
-        else:
-            return None
-    return value

@@ -32,7 +32,8 @@ from genson import SchemaBuilder
 from genson.schema.node import SchemaNode
 from genson.schema.strategies import String
 
-from hookscope.ops.groups import MISSING, Sample, choose, key, resolve
+from hookscope.ops.groups import MISSING, Sample, choose, key
+from hookscope.ops.pointer import resolve, tokens
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 MAX_ENUM = 20
@@ -203,11 +204,6 @@ def _close(schema: Any) -> None:
             pending.append(node["items"])
 
 
-def _tokens(pointer: str) -> list[str]:
-    return [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")] if pointer \
-        else []
-
-
 def _nested(tokens: list[str], leaf: dict[str, Any], *, require: bool = True) -> dict[str, Any]:
     """A schema that puts `leaf` at the property path `tokens`; with `require`, each level an
     object that has the next (so no other value, an array say, passes it by default)."""
@@ -240,16 +236,16 @@ def _combine(group_by: str, schemas: dict[str, dict[str, Any]],
     refs = [{"$ref": f"#/$defs/{names[group]}"} for group in sorted(schemas)]
     if not group_by.startswith("pointer:"):
         return {"$schema": DRAFT, "x-hookscope": meta, "anyOf": refs, "$defs": defs}
-    tokens = _tokens(group_by.partition(":")[2])
+    field = tokens(group_by.partition(":")[2])
     seen = [values[group] for group in sorted(values)]
     branches = []
     for group, ref in zip(sorted(schemas), refs, strict=True):
         if group == MISSING:
-            condition: dict[str, Any] = {"not": _nested(tokens, {})}
+            condition: dict[str, Any] = {"not": _nested(field, {})}
         else:
-            condition = _nested(tokens, {"const": values[group]})
+            condition = _nested(field, {"const": values[group]})
         branches.append({"if": condition, "then": ref})
     # The field itself: one of the values seen (a new event type is drift too), and required
     # unless some samples lacked it.
-    top = _nested(tokens, {"enum": seen}, require=MISSING not in schemas)
+    top = _nested(field, {"enum": seen}, require=MISSING not in schemas)
     return {"$schema": DRAFT, "x-hookscope": meta, **top, "allOf": branches, "$defs": defs}

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from hookscope.ops.pointer import token, tokens
+
 BREAKING = "breaking"
 ADDITIVE = "additive"
 ALL_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
@@ -115,9 +117,8 @@ def _resolve(root: Any, schema: Any) -> Any:
         if not ref.startswith("#"):
             return schema
         target: Any = root
-        for token in [t for t in unquote(ref[1:]).split("/") if t]:
-            token = token.replace("~1", "/").replace("~0", "~")
-            target = target.get(token) if isinstance(target, dict) else None
+        for name in [t for t in tokens(unquote(ref[1:])) if t]:
+            target = target.get(name) if isinstance(target, dict) else None
         if target is None:
             return schema
         rest = {k: v for k, v in schema.items() if k != "$ref"}
@@ -149,7 +150,7 @@ def _key(value: Any) -> str:
 
 
 def _child(path: str, name: str) -> str:
-    return f"{path}/{name.replace('~', '~0').replace('/', '~1')}"
+    return f"{path}/{token(name)}"
 
 
 def _compare(old_root: Any, new_root: Any, old: Any, new: Any,

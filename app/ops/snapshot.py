@@ -24,6 +24,7 @@ from typing import Any
 
 from hookscope.ingest.parse import media_type
 from hookscope.ops import groups
+from hookscope.ops.pointer import token
 
 STRUCTURED = frozenset({"json", "ndjson", "form", "xml"})
 MAX_SLUG = 60
@@ -63,7 +64,7 @@ def _paths(value: Any, at: str) -> set[str]:
     if isinstance(value, dict):
         found = {f"{at}:object"}
         for key, item in value.items():
-            found |= _paths(item, f"{at}/{str(key).replace('~', '~0').replace('/', '~1')}")
+            found |= _paths(item, f"{at}/{token(key)}")
         return found
     if isinstance(value, list):
         found = {f"{at}:array"}
