@@ -347,8 +347,8 @@ def test_a_capture_recorded_before_the_cursor_moved_is_not_sent_again(shared_ser
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--forward-to", "ftp://127.0.0.1/x"], "--forward-to 'ftp://127.0.0.1/x': must be an "
-                                             "absolute http:// or https:// URL"),
+    (["--forward-to", "ftp://127.0.0.1/x"], "--forward-to 'ftp://127.0.0.1/x': must start "
+                                             "with http:// or https://, not ftp://"),
     (["--forward-to", "http://127.0.0.1:99999/"], "port must be from 1 to 65535"),
     (["--forward-to", "http://127.0.0.1:1/", "--from", "soon"], "now, first or a sequence"),
     (["--forward-to", "http://127.0.0.1:1/", "--max-tries", "0"], "from 1 to 100"),

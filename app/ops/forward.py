@@ -32,7 +32,7 @@ import httpx
 
 from hookscope.errors import ApiError, Problems
 from hookscope.models import Capture, body_fields, format_time, new_capture_id, now_us
-from hookscope.ops.replay import MAX_URL, TargetPolicy, exchange
+from hookscope.ops.replay import TargetPolicy, exchange, url_problem
 
 log = logging.getLogger("hookscope.forward")
 
@@ -263,22 +263,11 @@ def check_forward(value: Any, problems: Problems) -> dict[str, Any] | None:
 
 
 def _url_problem(value: Any) -> str | None:
-    example = "such as https://staging.example.com/hooks"
-    if not isinstance(value, str) or not value or len(value) > min(MAX_URL, MAX_TARGET):
-        return f"url is required: an http:// or https:// URL of at most {MAX_TARGET} characters"
-    try:
-        url = httpx.URL(value)
-        port = url.port
-    except (httpx.InvalidURL, ValueError) as exc:
-        return f"url is not a valid URL ({exc}); expected one {example}"
-    if url.scheme not in ("http", "https") or not url.host:
-        return f"url must be an absolute http:// or https:// URL, {example}"
-    if port is not None and not 0 < port < 65536:
-        return f"url's port must be from 1 to 65535, got {port}"
-    if url.userinfo:
+    problem = url_problem(value, most=MAX_TARGET, example="such as https://staging.example.com/hooks")
+    if problem is None and httpx.URL(value).userinfo:
         return ("url must not hold a user name or password: it would be shown to everyone who "
                 "can read the endpoint and its deliveries")
-    return None
+    return problem
 
 
 async def refused_target(url: str, policy: TargetPolicy) -> str | None:

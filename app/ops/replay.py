@@ -286,27 +286,31 @@ def check_replay_fields(body: Any) -> ReplayOptions:
 
 
 def _replay_url(value: Any, problems: Problems) -> str:
-    example = "such as http://127.0.0.1:9000/hook"
+    if (problem := url_problem(value)) is not None:
+        problems.add("url", problem)
+    return value if isinstance(value, str) else ""
+
+
+def url_problem(value: Any, *, most: int = MAX_URL,
+                example: str = "such as http://127.0.0.1:9000/hook") -> str | None:
+    """What is wrong with `value` as an http:// or https:// URL to send to, or None."""
     if value is None:
-        problems.add("url", f"url is required: the http:// or https:// URL to send to, {example}")
-        return ""
-    if not isinstance(value, str) or not value or len(value) > MAX_URL:
-        problems.add("url", f"url must be a string of at most {MAX_URL} characters, {example}")
-        return ""
+        return f"url is required: the http:// or https:// URL to send to, {example}"
+    if not isinstance(value, str) or not value or len(value) > most:
+        return f"url must be a string of at most {most} characters, {example}"
     try:
         url = httpx.URL(value)
         port = url.port
     except (httpx.InvalidURL, ValueError) as exc:
-        problems.add("url", f"url is not a valid URL ({exc}); expected one {example}")
-        return ""
+        return f"url is not a valid URL ({exc}); expected one {example}"
     if url.scheme not in ("http", "https"):
         given = f"not {url.scheme}://" if url.scheme else "and be absolute"
-        problems.add("url", f"url must start with http:// or https://, {given}; {example}")
-    elif not url.host:
-        problems.add("url", f"url must name a host, {example}")
-    elif port is not None and not 0 < port < 65536:
-        problems.add("url", f"url's port must be from 1 to 65535, got {port}")
-    return value
+        return f"url must start with http:// or https://, {given}; {example}"
+    if not url.host:
+        return f"url must name a host, {example}"
+    if port is not None and not 0 < port < 65536:
+        return f"url's port must be from 1 to 65535, got {port}"
+    return None
 
 
 def _replay_headers(value: Any, problems: Problems) -> dict[str, str | None]:
