@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from hookscope.main import create_app
-from hookscope.ops.forward import forward_url, sub_path
+from hookscope.ops.forward import forward_url, shown, sub_path
 from hookscope.settings import Settings
 from tests.pg import drop_database, fresh_database
 from tests.serverproc import ServerProcess, local_tls
@@ -161,3 +161,8 @@ def test_a_delivery_recorded_through_one_process_reaches_viewers_of_another(data
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_delivery_shows_where_it_went_without_a_password():
+    assert shown("http://alice:s3cret@localhost:3000/hooks?a=1") == "http://localhost:3000/hooks?a=1"
+    assert shown("http://localhost:3000/hooks") == "http://localhost:3000/hooks"

@@ -27,7 +27,7 @@ class Payload:
     fixture: dict[str, Any] | None  # the export, when the file is one
 
     def as_capture(self) -> Capture:
-        """The exported request as a Capture (what hookscope.ops.replay sends)."""
+        """The exported request as a Capture (what hookscope.ops.replay and forward send)."""
         fixture = self.fixture or {}
         return Capture(
             id=str(fixture.get("id") or ""), endpoint_id=0,
@@ -36,7 +36,8 @@ class Payload:
             query=str(fixture.get("query") or ""),
             headers=[[str(k), str(v)] for k, v in fixture.get("headers") or []],
             remote_addr=None, content_type=self.content_type, body_size=len(self.body),
-            truncated=bool(fixture.get("truncated")), response_status=0, body=self.body)
+            truncated=bool(fixture.get("truncated")), response_status=0,
+            seq=int(fixture.get("seq") or 0), body=self.body)
 
 
 def read_bytes(name: str) -> bytes:

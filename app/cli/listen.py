@@ -24,7 +24,6 @@ without a target policy: a command on the user's machine sends wherever its user
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import fnmatch
 import functools
@@ -48,6 +47,7 @@ import httpx
 from hookscope.cli.base import OK, USAGE, Failed, remote, warn
 from hookscope.cli.captures import endpoint_key
 from hookscope.cli.client import Client, Refused, Unreachable, segment
+from hookscope.cli.fixture import Payload, fixture_body
 from hookscope.cli.output import Printer, capture_path, local_time, safe
 
 if TYPE_CHECKING:
@@ -256,20 +256,9 @@ def target_label(target: str) -> str:
 
 
 def as_capture(full: dict[str, Any]) -> Capture:
-    """GET /api/captures/{id}'s object as the Capture the forwarding code sends: its exact bytes
-    from body_text or body_base64."""
-    from hookscope.models import Capture
-
-    if full.get("body_text") is not None:
-        body = full["body_text"].encode("utf-8")
-    else:
-        body = base64.b64decode(full.get("body_base64") or "")
-    return Capture(
-        id=full["id"], endpoint_id=0, endpoint_token=full["endpoint"], received_at=0,
-        method=full["method"], path=full["path"], query=full["query"],
-        headers=[[str(k), str(v)] for k, v in full["headers"]], remote_addr=None,
-        content_type=full.get("content_type"), body_size=len(body),
-        truncated=bool(full.get("truncated")), response_status=0, seq=full["seq"], body=body)
+    """GET /api/captures/{id}'s object as the Capture the forwarding code sends: the export's
+    shape, its exact bytes from body_text or body_base64."""
+    return Payload(fixture_body(full, full["id"]), full.get("content_type"), full).as_capture()
 
 
 @dataclass
@@ -508,16 +497,14 @@ def timeout(text: str) -> float:
 
 
 def _targets(given: list[str]) -> list[str]:
-    from hookscope.errors import Problems
-    from hookscope.ops.forward import check_forward
+    from hookscope.ops.replay import url_problem
 
     targets: list[str] = []
     for target in given:
-        problems = Problems()
-        check_forward({"url": target}, problems)
-        if problems.details:
-            message = problems.details[0]["message"].removeprefix("url ")
-            raise Failed(USAGE, f"--forward-to {target!r}: {message}")
+        # A password in it stays on this machine: deliveries show the URL without one.
+        problem = url_problem(target, example="such as http://localhost:3000/webhooks")
+        if problem is not None:
+            raise Failed(USAGE, f"--forward-to {target!r}: {problem.removeprefix('url ')}")
         if target not in targets:
             targets.append(target)
     return targets
