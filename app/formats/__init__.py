@@ -461,7 +461,7 @@ def contract_groups(schema: Mapping[str, Any]) -> tuple[str, dict[str, str]] | N
 
 
 def _group_ref(name: str) -> str:
-    return "#/$defs/" + quote(name.replace("~", "~0").replace("/", "~1"), safe="")
+    return "#/$defs/" + quote(token(name), safe="")
 
 
 class Validation:

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from hookscope.formats import json_type
 from hookscope.ingest.parse import media_type
 from hookscope.ops import groups
 from hookscope.ops.pointer import token
@@ -71,13 +72,7 @@ def _paths(value: Any, at: str) -> set[str]:
         for item in value:
             found |= _paths(item, f"{at}/[]")
         return found
-    if isinstance(value, bool):
-        return {f"{at}:boolean"}
-    if isinstance(value, int):
-        return {f"{at}:integer"}
-    if isinstance(value, float):
-        return {f"{at}:number"}
-    return {f"{at}:{'null' if value is None else 'string'}"}
+    return {f"{at}:{json_type(value)}"}
 
 
 def choose(captures: Iterable[dict[str, Any]], group_by: str = "auto",
