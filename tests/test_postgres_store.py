@@ -11,7 +11,7 @@ import pytest
 
 from hookscope.models import Capture, Endpoint, new_capture_id, now_us
 from hookscope.storage import CaptureQuery
-from hookscope.storage.postgres import store as postgres_store
+from hookscope.storage.postgres import retention
 from hookscope.storage.postgres.store import PostgresStore
 from tests.pg import drop_database, fresh_database
 
@@ -89,7 +89,7 @@ async def test_commits_are_synchronous_whatever_the_database_says(database):
     store = PostgresStore(database)
     await store.open()
     try:
-        assert await store._writer.fetchval("SHOW synchronous_commit") == "on"
+        assert await store._writer.conn.fetchval("SHOW synchronous_commit") == "on"
     finally:
         await store.close()
 
@@ -111,7 +111,7 @@ async def test_closing_fails_what_it_cannot_commit_instead_of_leaving_it_waiting
 async def test_pruning_to_the_total_reads_the_oldest_in_batches(database, monkeypatch):
     """One commit that frees more than a batch of captures goes on to the next batch, oldest
     first over all endpoints, and never takes an endpoint's newest."""
-    monkeypatch.setattr(postgres_store, "PRUNE_BATCH", 3)
+    monkeypatch.setattr(retention, "PRUNE_BATCH", 3)
     store = PostgresStore(database)
     await store.open()
     try:
@@ -136,7 +136,7 @@ async def test_pruning_to_the_total_reads_the_oldest_in_batches(database, monkey
 
 
 async def test_pruning_to_max_bytes_reads_the_oldest_in_batches(database, monkeypatch):
-    monkeypatch.setattr(postgres_store, "PRUNE_BATCH", 3)
+    monkeypatch.setattr(retention, "PRUNE_BATCH", 3)
     store = PostgresStore(database)
     await store.open()
     try:

@@ -16,8 +16,9 @@ import asyncpg
 
 from hookscope.storage import SchemaTooNew, describe, stored_size
 from hookscope.storage.copy import CaptureRow, CopyFailed, CopyRefused, EndpointRow
+from hookscope.storage.postgres import CONNECT_TIMEOUT_S, NOTIFY
 from hookscope.storage.postgres.migrations import migrate
-from hookscope.storage.postgres.store import CONNECT_TIMEOUT_S, NOTIFY, lock_names
+from hookscope.storage.postgres.store import lock_names
 
 _ENDPOINT = ", ".join(EndpointRow._fields)
 _CAPTURE = ", ".join(CaptureRow._fields)

@@ -1,12 +1,10 @@
 """The PostgreSQL store: the Store protocol (hookscope.storage) on a server database, through
 asyncpg.
 
-Captures are committed in groups: every capture asked for while the previous group committed goes
-into the next transaction, so a commit (synchronous_commit on: on disk before it returns) serves
-many captures, and `add_capture` returns only once its group is committed. Each group locks its
-endpoints' rows (FOR UPDATE, in id order), so `seq` is one gap-free sequence per endpoint
-whichever process takes the capture, and the limits are held inside the same transaction.
-Everything else runs in a transaction of its own on the read pool.
+Captures are committed in groups (writer.py), each locking its endpoints' rows in id order, so
+`seq` is one gap-free sequence per endpoint whichever process takes the capture, and the limits
+(retention.py) are held inside the same transaction. Everything else runs in a transaction of its
+own on the read pool.
 
 The processes on one database hear of each other through LISTEN/NOTIFY on the `hookscope`
 channel, sent inside the transaction and so delivered only once it commits: `c <endpoint> <seq>`
@@ -31,7 +29,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -42,10 +39,12 @@ from hookscope.storage import (
     Conflict,
     Gone,
     json_column,
-    stored_size,
     verdict_columns,
 )
+from hookscope.storage.postgres import CHANNEL, CONNECT_TIMEOUT_S, NOTIFY
 from hookscope.storage.postgres.migrations import LATEST, migrate
+from hookscope.storage.postgres.retention import Retention
+from hookscope.storage.postgres.writer import GroupWriter
 from hookscope.storage.targets import EndpointCopies
 
 log = logging.getLogger("hookscope.store")
@@ -56,30 +55,7 @@ SUMMARY_COLUMNS = (
     "c.id, c.endpoint_id, e.token, c.seq, c.received_at, c.method, c.path, c.query, c.headers, "
     "c.remote_addr, c.content_type, c.body_size, c.truncated, c.response_status, c.parsed_kind, "
     "c.parsed_error, c.signature, c.validation")
-_CAPTURE_COLUMNS = (
-    "id", "endpoint_id", "seq", "received_at", "method", "path", "query", "headers",
-    "remote_addr", "content_type", "body_size", "truncated", "response_status", "parsed_kind",
-    "parsed_error", "signature_status", "signature", "validation_status", "validation", "format",
-    "stored", "body")
-# The key of the advisory lock that serialises pruning to the total limit across processes.
-TOTAL_LOCK = 0x546F74  # "Tot"
-CHANNEL = "hookscope"
-PRUNE_BATCH = 500
-# The writer's session: a commit is on disk before it returns whatever the server's default, and
-# a lock or statement that hangs fails its group (a 503) rather than every capture after it.
-WRITER_SETTINGS = {"synchronous_commit": "on", "lock_timeout": "10s", "statement_timeout": "30s"}
-CONNECT_TIMEOUT_S = 10
 HEARTBEAT_S = 15.0
-NOTIFY = f"SELECT pg_notify('{CHANNEL}', $1)"
-
-
-@dataclass
-class _Job:
-    capture: Capture
-    values: tuple[Any, ...]
-    size: int
-    future: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop()
-                                        .create_future())
 
 
 class PostgresStore(EndpointCopies):
@@ -89,14 +65,11 @@ class PostgresStore(EndpointCopies):
         self.max_total_bytes = max_total_bytes
         self.pool_size = pool_size
         self._pool: Any = None
-        self._writer: Any = None
-        self._pending: list[_Job] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._retention = Retention(max_total_bytes)
+        self._writer = GroupWriter(url, self._retention)
         self._listener: Any = None
         self._listening: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
-        self._current: list[_Job] = []  # the group being committed
         self._heard: set[asyncio.Future[None]] = set()
         self._origin = secrets.token_hex(4)  # this process, in its `f` notes
         self._notes: set[asyncio.Task[None]] = set()
@@ -111,16 +84,13 @@ class PostgresStore(EndpointCopies):
         try:
             async with self._pool.acquire() as conn:
                 await migrate(conn)
-            self._writer = await self._connect_writer()
+            await self._writer.start()
             await self._listen()
         except BaseException:
-            if self._writer is not None:
-                await self._writer.close()
-                self._writer = None
+            await self._writer.stop()
             await self._pool.close()
             self._pool = None
             raise
-        self._task = asyncio.create_task(self._commit_groups())
         self._heartbeat = asyncio.create_task(self._check_listener())
 
     async def _check_listener(self) -> None:
@@ -135,10 +105,6 @@ class PostgresStore(EndpointCopies):
                 await listener.fetchval("SELECT 1", timeout=HEARTBEAT_S)
             except Exception:
                 listener.terminate()  # the termination listener listens again
-
-    async def _connect_writer(self) -> Any:
-        return await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S,
-                                     server_settings=WRITER_SETTINGS)
 
     async def _listen(self) -> None:
         conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S)
@@ -213,9 +179,7 @@ class PostgresStore(EndpointCopies):
             return
         if len(parts) != 3 or parts[0] != "c" or not parts[1].isdigit() or not parts[2].isdigit():
             return  # not ours
-        writer = self._writer
-        if self.captures_elsewhere is None or (
-                writer is not None and pid == writer.get_server_pid()):
+        if self.captures_elsewhere is None or pid == self._writer.server_pid():
             return  # this process's own captures reach its viewers directly
         self._pass_on(self.captures_elsewhere(int(parts[1]), int(parts[2])))
 
@@ -238,28 +202,11 @@ class PostgresStore(EndpointCopies):
             deliver(endpoint_id, delivery_summary(json.loads(record)))
 
     async def close(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None  # no new captures from here on
-            # The group being committed finishes (its captures are answered as it ends); then
-            # the loop stops, and whatever was left is failed, never left waiting.
-            for _ in range(200):
-                if not self._current:
-                    break
-                await asyncio.sleep(0.05)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        for job in [*self._current, *self._pending]:
-            if not job.future.done():
-                job.future.set_exception(RuntimeError("the store is closed"))
-        self._current = []
-        self._pending.clear()
+        await self._writer.stop()  # the group under way is answered; nothing is left waiting
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
             self._heartbeat = None
-        if self._writer is not None:
-            await self._writer.close()
-            self._writer = None
         pool, self._pool = self._pool, None  # first: a closed listener must not listen again
         # What is still passing on captures, deliveries or notes goes first: none may outlive
         # the store, or use its pool while it closes.
@@ -318,7 +265,7 @@ class PostgresStore(EndpointCopies):
     async def update_endpoint(self, endpoint: Endpoint, fields: dict[str, Any]) -> Endpoint:
         try:
             async with self._reads().acquire() as conn, conn.transaction():
-                await self._lock_total(conn)
+                await self._retention.lock_total(conn)
                 if "alias" in fields:
                     await lock_names(conn)
                 row = await conn.fetchrow(f"SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = $1 "
@@ -330,7 +277,7 @@ class PostgresStore(EndpointCopies):
                     await _check_alias_free(conn, fields["alias"], endpoint.id)
                 for name, value in fields.items():
                     setattr(current, name, value)
-                await self._prune(conn, await conn.fetch(
+                await self._retention.prune(conn, await conn.fetch(
                     "UPDATE endpoints SET alias = $1, name = $2, expires_at = $3, "
                     "max_captures = $4, max_bytes = $5, config = $6 WHERE id = $7 RETURNING id, "
                     "capture_count, max_captures, stored_bytes, max_bytes",
@@ -346,7 +293,7 @@ class PostgresStore(EndpointCopies):
     async def delete_endpoint(self, endpoint: Endpoint) -> int:
         try:
             async with self._reads().acquire() as conn, conn.transaction():
-                await self._lock_total(conn)
+                await self._retention.lock_total(conn)
                 count = await conn.fetchval(
                     "DELETE FROM endpoints WHERE id = $1 RETURNING capture_count", endpoint.id)
                 await conn.execute(NOTIFY, f"d {endpoint.id}")
@@ -357,7 +304,7 @@ class PostgresStore(EndpointCopies):
     async def delete_expired(self, now: int) -> list[int]:
         try:
             async with self._reads().acquire() as conn, conn.transaction():
-                await self._lock_total(conn)
+                await self._retention.lock_total(conn)
                 # Locked in id order first, as every writer locks endpoints, so a sweep and a
                 # commit never wait for each other in a circle.
                 rows = await conn.fetch(
@@ -378,184 +325,7 @@ class PostgresStore(EndpointCopies):
     # -- captures ----------------------------------------------------------------------------
 
     async def add_capture(self, capture: Capture) -> int:
-        if self._task is None:
-            raise RuntimeError("the store is closed")
-        body = capture.body or b""
-        headers = json_column(capture.headers)
-        size = stored_size(body, capture.path, capture.query, headers)
-        values = (
-            capture.received_at, capture.method, capture.path, capture.query, headers,
-            capture.remote_addr, capture.content_type, capture.body_size, capture.truncated,
-            capture.response_status, capture.parsed_kind, capture.parsed_error,
-            *verdict_columns(capture.signature, "unchecked"),
-            *verdict_columns(capture.validation, "unknown"),
-            (capture.validation or {}).get("format"), size, body)
-        job = _Job(capture, values, size)
-        self._pending.append(job)
-        self._wake.set()
-        capture.seq = await job.future
-        return capture.seq
-
-    async def _commit_groups(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                group, self._pending = self._pending, []
-                self._current = group
-                try:
-                    try:
-                        outcomes = await self._commit(group)
-                    except asyncpg.DeadlockDetectedError:
-                        outcomes = await self._commit(group)  # nothing of it was committed
-                except Exception as exc:
-                    log.error("could not commit %d captures: %s", len(group), exc)
-                    outcomes = {id(job): exc for job in group}
-                    await self._reconnect_writer()
-                self._current = []
-                for job in group:
-                    outcome = outcomes[id(job)]
-                    if job.future.done():
-                        continue
-                    if isinstance(outcome, BaseException):
-                        job.future.set_exception(outcome)
-                    else:
-                        job.future.set_result(outcome)
-
-    async def _reconnect_writer(self) -> None:
-        if self._writer is not None and not self._writer.is_closed():
-            return
-        try:
-            self._writer = await self._connect_writer()
-        except Exception as exc:  # the next group tries again
-            log.error("could not reconnect to PostgreSQL: %s", exc)
-
-    async def _commit(self, group: list[_Job]) -> dict[int, Any]:
-        conn = self._writer
-        if conn is None or conn.is_closed():
-            await self._reconnect_writer()
-            conn = self._writer
-        outcomes: dict[int, Any] = {}
-        async with conn.transaction():
-            await self._lock_total(conn)
-            # Per endpoint: how many captures, the newest's time, their stored bytes.
-            totals: dict[int, list[int]] = {}
-            for job in group:
-                total = totals.setdefault(job.capture.endpoint_id, [0, 0, 0])
-                total[0] += 1
-                total[1] = max(total[1], job.capture.received_at)
-                total[2] += job.size
-            keys = sorted(totals)
-            # One statement locks the endpoints (in id order, as every writer does), takes the
-            # group's sequence numbers, counts its captures in, tells the other processes of
-            # them (NOTIFY, delivered at the commit) and returns what pruning looks at: each
-            # statement is a round trip while the transaction holds the rows.
-            updated = await conn.fetch(
-                "WITH locked AS (SELECT id FROM endpoints WHERE id = ANY($1::bigint[]) "
-                "ORDER BY id FOR UPDATE) "
-                "UPDATE endpoints e SET last_seq = e.last_seq + u.n, "
-                "last_capture_at = GREATEST(e.last_capture_at, u.last_at), "
-                "capture_count = e.capture_count + u.n, stored_bytes = e.stored_bytes + u.size "
-                "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) "
-                "AS u(id, n, last_at, size), locked WHERE e.id = u.id AND locked.id = u.id "
-                "RETURNING e.id, e.last_seq, e.capture_count, e.max_captures, e.stored_bytes, "
-                f"e.max_bytes, pg_notify('{CHANNEL}', 'c ' || e.id || ' ' || e.last_seq)",
-                keys, [totals[k][0] for k in keys], [totals[k][1] for k in keys],
-                [totals[k][2] for k in keys])
-            next_seq = {row["id"]: row["last_seq"] - totals[row["id"]][0] + 1 for row in updated}
-            records = []
-            for job in group:
-                endpoint_id = job.capture.endpoint_id
-                seq = next_seq.get(endpoint_id)
-                if seq is None:
-                    outcomes[id(job)] = Gone(f"endpoint {endpoint_id} no longer exists")
-                    continue
-                next_seq[endpoint_id] = seq + 1
-                outcomes[id(job)] = seq
-                records.append((job.capture.id, endpoint_id, seq, *job.values))
-            if records:
-                # COPY: one message for the whole group, where INSERT binds every row apart.
-                await conn.copy_records_to_table("captures", records=records,
-                                                 columns=_CAPTURE_COLUMNS)
-                await self._prune(conn, updated)
-        return outcomes
-
-    async def _prune(self, conn: Any, endpoints: list[Any]) -> None:
-        """Hold the endpoints (rows of id, capture_count, max_captures, stored_bytes, max_bytes
-        as this transaction left them), and all of them together, to their limits: oldest
-        first, an endpoint's newest capture never."""
-        for row in endpoints:
-            endpoint_id = row["id"]
-            if row["capture_count"] > row["max_captures"]:
-                await self._delete(conn, "DELETE FROM captures WHERE pk IN (SELECT pk FROM "
-                                   "captures WHERE endpoint_id = $1 ORDER BY seq LIMIT $2) "
-                                   "RETURNING endpoint_id, stored",
-                                   endpoint_id, row["capture_count"] - row["max_captures"])
-                row = await conn.fetchrow("SELECT stored_bytes, max_bytes FROM endpoints "
-                                          "WHERE id = $1", endpoint_id)
-            if row["max_bytes"] is not None and row["stored_bytes"] > row["max_bytes"]:
-                await self._prune_bytes(conn, endpoint_id, row["stored_bytes"] - row["max_bytes"])
-        if self.max_total_bytes:
-            total = await conn.fetchval("SELECT COALESCE(sum(stored_bytes), 0) FROM endpoints")
-            await self._prune_total(conn, total - self.max_total_bytes)
-
-    async def _prune_bytes(self, conn: Any, endpoint_id: int, excess: int) -> None:
-        """Delete an endpoint's oldest captures, never its newest, until `excess` stored bytes
-        are gone. An endpoint held at its max_bytes prunes a little at nearly every commit."""
-        newest = await conn.fetchval("SELECT max(seq) FROM captures WHERE endpoint_id = $1",
-                                     endpoint_id)
-        if newest is not None:
-            await self._prune_oldest(
-                conn, excess, "SELECT seq, pk, stored FROM captures WHERE endpoint_id = $2 AND "
-                "seq > $1 AND seq < $3 ORDER BY seq LIMIT $4", endpoint_id, newest)
-
-    async def _prune_total(self, conn: Any, excess: int) -> None:
-        """Delete the oldest captures of all endpoints, none an endpoint's newest, until `excess`
-        stored bytes are gone."""
-        await self._prune_oldest(
-            conn, excess, "SELECT c.pk, c.pk, c.stored FROM captures c WHERE c.pk > $1 AND "
-            "EXISTS (SELECT 1 FROM captures n WHERE n.endpoint_id = c.endpoint_id AND "
-            "n.seq > c.seq) ORDER BY c.pk LIMIT $2")
-
-    async def _prune_oldest(self, conn: Any, excess: int, oldest: str, *args: Any) -> None:
-        """Delete what `oldest` lists (cursor, pk, stored; $1 the cursor to go on after, the
-        batch size last) until `excess` stored bytes are gone: read in batches, so a large
-        table is not read whole for the few captures one commit pushes out."""
-        after = 0
-        while excess > 0:
-            rows = await conn.fetch(oldest, after, *args, PRUNE_BATCH)
-            if not rows:
-                return
-            doomed = []
-            for _, pk, stored in rows:
-                if excess <= 0:
-                    break
-                doomed.append(pk)
-                excess -= stored
-            after = rows[-1][0]
-            await self._delete(conn, "DELETE FROM captures WHERE pk = ANY($1::bigint[]) "
-                               "RETURNING endpoint_id, stored", doomed)
-
-    async def _lock_total(self, conn: Any) -> None:
-        """With a total limit, every write transaction takes this lock first, before any row:
-        pruning to the total deletes other endpoints' captures and updates their rows, and one
-        lock order for all writers (this lock, then endpoint rows in id order, then captures)
-        is what keeps them from deadlocking."""
-        if self.max_total_bytes:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", TOTAL_LOCK)
-
-    async def _delete(self, conn: Any, sql: str, *args: Any) -> None:
-        """Delete what `sql` returns (endpoint_id, stored), keeping the counters in step."""
-        freed: dict[int, list[int]] = {}
-        for endpoint_id, stored in await conn.fetch(sql, *args):
-            totals = freed.setdefault(endpoint_id, [0, 0])
-            totals[0] += 1
-            totals[1] += stored
-        if freed:
-            await conn.executemany(
-                "UPDATE endpoints SET capture_count = capture_count - $2, "
-                "stored_bytes = stored_bytes - $3 WHERE id = $1",
-                [(key, count, size) for key, (count, size) in freed.items()])
+        return await self._writer.add(capture)
 
     async def get_capture(self, capture_id: str, *, body: bool = True) -> Capture | None:
         if "\x00" in capture_id:
@@ -618,7 +388,7 @@ class PostgresStore(EndpointCopies):
         if "\x00" in capture_id:
             return False
         async with self._reads().acquire() as conn, conn.transaction():
-            await self._lock_total(conn)
+            await self._retention.lock_total(conn)
             # The endpoint's row before its capture's, in the writer's order.
             endpoint_id = await conn.fetchval("SELECT endpoint_id FROM captures WHERE id = $1",
                                               capture_id)
@@ -643,15 +413,13 @@ class PostgresStore(EndpointCopies):
 
     async def clear_captures(self, endpoint: Endpoint) -> int:
         async with self._reads().acquire() as conn, conn.transaction():
-            await self._lock_total(conn)
+            await self._retention.lock_total(conn)
             await conn.execute("SELECT 1 FROM endpoints WHERE id = $1 FOR UPDATE", endpoint.id)
             result = await conn.execute("DELETE FROM captures WHERE endpoint_id = $1",
                                         endpoint.id)
             await conn.execute("UPDATE endpoints SET capture_count = 0, stored_bytes = 0 "
                                "WHERE id = $1", endpoint.id)
             return int(result.split()[-1])
-
-    # -- browser sessions --------------------------------------------------------------------
 
     # -- deliveries --------------------------------------------------------------------------
 
@@ -699,6 +467,8 @@ class PostgresStore(EndpointCopies):
             await self._reads().execute(NOTIFY, payload)
         except Exception as exc:
             log.warning("could not tell the other processes of a failed login: %s", exc)
+
+    # -- browser sessions --------------------------------------------------------------------
 
     async def revoke_session(self, nonce: str, expires_at: int) -> None:
         async with self._reads().acquire() as conn, conn.transaction():
