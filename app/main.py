@@ -21,7 +21,7 @@ from hookscope.ingest.offload import Offload
 from hookscope.live import Hub, delivery_frame
 from hookscope.live.local import LocalHub
 from hookscope.models import now_us
-from hookscope.ops.forward import Forwarder
+from hookscope.ops.forwarder import Forwarder
 from hookscope.ops.replay import TargetPolicy
 from hookscope.routes import build_front, build_middleware, build_routes
 from hookscope.routes.common import keep_delivery

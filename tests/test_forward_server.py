@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 
 from hookscope.main import create_app
 from hookscope.models import Capture, new_capture_id, now_us
-from hookscope.ops.forward import Forwarder
+from hookscope.ops.forwarder import Forwarder
 from hookscope.ops.replay import TargetPolicy
 from hookscope.settings import Settings
 from hookscope.storage import StorageSettings, Store, build_store

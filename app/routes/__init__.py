@@ -19,7 +19,7 @@ from hookscope.formats import Validation
 from hookscope.ingest.limits import FailureThrottle, RateLimiter
 from hookscope.ingest.offload import Offload
 from hookscope.live import Publisher
-from hookscope.ops.forward import Forwarder
+from hookscope.ops.forwarder import Forwarder
 from hookscope.routes import captures, endpoints, pages, service, stream
 from hookscope.routes.access import AccessMiddleware
 from hookscope.routes.capture import Admit, CaptureMiddleware

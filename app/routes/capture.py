@@ -9,7 +9,7 @@ itself.
 
 Order matters: the reply is sent only after the store has committed the capture, so a 2xx is a
 promise that the request is on disk. An endpoint's `forward` is handed the capture after the
-commit and never waited for (hookscope.ops.forward.Forwarder).
+commit and never waited for (hookscope.ops.forwarder).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from hookscope.ingest.offload import BUDGET_EXCEEDED, INLINE_BODY_BYTES, Offload
 from hookscope.ingest.protocol import HEAD_WITHIN
 from hookscope.live import Publisher
 from hookscope.models import Capture, Endpoint, now_us
-from hookscope.ops.forward import Forwarder
+from hookscope.ops.forwarder import Forwarder
 from hookscope.settings import Settings
 from hookscope.storage import Gone, Store
 from hookscope.verify import check_signature
