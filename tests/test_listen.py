@@ -25,8 +25,8 @@ import httpx
 import pytest
 import stripe
 
-from hookscope.cli.listen import Console, Cursor
-from hookscope.cli.output import Printer
+from hookscope.cli.cursor import Cursor
+from hookscope.cli.output import Console, Printer
 from hookscope.models import HOP_BY_HOP
 from hookscope.ops.forward import forward_url
 from tests.clirun import (

@@ -28,17 +28,12 @@ import contextlib
 import fnmatch
 import functools
 import getpass
-import hashlib
 import json
-import os
-import shutil
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +42,9 @@ import httpx
 from hookscope.cli.base import OK, USAGE, Failed, remote, warn
 from hookscope.cli.captures import endpoint_key
 from hookscope.cli.client import Client, Refused, Unreachable, segment
+from hookscope.cli.cursor import Cursor, state_folder
 from hookscope.cli.fixture import Payload, fixture_body
-from hookscope.cli.output import Printer, capture_path, local_time, safe
+from hookscope.cli.output import Console, Printer, capture_path, local_time, safe
 
 if TYPE_CHECKING:
     from hookscope.models import Capture
@@ -90,163 +86,6 @@ def default_name() -> str:
     except (OSError, KeyError):  # no login name: a container's numeric user, say
         user = "listener"
     return f"{user}@{socket.gethostname()}"
-
-
-def state_folder(given: str | None) -> Path:
-    """--state, else $XDG_STATE_HOME/hookscope/listen, else ~/.local/state/hookscope/listen."""
-    if given:
-        return Path(given)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "hookscope" / "listen"
-
-
-class Cursor:
-    """Where forwarding to one target stopped: the last sequence number handled, for one server,
-    endpoint and target, in `<hash>.json` (which names all three, for a person who looks)."""
-
-    def __init__(self, folder: Path, server: str, endpoint: str, target: str) -> None:
-        digest = hashlib.sha256(f"{server}\n{endpoint}\n{target}".encode()).hexdigest()[:32]
-        self.path = folder / f"{digest}.json"
-        self.lock_path = folder / f"{digest}.pid"
-        self.about = {"server": server, "endpoint": endpoint, "target": target}
-
-    def load(self) -> int | None:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise Failed(USAGE, f"cannot read {self.path}: {exc.strerror or exc}") from None
-        try:
-            seq = json.loads(text)["seq"]
-        except (ValueError, KeyError, TypeError):
-            seq = None
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-            raise Failed(USAGE, f"{self.path} is not a listener's cursor: delete it, or start "
-                                "with --from")
-        return seq
-
-    def save(self, seq: int) -> None:
-        """Replaced whole (a new file renamed over the old): a listener killed at any moment
-        leaves the old cursor or the new one, never half of one. Not synced to disk: a killed
-        process loses nothing the kernel has, and after a power cut the deliveries recorded on
-        the server keep what was delivered from being sent again."""
-        temp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        try:
-            temp.write_text(json.dumps({**self.about, "seq": seq}) + "\n")
-            os.replace(temp, self.path)
-        except OSError as exc:
-            raise Failed(USAGE, f"cannot save the cursor in {self.path}: "
-                                f"{exc.strerror or exc}") from None
-
-    def claim(self) -> None:
-        """One listener per server, endpoint and target: a second would forward every capture
-        again. The claim is a file holding the process id; one whose process is gone (a killed
-        listener) is taken over."""
-        for _ in range(2):
-            try:
-                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except PermissionError as exc:
-                raise Failed(USAGE, f"cannot write in {self.lock_path.parent}: "
-                                    f"{exc.strerror or exc}") from None
-            except FileExistsError:
-                holder = _pid_in(self.lock_path)
-                if holder is not None and holder != os.getpid() and _alive(holder):
-                    raise Failed(USAGE, f"another listener (process {holder}) is forwarding "
-                                        f"these captures to {self.about['target']} (its claim: "
-                                        f"{self.lock_path})") from None
-                with contextlib.suppress(FileNotFoundError):
-                    self.lock_path.unlink()
-                continue
-            with os.fdopen(fd, "w") as file:
-                file.write(f"{os.getpid()}\n")
-            return
-        raise Failed(USAGE, f"cannot claim {self.lock_path}: another listener is starting")
-
-    def release(self) -> None:
-        if _pid_in(self.lock_path) == os.getpid():
-            with contextlib.suppress(OSError):
-                self.lock_path.unlink()
-
-
-def _pid_in(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
-class Console:
-    """What a person sees, shared by the workers: one line per delivery on stdout, notes on
-    stderr, and, when stderr is a terminal, one status line below them that is rewritten in
-    place (waiting, retrying, reconnecting)."""
-
-    def __init__(self, out: Printer) -> None:
-        self.out = out
-        self.err = Printer(stream=sys.stderr)
-        self.live = sys.stderr.isatty()
-        self.lock = threading.Lock()
-        self.statuses: dict[str, str] = {}
-        self.shown = False
-
-    def delivery(self, text: str, record: dict[str, Any]) -> None:
-        with self._above():
-            if self.out.as_json:
-                self.out.json(record, compact=True)
-            else:
-                self.out.line(text)
-
-    def note(self, text: str) -> None:
-        with self._above():
-            warn(text)
-
-    def status(self, who: str, text: str) -> None:
-        if not self.live:
-            return
-        with self.lock:
-            self.statuses[who] = text
-            self._draw()
-
-    def close(self) -> None:
-        with self.lock:
-            self._clear()
-            self.live = False
-
-    @contextlib.contextmanager
-    def _above(self) -> Iterator[None]:
-        """A lasting line goes where the status line stood; the status line comes back below."""
-        with self.lock:
-            self._clear()
-            yield
-            self._draw()
-
-    def _clear(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-            self.shown = False
-
-    def _draw(self) -> None:
-        if not self.live or not self.statuses:
-            return
-        width = shutil.get_terminal_size().columns - 1
-        parts = list(self.statuses.items())
-        text = parts[0][1] if len(parts) == 1 else " | ".join(f"{w}: {t}" for w, t in parts)
-        if len(text) > width:
-            text = text[:max(width - 1, 0)] + "…"
-        sys.stderr.write("\r\x1b[K" + self.err.paint(text, "dim"))
-        sys.stderr.flush()
-        self.shown = True
 
 
 def target_label(target: str) -> str:

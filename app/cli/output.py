@@ -3,13 +3,18 @@ programs (`--json` output is never coloured, whatever stdout is)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, TextIO
+
+from hookscope.cli.base import warn
 
 _CODES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
 SIGNATURE_COLOURS = {"verified": "green", "failed": "red", "missing": "yellow"}
@@ -144,3 +149,66 @@ def summary_line(out: Printer, summary: dict[str, Any]) -> str:
         pad(signature_text(out, summary.get("signature") or {}), 9),
         validation_text(out, summary.get("validation") or {}),
     ]).rstrip()
+
+
+class Console:
+    """What a person sees, shared by the workers: one line per delivery on stdout, notes on
+    stderr, and, when stderr is a terminal, one status line below them that is rewritten in
+    place (waiting, retrying, reconnecting)."""
+
+    def __init__(self, out: Printer) -> None:
+        self.out = out
+        self.err = Printer(stream=sys.stderr)
+        self.live = sys.stderr.isatty()
+        self.lock = threading.Lock()
+        self.statuses: dict[str, str] = {}
+        self.shown = False
+
+    def delivery(self, text: str, record: dict[str, Any]) -> None:
+        with self._above():
+            if self.out.as_json:
+                self.out.json(record, compact=True)
+            else:
+                self.out.line(text)
+
+    def note(self, text: str) -> None:
+        with self._above():
+            warn(text)
+
+    def status(self, who: str, text: str) -> None:
+        if not self.live:
+            return
+        with self.lock:
+            self.statuses[who] = text
+            self._draw()
+
+    def close(self) -> None:
+        with self.lock:
+            self._clear()
+            self.live = False
+
+    @contextlib.contextmanager
+    def _above(self) -> Iterator[None]:
+        """A lasting line goes where the status line stood; the status line comes back below."""
+        with self.lock:
+            self._clear()
+            yield
+            self._draw()
+
+    def _clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.shown = False
+
+    def _draw(self) -> None:
+        if not self.live or not self.statuses:
+            return
+        width = shutil.get_terminal_size().columns - 1
+        parts = list(self.statuses.items())
+        text = parts[0][1] if len(parts) == 1 else " | ".join(f"{w}: {t}" for w, t in parts)
+        if len(text) > width:
+            text = text[:max(width - 1, 0)] + "…"
+        sys.stderr.write("\r\x1b[K" + self.err.paint(text, "dim"))
+        sys.stderr.flush()
+        self.shown = True
