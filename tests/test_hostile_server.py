@@ -18,7 +18,10 @@ from tests.serverproc import ServerProcess, local_tls, wait_until
 
 pytestmark = pytest.mark.slow
 
-HEALTHZ_WITHIN_S = 0.5
+# The stalls these tests guard against held the event loop for seconds; a bound well under one
+# second catches them, while a CI machine busy with other test workers and PostgreSQL beside this
+# server may take more than half a second to answer now and then.
+HEALTHZ_WITHIN_S = 1.0
 PEAK_MEMORY_BYTES = 1 << 30
 
 
